@@ -1,0 +1,597 @@
+// oneDNN 2.x behind the narrow API of CDNNL.h. Each object owns its primitives, the memory
+// objects wrapping caller pointers (handles swapped per call) and scratch buffers for layouts
+// the kernel prefers over the caller's.
+#define _GNU_SOURCE
+#include "CDNNL.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <oneapi/dnnl/dnnl.h>
+
+static _Thread_local char g_error[512];
+static dnnl_engine_t g_engine;
+static dnnl_stream_t g_stream;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static dnnl_status_t g_init_status = dnnl_success;
+
+const char *cdnnl_last_error(void) { return g_error; }
+
+static int fail(int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(g_error, sizeof g_error, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < sizeof g_error)
+        snprintf(g_error + n, sizeof g_error - (size_t)n, " (oneDNN status %d)", status);
+    return status == 0 ? -1 : status;
+}
+
+#define CHECK(call, what)                                      \
+    do {                                                       \
+        dnnl_status_t s_ = (call);                             \
+        if (s_ != dnnl_success) return fail((int)s_, "%s", what); \
+    } while (0)
+
+static void init_once(void) {
+    g_init_status = dnnl_engine_create(&g_engine, dnnl_cpu, 0);
+    if (g_init_status == dnnl_success)
+        g_init_status = dnnl_stream_create(&g_stream, g_engine, dnnl_stream_default_flags);
+}
+
+int cdnnl_init(void) {
+    pthread_once(&g_once, init_once);
+    if (g_init_status != dnnl_success) return fail((int)g_init_status, "creating the oneDNN CPU engine");
+    return 0;
+}
+
+// OpenMP is reached through dlsym: libdnnl already loads the OpenMP runtime, and linking it
+// directly would tie the package to one runtime's library name.
+int cdnnl_set_threads(int n) {
+    void (*set)(int) = (void (*)(int))dlsym(RTLD_DEFAULT, "omp_set_num_threads");
+    if (set && n > 0) set(n);
+    return cdnnl_max_threads();
+}
+
+int cdnnl_max_threads(void) {
+    int (*get)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "omp_get_max_threads");
+    return get ? get() : 1;
+}
+
+const char *cdnnl_version(void) {
+    static char buf[32];
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(buf, sizeof buf, "%d.%d.%d", v->major, v->minor, v->patch);
+    return buf;
+}
+
+int cdnnl_isa(void) { return (int)dnnl_get_effective_cpu_isa(); }
+
+int cdnnl_preferred_block(void) {
+    // oneDNN's f32 direct convolutions use 16-channel blocks from AVX-512 up, 8 below.
+    return (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? 16 : 8;
+}
+
+// ---- descriptors ----
+
+static dnnl_format_tag_t act_tag(int spatial_rank, int layout) {
+    if (layout == CDNNL_LAYOUT_BLOCKED16) return spatial_rank == 3 ? dnnl_nCdhw16c : dnnl_nChw16c;
+    if (layout == CDNNL_LAYOUT_BLOCKED8) return spatial_rank == 3 ? dnnl_nCdhw8c : dnnl_nChw8c;
+    return spatial_rank == 3 ? dnnl_ncdhw : dnnl_nchw;
+}
+
+static int act_md(dnnl_memory_desc_t *md, int spatial_rank, int64_t n, int64_t c,
+                  const int64_t *spatial, int layout) {
+    if (spatial_rank != 2 && spatial_rank != 3) return fail(-1, "spatial rank must be 2 or 3, got %d", spatial_rank);
+    dnnl_dims_t dims = {n, c, spatial[0], spatial[1], spatial_rank == 3 ? spatial[2] : 0};
+    CHECK(dnnl_memory_desc_init_by_tag(md, 2 + spatial_rank, dims, dnnl_f32, act_tag(spatial_rank, layout)),
+          "describing an activation tensor");
+    return 0;
+}
+
+int64_t cdnnl_tensor_size(int spatial_rank, int64_t n, int64_t c, const int64_t *spatial, int layout) {
+    dnnl_memory_desc_t md;
+    if (act_md(&md, spatial_rank, n, c, spatial, layout) != 0) return -1;
+    return (int64_t)(dnnl_memory_desc_get_size(&md) / sizeof(float));
+}
+
+static int make_primitive(dnnl_primitive_t *p, dnnl_primitive_desc_t pd, const char *what) {
+    CHECK(dnnl_primitive_create(p, pd), what);
+    return 0;
+}
+
+static int execute(dnnl_primitive_t p, int nargs, const dnnl_exec_arg_t *args, const char *what) {
+    CHECK(dnnl_primitive_execute(p, g_stream, nargs, args), what);
+    CHECK(dnnl_stream_wait(g_stream), what);
+    return 0;
+}
+
+// ---- ports: a caller buffer in its layout, bridged to the layout a kernel chose ----
+
+typedef struct {
+    dnnl_memory_t user;      // wraps the caller's pointer (handle set per call)
+    dnnl_memory_t kernel;    // what the primitive sees: == user when no reorder is needed
+    dnnl_primitive_t reorder; // user->kernel for inputs, kernel->user for outputs
+    void *buffer;            // storage behind `kernel` when it differs from `user`
+} port;
+
+static void port_free(port *p) {
+    if (p->reorder) dnnl_primitive_destroy(p->reorder);
+    if (p->kernel && p->kernel != p->user) dnnl_memory_destroy(p->kernel);
+    if (p->user) dnnl_memory_destroy(p->user);
+    free(p->buffer);
+    memset(p, 0, sizeof *p);
+}
+
+/// is_output: the kernel writes and the result goes back to the caller.
+/// accumulate: (outputs only) the caller's buffer receives += instead of =.
+static int port_init(port *p, const dnnl_memory_desc_t *user_md, const dnnl_memory_desc_t *kernel_md,
+                     int is_output, int accumulate, const char *what) {
+    memset(p, 0, sizeof *p);
+    CHECK(dnnl_memory_create(&p->user, user_md, g_engine, DNNL_MEMORY_NONE), what);
+    if (dnnl_memory_desc_equal(user_md, kernel_md) && !accumulate) {
+        p->kernel = p->user;
+        return 0;
+    }
+    size_t bytes = dnnl_memory_desc_get_size(kernel_md);
+    p->buffer = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    if (!p->buffer) return fail(-1, "%s: out of memory for %zu bytes", what, bytes);
+    memset(p->buffer, 0, bytes);
+    CHECK(dnnl_memory_create(&p->kernel, kernel_md, g_engine, p->buffer), what);
+    dnnl_primitive_attr_t attr = NULL;
+    if (accumulate) {
+        dnnl_post_ops_t ops;
+        CHECK(dnnl_primitive_attr_create(&attr), what);
+        CHECK(dnnl_post_ops_create(&ops), what);
+        CHECK(dnnl_post_ops_append_sum(ops, 1.0f), what);
+        CHECK(dnnl_primitive_attr_set_post_ops(attr, ops), what);
+        dnnl_post_ops_destroy(ops);
+    }
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t s = is_output
+        ? dnnl_reorder_primitive_desc_create(&pd, kernel_md, g_engine, user_md, g_engine, attr)
+        : dnnl_reorder_primitive_desc_create(&pd, user_md, g_engine, kernel_md, g_engine, attr);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (s != dnnl_success) return fail((int)s, "%s: creating a layout reorder", what);
+    int rc = make_primitive(&p->reorder, pd, what);
+    dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
+/// Binds an input pointer and returns the memory the kernel should read.
+static int port_in(port *p, const void *ptr, dnnl_memory_t *out, const char *what) {
+    CHECK(dnnl_memory_set_data_handle(p->user, (void *)ptr), what);
+    if (p->reorder) {
+        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, p->user}, {DNNL_ARG_TO, p->kernel}};
+        if (execute(p->reorder, 2, args, what) != 0) return -1;
+    }
+    *out = p->kernel;
+    return 0;
+}
+
+static int port_out_begin(port *p, void *ptr, dnnl_memory_t *out, const char *what) {
+    CHECK(dnnl_memory_set_data_handle(p->user, ptr), what);
+    *out = p->kernel;
+    return 0;
+}
+
+static int port_out_end(port *p, const char *what) {
+    if (!p->reorder) return 0;
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, p->kernel}, {DNNL_ARG_TO, p->user}};
+    return execute(p->reorder, 2, args, what);
+}
+
+// ---- reorder between activation layouts ----
+
+struct cdnnl_reorder { dnnl_primitive_t prim; dnnl_memory_t from, to; };
+
+int cdnnl_reorder_create(cdnnl_reorder **out, int spatial_rank, int64_t n, int64_t c,
+                         const int64_t *spatial, int from_layout, int to_layout) {
+    if (cdnnl_init() != 0) return -1;
+    dnnl_memory_desc_t from, to;
+    if (act_md(&from, spatial_rank, n, c, spatial, from_layout) != 0) return -1;
+    if (act_md(&to, spatial_rank, n, c, spatial, to_layout) != 0) return -1;
+    cdnnl_reorder *r = calloc(1, sizeof *r);
+    if (!r) return fail(-1, "out of memory");
+    dnnl_primitive_desc_t pd = NULL;
+    int rc = -1;
+    if (dnnl_memory_create(&r->from, &from, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+        dnnl_memory_create(&r->to, &to, g_engine, DNNL_MEMORY_NONE) != dnnl_success) {
+        fail(-1, "layout reorder: creating memory");
+    } else {
+        dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, &from, g_engine, &to, g_engine, NULL);
+        if (s != dnnl_success) fail((int)s, "layout reorder: creating the primitive");
+        else rc = make_primitive(&r->prim, pd, "layout reorder");
+    }
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (rc != 0) { cdnnl_reorder_destroy(r); return -1; }
+    *out = r;
+    return 0;
+}
+
+int cdnnl_reorder_execute(cdnnl_reorder *r, const float *src, float *dst) {
+    const char *what = "layout reorder";
+    CHECK(dnnl_memory_set_data_handle(r->from, (void *)src), what);
+    CHECK(dnnl_memory_set_data_handle(r->to, dst), what);
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, r->from}, {DNNL_ARG_TO, r->to}};
+    return execute(r->prim, 2, args, what);
+}
+
+void cdnnl_reorder_destroy(cdnnl_reorder *r) {
+    if (!r) return;
+    if (r->prim) dnnl_primitive_destroy(r->prim);
+    if (r->from) dnnl_memory_destroy(r->from);
+    if (r->to) dnnl_memory_destroy(r->to);
+    free(r);
+}
+
+// ---- convolution / transposed convolution ----
+
+struct cdnnl_conv {
+    cdnnl_conv_desc d;
+    dnnl_memory_desc_t src_md, dst_md, weight_md, bias_md; // caller layouts
+    dnnl_dims_t strides, pad_lo, pad_hi;
+    dnnl_primitive_desc_t fwd_pd;
+    dnnl_primitive_t fwd;
+    port f_src, f_w, f_dst;
+    dnnl_memory_t f_bias;
+    dnnl_primitive_t bwd_data;
+    port d_ddst, d_w, d_dsrc;
+    dnnl_primitive_t bwd_weights;
+    port w_src, w_ddst, w_dw;
+    dnnl_memory_t w_db;
+    float *db_buffer;
+};
+
+void cdnnl_conv_destroy(cdnnl_conv *c) {
+    if (!c) return;
+    if (c->fwd) dnnl_primitive_destroy(c->fwd);
+    if (c->bwd_data) dnnl_primitive_destroy(c->bwd_data);
+    if (c->bwd_weights) dnnl_primitive_destroy(c->bwd_weights);
+    if (c->fwd_pd) dnnl_primitive_desc_destroy(c->fwd_pd);
+    port *ports[] = {&c->f_src, &c->f_w, &c->f_dst, &c->d_ddst, &c->d_w, &c->d_dsrc,
+                     &c->w_src, &c->w_ddst, &c->w_dw};
+    for (size_t i = 0; i < sizeof ports / sizeof *ports; i++) port_free(ports[i]);
+    if (c->f_bias) dnnl_memory_destroy(c->f_bias);
+    if (c->w_db) dnnl_memory_destroy(c->w_db);
+    free(c->db_buffer);
+    free(c);
+}
+
+static const dnnl_memory_desc_t *q(dnnl_primitive_desc_t pd, dnnl_query_t what) {
+    return dnnl_primitive_desc_query_md(pd, what, 0);
+}
+
+static int any_like(dnnl_memory_desc_t *out, const dnnl_memory_desc_t *md) {
+    CHECK(dnnl_memory_desc_init_by_tag(out, md->ndims, md->dims, dnnl_f32, dnnl_format_tag_any), "describing a tensor");
+    return 0;
+}
+
+static int conv_create_fwd(cdnnl_conv *c) {
+    const char *what = c->d.transposed ? "transposed convolution forward" : "convolution forward";
+    dnnl_memory_desc_t s, w, dst;
+    if (any_like(&s, &c->src_md) || any_like(&w, &c->weight_md) || any_like(&dst, &c->dst_md)) return -1;
+    const dnnl_memory_desc_t *b = c->d.has_bias ? &c->bias_md : NULL;
+    if (c->d.transposed) {
+        dnnl_deconvolution_desc_t desc;
+        CHECK(dnnl_deconvolution_forward_desc_init(&desc, dnnl_forward_training, dnnl_deconvolution_direct,
+              &s, &w, b, &dst, c->strides, c->pad_lo, c->pad_hi), what);
+        CHECK(dnnl_primitive_desc_create(&c->fwd_pd, &desc, NULL, g_engine, NULL), what);
+    } else {
+        dnnl_convolution_desc_t desc;
+        CHECK(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_training, dnnl_convolution_direct,
+              &s, &w, b, &dst, c->strides, c->pad_lo, c->pad_hi), what);
+        CHECK(dnnl_primitive_desc_create(&c->fwd_pd, &desc, NULL, g_engine, NULL), what);
+    }
+    if (make_primitive(&c->fwd, c->fwd_pd, what)) return -1;
+    if (port_init(&c->f_src, &c->src_md, q(c->fwd_pd, dnnl_query_src_md), 0, 0, what)) return -1;
+    if (port_init(&c->f_w, &c->weight_md, q(c->fwd_pd, dnnl_query_weights_md), 0, 0, what)) return -1;
+    if (port_init(&c->f_dst, &c->dst_md, q(c->fwd_pd, dnnl_query_dst_md), 1, 0, what)) return -1;
+    if (c->d.has_bias) CHECK(dnnl_memory_create(&c->f_bias, &c->bias_md, g_engine, DNNL_MEMORY_NONE), what);
+    return 0;
+}
+
+int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
+    if (cdnnl_init() != 0) return -1;
+    int r = d->spatial_rank;
+    if (r != 2 && r != 3) return fail(-1, "convolution: spatial rank must be 2 or 3, got %d", r);
+    cdnnl_conv *c = calloc(1, sizeof *c);
+    if (!c) return fail(-1, "out of memory");
+    c->d = *d;
+    int rc = act_md(&c->src_md, r, d->batch, d->in_channels, d->in_size, d->layout);
+    if (rc == 0) rc = act_md(&c->dst_md, r, d->batch, d->out_channels, d->out_size, d->layout);
+    if (rc == 0) {
+        // oneDNN weight dims are (OC, IC, k...) for both kinds; PyTorch stores transposed
+        // convolution weights as (IC, OC, k...), which is the `io...` tag over the same dims.
+        dnnl_dims_t wd = {d->out_channels, d->in_channels, d->kernel[0], d->kernel[1], r == 3 ? d->kernel[2] : 0};
+        dnnl_format_tag_t tag = d->transposed ? (r == 3 ? dnnl_iodhw : dnnl_iohw) : (r == 3 ? dnnl_oidhw : dnnl_oihw);
+        dnnl_dims_t bd = {d->out_channels};
+        if (dnnl_memory_desc_init_by_tag(&c->weight_md, 2 + r, wd, dnnl_f32, tag) != dnnl_success ||
+            dnnl_memory_desc_init_by_tag(&c->bias_md, 1, bd, dnnl_f32, dnnl_x) != dnnl_success)
+            rc = fail(-1, "convolution: describing weights");
+    }
+    for (int i = 0; i < r; i++) {
+        c->strides[i] = d->stride[i]; c->pad_lo[i] = d->pad_lo[i]; c->pad_hi[i] = d->pad_hi[i];
+    }
+    if (rc == 0) rc = conv_create_fwd(c);
+    if (rc != 0) { cdnnl_conv_destroy(c); return -1; }
+    *out = c;
+    return 0;
+}
+
+int cdnnl_conv_forward(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst) {
+    const char *what = "convolution forward";
+    dnnl_memory_t ms, mw, md;
+    if (port_in(&c->f_src, src, &ms, what) || port_in(&c->f_w, weight, &mw, what) ||
+        port_out_begin(&c->f_dst, dst, &md, what)) return -1;
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
+    int n = 3;
+    if (c->d.has_bias) {
+        if (!bias) return fail(-1, "%s: bias missing", what);
+        CHECK(dnnl_memory_set_data_handle(c->f_bias, (void *)bias), what);
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, c->f_bias};
+    }
+    if (execute(c->fwd, n, args, what)) return -1;
+    return port_out_end(&c->f_dst, what);
+}
+
+static int conv_create_bwd_data(cdnnl_conv *c) {
+    const char *what = "convolution backward data";
+    dnnl_memory_desc_t s, w, dst;
+    if (any_like(&s, &c->src_md) || any_like(&w, &c->weight_md) || any_like(&dst, &c->dst_md)) return -1;
+    dnnl_primitive_desc_t pd;
+    if (c->d.transposed) {
+        dnnl_deconvolution_desc_t desc;
+        CHECK(dnnl_deconvolution_backward_data_desc_init(&desc, dnnl_deconvolution_direct, &s, &w, &dst,
+              c->strides, c->pad_lo, c->pad_hi), what);
+        CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, g_engine, c->fwd_pd), what);
+    } else {
+        dnnl_convolution_desc_t desc;
+        CHECK(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &s, &w, &dst,
+              c->strides, c->pad_lo, c->pad_hi), what);
+        CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, g_engine, c->fwd_pd), what);
+    }
+    int rc = make_primitive(&c->bwd_data, pd, what);
+    if (rc == 0) rc = port_init(&c->d_ddst, &c->dst_md, q(pd, dnnl_query_diff_dst_md), 0, 0, what);
+    if (rc == 0) rc = port_init(&c->d_w, &c->weight_md, q(pd, dnnl_query_weights_md), 0, 0, what);
+    if (rc == 0) rc = port_init(&c->d_dsrc, &c->src_md, q(pd, dnnl_query_diff_src_md), 1, 0, what);
+    dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
+int cdnnl_conv_backward_data(cdnnl_conv *c, const float *diff_dst, const float *weight, float *diff_src) {
+    const char *what = "convolution backward data";
+    if (!c->bwd_data && conv_create_bwd_data(c)) return -1;
+    dnnl_memory_t mdd, mw, mds;
+    if (port_in(&c->d_ddst, diff_dst, &mdd, what) || port_in(&c->d_w, weight, &mw, what) ||
+        port_out_begin(&c->d_dsrc, diff_src, &mds, what)) return -1;
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_DIFF_DST, mdd}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DIFF_SRC, mds}};
+    if (execute(c->bwd_data, 3, args, what)) return -1;
+    return port_out_end(&c->d_dsrc, what);
+}
+
+static int conv_create_bwd_weights(cdnnl_conv *c) {
+    const char *what = "convolution backward weights";
+    dnnl_memory_desc_t s, w, dst;
+    if (any_like(&s, &c->src_md) || any_like(&w, &c->weight_md) || any_like(&dst, &c->dst_md)) return -1;
+    if (getenv("CDNNL_EXPLICIT")) { s = c->src_md; dst = c->dst_md; }
+    const dnnl_memory_desc_t *b = c->d.has_bias ? &c->bias_md : NULL;
+    dnnl_primitive_desc_t pd;
+    if (c->d.transposed) {
+        dnnl_deconvolution_desc_t desc;
+        CHECK(dnnl_deconvolution_backward_weights_desc_init(&desc, dnnl_deconvolution_direct, &s, &w, b, &dst,
+              c->strides, c->pad_lo, c->pad_hi), what);
+        CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, g_engine, c->fwd_pd), what);
+    } else {
+        dnnl_convolution_desc_t desc;
+        CHECK(dnnl_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, &s, &w, b, &dst,
+              c->strides, c->pad_lo, c->pad_hi), what);
+        CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, g_engine, c->fwd_pd), what);
+    }
+    int rc = make_primitive(&c->bwd_weights, pd, what);
+    if (rc == 0) rc = port_init(&c->w_src, &c->src_md, q(pd, dnnl_query_src_md), 0, 0, what);
+    if (rc == 0) rc = port_init(&c->w_ddst, &c->dst_md, q(pd, dnnl_query_diff_dst_md), 0, 0, what);
+    // Parameter gradients accumulate: the kernel writes a private buffer, a reorder with a
+    // sum post-op adds it into the caller's plain-layout gradient.
+    if (rc == 0) rc = port_init(&c->w_dw, &c->weight_md, q(pd, dnnl_query_diff_weights_md), 1, 1, what);
+    if (rc == 0 && c->d.has_bias) {
+        c->db_buffer = aligned_alloc(64, (size_t)((c->d.out_channels * 4 + 63) / 64 * 64));
+        if (!c->db_buffer) rc = fail(-1, "%s: out of memory", what);
+        else if (dnnl_memory_create(&c->w_db, &c->bias_md, g_engine, c->db_buffer) != dnnl_success)
+            rc = fail(-1, "%s: bias memory", what);
+    }
+    dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
+int cdnnl_conv_backward_weights(cdnnl_conv *c, const float *src, const float *diff_dst,
+                                float *diff_weight, float *diff_bias) {
+    const char *what = "convolution backward weights";
+    if (!c->bwd_weights && conv_create_bwd_weights(c)) return -1;
+    dnnl_memory_t ms, mdd, mdw;
+    if (port_in(&c->w_src, src, &ms, what) || port_in(&c->w_ddst, diff_dst, &mdd, what) ||
+        port_out_begin(&c->w_dw, diff_weight, &mdw, what)) return -1;
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_DIFF_DST, mdd}, {DNNL_ARG_DIFF_WEIGHTS, mdw}};
+    int n = 3;
+    if (c->d.has_bias) {
+        if (!diff_bias) return fail(-1, "%s: bias gradient missing", what);
+        args[n++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_BIAS, c->w_db};
+    }
+    if (execute(c->bwd_weights, n, args, what)) return -1;
+    if (port_out_end(&c->w_dw, what)) return -1;
+    if (c->d.has_bias)
+        for (int64_t i = 0; i < c->d.out_channels; i++) diff_bias[i] += c->db_buffer[i];
+    return 0;
+}
+
+// ---- batch normalization ----
+
+struct cdnnl_bnorm {
+    int64_t channels;
+    dnnl_primitive_t train, infer, bwd;
+    dnnl_memory_t src, dst, scale, shift, mean, var, ddst, dsrc, dscale, dshift;
+    float *dscale_buf, *dshift_buf;
+};
+
+void cdnnl_bnorm_destroy(cdnnl_bnorm *b) {
+    if (!b) return;
+    dnnl_primitive_t ps[] = {b->train, b->infer, b->bwd};
+    for (int i = 0; i < 3; i++) if (ps[i]) dnnl_primitive_destroy(ps[i]);
+    dnnl_memory_t ms[] = {b->src, b->dst, b->scale, b->shift, b->mean, b->var, b->ddst, b->dsrc, b->dscale, b->dshift};
+    for (int i = 0; i < 10; i++) if (ms[i]) dnnl_memory_destroy(ms[i]);
+    free(b->dscale_buf); free(b->dshift_buf);
+    free(b);
+}
+
+int cdnnl_bnorm_create(cdnnl_bnorm **out, int spatial_rank, int64_t n, int64_t c,
+                       const int64_t *spatial, int layout, float epsilon) {
+    const char *what = "batch normalization";
+    if (cdnnl_init() != 0) return -1;
+    dnnl_memory_desc_t data, chan;
+    if (act_md(&data, spatial_rank, n, c, spatial, layout) != 0) return -1;
+    dnnl_dims_t cd = {c};
+    CHECK(dnnl_memory_desc_init_by_tag(&chan, 1, cd, dnnl_f32, dnnl_x), what);
+    cdnnl_bnorm *b = calloc(1, sizeof *b);
+    if (!b) return fail(-1, "out of memory");
+    b->channels = c;
+    unsigned flags = dnnl_use_scale | dnnl_use_shift;
+    dnnl_batch_normalization_desc_t dt, di, db;
+    dnnl_primitive_desc_t pt = NULL, pi = NULL, pb = NULL;
+    int rc = 0;
+    if (dnnl_batch_normalization_forward_desc_init(&dt, dnnl_forward_training, &data, epsilon, flags) ||
+        dnnl_batch_normalization_forward_desc_init(&di, dnnl_forward_inference, &data, epsilon, flags | dnnl_use_global_stats) ||
+        dnnl_batch_normalization_backward_desc_init(&db, dnnl_backward, &data, &data, epsilon, flags) ||
+        dnnl_primitive_desc_create(&pt, &dt, NULL, g_engine, NULL) ||
+        dnnl_primitive_desc_create(&pi, &di, NULL, g_engine, NULL) ||
+        dnnl_primitive_desc_create(&pb, &db, NULL, g_engine, pt))
+        rc = fail(-1, "%s: creating primitives", what);
+    if (rc == 0) rc = make_primitive(&b->train, pt, what);
+    if (rc == 0) rc = make_primitive(&b->infer, pi, what);
+    if (rc == 0) rc = make_primitive(&b->bwd, pb, what);
+    if (pt) dnnl_primitive_desc_destroy(pt);
+    if (pi) dnnl_primitive_desc_destroy(pi);
+    if (pb) dnnl_primitive_desc_destroy(pb);
+    b->dscale_buf = aligned_alloc(64, (size_t)((c * 4 + 63) / 64 * 64));
+    b->dshift_buf = aligned_alloc(64, (size_t)((c * 4 + 63) / 64 * 64));
+    if (rc == 0 && (!b->dscale_buf || !b->dshift_buf)) rc = fail(-1, "%s: out of memory", what);
+    dnnl_memory_t *dm[] = {&b->src, &b->dst, &b->ddst, &b->dsrc};
+    for (int i = 0; rc == 0 && i < 4; i++)
+        if (dnnl_memory_create(dm[i], &data, g_engine, DNNL_MEMORY_NONE)) rc = fail(-1, "%s: memory", what);
+    dnnl_memory_t *cm[] = {&b->scale, &b->shift, &b->mean, &b->var};
+    for (int i = 0; rc == 0 && i < 4; i++)
+        if (dnnl_memory_create(cm[i], &chan, g_engine, DNNL_MEMORY_NONE)) rc = fail(-1, "%s: memory", what);
+    if (rc == 0 && (dnnl_memory_create(&b->dscale, &chan, g_engine, b->dscale_buf) ||
+                    dnnl_memory_create(&b->dshift, &chan, g_engine, b->dshift_buf)))
+        rc = fail(-1, "%s: memory", what);
+    if (rc != 0) { cdnnl_bnorm_destroy(b); return -1; }
+    *out = b;
+    return 0;
+}
+
+#define SET(mem, ptr) CHECK(dnnl_memory_set_data_handle((mem), (void *)(ptr)), what)
+
+int cdnnl_bnorm_forward_training(cdnnl_bnorm *b, const float *src, const float *scale,
+                                 const float *shift, float *dst, float *mean, float *variance) {
+    const char *what = "batch normalization forward (training)";
+    SET(b->src, src); SET(b->scale, scale); SET(b->shift, shift); SET(b->dst, dst);
+    SET(b->mean, mean); SET(b->var, variance);
+    dnnl_exec_arg_t args[6] = {{DNNL_ARG_SRC, b->src}, {DNNL_ARG_SCALE, b->scale}, {DNNL_ARG_SHIFT, b->shift},
+                               {DNNL_ARG_DST, b->dst}, {DNNL_ARG_MEAN, b->mean}, {DNNL_ARG_VARIANCE, b->var}};
+    return execute(b->train, 6, args, what);
+}
+
+int cdnnl_bnorm_forward_inference(cdnnl_bnorm *b, const float *src, const float *scale,
+                                  const float *shift, const float *mean, const float *variance,
+                                  float *dst) {
+    const char *what = "batch normalization forward (inference)";
+    SET(b->src, src); SET(b->scale, scale); SET(b->shift, shift); SET(b->dst, dst);
+    SET(b->mean, mean); SET(b->var, variance);
+    dnnl_exec_arg_t args[6] = {{DNNL_ARG_SRC, b->src}, {DNNL_ARG_SCALE, b->scale}, {DNNL_ARG_SHIFT, b->shift},
+                               {DNNL_ARG_DST, b->dst}, {DNNL_ARG_MEAN, b->mean}, {DNNL_ARG_VARIANCE, b->var}};
+    return execute(b->infer, 6, args, what);
+}
+
+int cdnnl_bnorm_backward(cdnnl_bnorm *b, const float *src, const float *diff_dst,
+                         const float *scale, const float *mean, const float *variance,
+                         float *diff_src, float *diff_scale, float *diff_shift) {
+    const char *what = "batch normalization backward";
+    SET(b->src, src); SET(b->ddst, diff_dst); SET(b->scale, scale); SET(b->mean, mean);
+    SET(b->var, variance); SET(b->dsrc, diff_src);
+    dnnl_exec_arg_t args[8] = {{DNNL_ARG_SRC, b->src}, {DNNL_ARG_DIFF_DST, b->ddst}, {DNNL_ARG_SCALE, b->scale},
+                               {DNNL_ARG_MEAN, b->mean}, {DNNL_ARG_VARIANCE, b->var}, {DNNL_ARG_DIFF_SRC, b->dsrc},
+                               {DNNL_ARG_DIFF_SCALE, b->dscale}, {DNNL_ARG_DIFF_SHIFT, b->dshift}};
+    if (execute(b->bwd, 8, args, what)) return -1;
+    for (int64_t i = 0; i < b->channels; i++) {
+        diff_scale[i] += b->dscale_buf[i];
+        diff_shift[i] += b->dshift_buf[i];
+    }
+    return 0;
+}
+
+// ---- leaky ReLU ----
+
+struct cdnnl_eltwise { dnnl_primitive_t fwd, bwd; dnnl_memory_t src, dst, ddst, dsrc; };
+
+void cdnnl_eltwise_destroy(cdnnl_eltwise *e) {
+    if (!e) return;
+    if (e->fwd) dnnl_primitive_destroy(e->fwd);
+    if (e->bwd) dnnl_primitive_destroy(e->bwd);
+    dnnl_memory_t ms[] = {e->src, e->dst, e->ddst, e->dsrc};
+    for (int i = 0; i < 4; i++) if (ms[i]) dnnl_memory_destroy(ms[i]);
+    free(e);
+}
+
+int cdnnl_leaky_relu_create(cdnnl_eltwise **out, int64_t count, float slope) {
+    const char *what = "leaky ReLU";
+    if (cdnnl_init() != 0) return -1;
+    dnnl_memory_desc_t md;
+    dnnl_dims_t dims = {count};
+    CHECK(dnnl_memory_desc_init_by_tag(&md, 1, dims, dnnl_f32, dnnl_x), what);
+    cdnnl_eltwise *e = calloc(1, sizeof *e);
+    if (!e) return fail(-1, "out of memory");
+    dnnl_eltwise_desc_t fd, bd;
+    dnnl_primitive_desc_t fp = NULL, bp = NULL;
+    int rc = 0;
+    if (dnnl_eltwise_forward_desc_init(&fd, dnnl_forward_training, dnnl_eltwise_relu, &md, slope, 0) ||
+        dnnl_eltwise_backward_desc_init(&bd, dnnl_eltwise_relu, &md, &md, slope, 0) ||
+        dnnl_primitive_desc_create(&fp, &fd, NULL, g_engine, NULL) ||
+        dnnl_primitive_desc_create(&bp, &bd, NULL, g_engine, fp))
+        rc = fail(-1, "%s: creating primitives", what);
+    if (rc == 0) rc = make_primitive(&e->fwd, fp, what);
+    if (rc == 0) rc = make_primitive(&e->bwd, bp, what);
+    if (fp) dnnl_primitive_desc_destroy(fp);
+    if (bp) dnnl_primitive_desc_destroy(bp);
+    dnnl_memory_t *ms[] = {&e->src, &e->dst, &e->ddst, &e->dsrc};
+    for (int i = 0; rc == 0 && i < 4; i++)
+        if (dnnl_memory_create(ms[i], &md, g_engine, DNNL_MEMORY_NONE)) rc = fail(-1, "%s: memory", what);
+    if (rc != 0) { cdnnl_eltwise_destroy(e); return -1; }
+    *out = e;
+    return 0;
+}
+
+int cdnnl_eltwise_forward(cdnnl_eltwise *e, const float *src, float *dst) {
+    const char *what = "leaky ReLU forward";
+    SET(e->src, src); SET(e->dst, dst);
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_DST, e->dst}};
+    return execute(e->fwd, 2, args, what);
+}
+
+int cdnnl_eltwise_backward(cdnnl_eltwise *e, const float *src, const float *diff_dst, float *diff_src) {
+    const char *what = "leaky ReLU backward";
+    SET(e->src, src); SET(e->ddst, diff_dst); SET(e->dsrc, diff_src);
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_DIFF_DST, e->ddst}, {DNNL_ARG_DIFF_SRC, e->dsrc}};
+    return execute(e->bwd, 3, args, what);
+}
+
+// ---- GEMM ----
+
+int cdnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha,
+                const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                float *c, int64_t ldc) {
+    CHECK(dnnl_sgemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), "sgemm");
+    return 0;
+}

@@ -1,0 +1,102 @@
+// A narrow C API over oneDNN (2.x C API). Nothing above this target includes oneDNN headers,
+// so a move to oneDNN 3.x (changed primitive-descriptor API) touches only cdnnl.c.
+//
+// Conventions
+// - Activations are (N, C, [D,] H, W) float32 in one of two layouts:
+//     CDNNL_LAYOUT_PLAIN     ncdhw / nchw, dense;
+//     CDNNL_LAYOUT_BLOCKED16 nCdhw16c / nChw16c: channels grouped in blocks of 16, the channel
+//                            count padded up to a multiple of 16; padding must hold zeros.
+//     CDNNL_LAYOUT_BLOCKED8  nCdhw8c / nChw8c: the same with blocks of 8 (AVX2 kernels' choice).
+// - Weights are always given in PyTorch's plain layout: convolution (O, I, k...),
+//   transposed convolution (I, O, k...). The shim reorders them to what the kernel wants.
+// - Every function returns 0 on success, or a non-zero status; cdnnl_last_error() then describes it.
+// - Backward functions overwrite activation gradients and ACCUMULATE (+=) into parameter gradients.
+#ifndef CDNNL_H
+#define CDNNL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { CDNNL_LAYOUT_PLAIN = 0, CDNNL_LAYOUT_BLOCKED16 = 1, CDNNL_LAYOUT_BLOCKED8 = 2 };
+
+/// Message of the last failure on this thread ("" if none).
+const char *cdnnl_last_error(void);
+/// Creates the CPU engine and stream once; safe to call repeatedly.
+int cdnnl_init(void);
+/// Sets the OpenMP thread count used by oneDNN (n >= 1). Returns the count in effect.
+int cdnnl_set_threads(int n);
+int cdnnl_max_threads(void);
+/// oneDNN version as "major.minor.patch" and the ISA it dispatches to.
+const char *cdnnl_version(void);
+int cdnnl_isa(void);
+/// Channel block of the fastest activation layout on this CPU: 16 (AVX-512) or 8 (AVX2 and below).
+int cdnnl_preferred_block(void);
+
+/// Number of floats a tensor of this shape occupies in the layout (channel padding included).
+int64_t cdnnl_tensor_size(int spatial_rank, int64_t n, int64_t c, const int64_t *spatial, int layout);
+
+// ---- Reorder between activation layouts ----
+typedef struct cdnnl_reorder cdnnl_reorder;
+int cdnnl_reorder_create(cdnnl_reorder **out, int spatial_rank, int64_t n, int64_t c,
+                         const int64_t *spatial, int from_layout, int to_layout);
+int cdnnl_reorder_execute(cdnnl_reorder *r, const float *src, float *dst);
+void cdnnl_reorder_destroy(cdnnl_reorder *r);
+
+// ---- Convolution and transposed convolution ----
+typedef struct {
+    int spatial_rank;          // 2 or 3
+    int64_t batch;
+    int64_t in_channels, out_channels;
+    int64_t in_size[3];        // spatial sizes of the input, first spatial_rank entries used
+    int64_t out_size[3];
+    int64_t kernel[3], stride[3], pad_lo[3], pad_hi[3];
+    int has_bias;
+    int transposed;            // 1: transposed convolution (deconvolution), padding must be 0
+    int layout;                // layout of input and output activations
+} cdnnl_conv_desc;
+
+typedef struct cdnnl_conv cdnnl_conv;
+int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *desc);
+void cdnnl_conv_destroy(cdnnl_conv *c);
+int cdnnl_conv_forward(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst);
+int cdnnl_conv_backward_data(cdnnl_conv *c, const float *diff_dst, const float *weight, float *diff_src);
+int cdnnl_conv_backward_weights(cdnnl_conv *c, const float *src, const float *diff_dst,
+                                float *diff_weight, float *diff_bias);
+
+// ---- Batch normalization (also used per sample, N = 1, for instance normalization) ----
+typedef struct cdnnl_bnorm cdnnl_bnorm;
+int cdnnl_bnorm_create(cdnnl_bnorm **out, int spatial_rank, int64_t n, int64_t c,
+                       const int64_t *spatial, int layout, float epsilon);
+void cdnnl_bnorm_destroy(cdnnl_bnorm *b);
+/// Training: normalises with batch statistics; writes mean and biased variance (C floats each).
+int cdnnl_bnorm_forward_training(cdnnl_bnorm *b, const float *src, const float *scale,
+                                 const float *shift, float *dst, float *mean, float *variance);
+/// Inference: normalises with the given statistics.
+int cdnnl_bnorm_forward_inference(cdnnl_bnorm *b, const float *src, const float *scale,
+                                  const float *shift, const float *mean, const float *variance,
+                                  float *dst);
+int cdnnl_bnorm_backward(cdnnl_bnorm *b, const float *src, const float *diff_dst,
+                         const float *scale, const float *mean, const float *variance,
+                         float *diff_src, float *diff_scale, float *diff_shift);
+
+// ---- Leaky ReLU over `count` floats (layout-agnostic; zero padding stays zero) ----
+typedef struct cdnnl_eltwise cdnnl_eltwise;
+int cdnnl_leaky_relu_create(cdnnl_eltwise **out, int64_t count, float slope);
+void cdnnl_eltwise_destroy(cdnnl_eltwise *e);
+int cdnnl_eltwise_forward(cdnnl_eltwise *e, const float *src, float *dst);
+/// diff_src = diff_dst * (src > 0 ? 1 : slope). `src` may be the forward output (same sign).
+int cdnnl_eltwise_backward(cdnnl_eltwise *e, const float *src, const float *diff_dst, float *diff_src);
+
+// ---- Single-precision GEMM (row-major, as dnnl_sgemm) ----
+int cdnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha,
+                const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                float *c, int64_t ldc);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,190 @@
+import CDNNL
+
+/// What a convolution computes, independent of the input size.
+///
+/// PyTorch semantics: symmetric `padding` on each side, output = floor((in + 2p - k) / s) + 1.
+/// Transposed convolutions (the UNet's upsampling) use kernel = stride and no padding:
+/// output = (in - 1) * s + k.
+public struct ConvolutionGeometry: Hashable, Sendable {
+    public var inputChannels: Int
+    public var outputChannels: Int
+    public var kernelSize: [Int]
+    public var stride: [Int]
+    public var padding: [Int]
+    public var bias: Bool
+    public var transposed: Bool
+
+    public init(inputChannels: Int, outputChannels: Int, kernelSize: [Int], stride: [Int], padding: [Int],
+                bias: Bool, transposed: Bool = false) {
+        self.inputChannels = inputChannels
+        self.outputChannels = outputChannels
+        self.kernelSize = kernelSize
+        self.stride = stride
+        self.padding = padding
+        self.bias = bias
+        self.transposed = transposed
+    }
+
+    /// A cubic/square kernel: `kernel` and `stride` repeated over `spatialRank` axes.
+    public init(spatialRank: Int, inputChannels: Int, outputChannels: Int, kernel: Int, stride: Int = 1,
+                padding: Int? = nil, bias: Bool = false, transposed: Bool = false) {
+        self.init(inputChannels: inputChannels, outputChannels: outputChannels,
+                  kernelSize: Array(repeating: kernel, count: spatialRank),
+                  stride: Array(repeating: stride, count: spatialRank),
+                  padding: Array(repeating: padding ?? (transposed ? 0 : (kernel - stride + 1) / 2), count: spatialRank),
+                  bias: bias, transposed: transposed)
+    }
+
+    public var spatialRank: Int { kernelSize.count }
+
+    /// Weight dims in PyTorch's layout: (O, I, k...) or, transposed, (I, O, k...).
+    public var weightDims: [Int] {
+        (transposed ? [inputChannels, outputChannels] : [outputChannels, inputChannels]) + kernelSize
+    }
+
+    public func outputSpatial(_ input: [Int]) -> [Int] {
+        (0..<spatialRank).map { i in
+            transposed ? (input[i] - 1) * stride[i] + kernelSize[i] - 2 * padding[i]
+                       : (input[i] + 2 * padding[i] - kernelSize[i]) / stride[i] + 1
+        }
+    }
+
+    func validate(inputDims: [Int]) throws {
+        let op = transposed ? "transposed convolution" : "convolution"
+        guard spatialRank == 2 || spatialRank == 3, stride.count == spatialRank, padding.count == spatialRank else {
+            throw EngineError.invalidArgument(op: op, message: "kernel, stride and padding need 2 or 3 entries each, got \(kernelSize), \(stride), \(padding)")
+        }
+        guard inputChannels > 0, outputChannels > 0, kernelSize.allSatisfy({ $0 > 0 }),
+              stride.allSatisfy({ $0 > 0 }), padding.allSatisfy({ $0 >= 0 }) else {
+            throw EngineError.invalidArgument(op: op, message: "channels, kernel and stride must be positive and padding non-negative")
+        }
+        guard inputDims.count == 2 + spatialRank else {
+            throw EngineError.shapeMismatch(op: op, expected: "input with \(2 + spatialRank) dims (N, C, spatial)", got: shapeText(inputDims))
+        }
+        guard inputDims[1] == inputChannels else {
+            throw EngineError.shapeMismatch(op: op, expected: "input with \(inputChannels) channels", got: shapeText(inputDims))
+        }
+        guard inputDims[0] > 0, inputDims.dropFirst(2).allSatisfy({ $0 > 0 }) else {
+            throw EngineError.invalidArgument(op: op, message: "input \(shapeText(inputDims)) has an empty dimension")
+        }
+        if transposed, padding.contains(where: { $0 != 0 }) {
+            throw EngineError.invalidArgument(op: op, message: "padding is not supported for transposed convolution")
+        }
+        let out = outputSpatial(Array(inputDims.dropFirst(2)))
+        guard out.allSatisfy({ $0 > 0 }) else {
+            throw EngineError.shapeMismatch(op: op, expected: "input large enough for kernel \(kernelSize) with padding \(padding)",
+                                            got: shapeText(inputDims))
+        }
+    }
+}
+
+/// A convolution (or transposed convolution) bound to one input shape and layout: the oneDNN
+/// primitives are built once and reused. Create one per layer and input shape.
+///
+/// Tensors: input (N, I, spatial...) and output (N, O, spatial_out...) in `layout`;
+/// weight and gradients in plain PyTorch layout (`geometry.weightDims`); bias (O).
+public final class Convolution: @unchecked Sendable {
+    public let geometry: ConvolutionGeometry
+    public let inputDims: [Int]
+    public let outputDims: [Int]
+    public let layout: Layout
+    private let handle: OpaquePointer
+    private var op: String { geometry.transposed ? "transposed convolution" : "convolution" }
+
+    public init(_ geometry: ConvolutionGeometry, inputDims: [Int], layout: Layout = .native) throws {
+        try geometry.validate(inputDims: inputDims)
+        self.geometry = geometry
+        self.inputDims = inputDims
+        self.layout = layout
+        let outSpatial = geometry.outputSpatial(Array(inputDims.dropFirst(2)))
+        outputDims = [inputDims[0], geometry.outputChannels] + outSpatial
+
+        var d = cdnnl_conv_desc()
+        d.spatial_rank = Int32(geometry.spatialRank)
+        d.batch = Int64(inputDims[0])
+        d.in_channels = Int64(geometry.inputChannels)
+        d.out_channels = Int64(geometry.outputChannels)
+        d.has_bias = geometry.bias ? 1 : 0
+        d.transposed = geometry.transposed ? 1 : 0
+        d.layout = layout.cValue
+        let r = geometry.spatialRank
+        withUnsafeMutableBytes(of: &d.in_size) { $0.bindMemory(to: Int64.self).update(fromContentsOf: inputDims.dropFirst(2).map(Int64.init)) }
+        withUnsafeMutableBytes(of: &d.out_size) { $0.bindMemory(to: Int64.self).update(fromContentsOf: outSpatial.map(Int64.init)) }
+        withUnsafeMutableBytes(of: &d.kernel) { $0.bindMemory(to: Int64.self).update(fromContentsOf: geometry.kernelSize.map(Int64.init)) }
+        withUnsafeMutableBytes(of: &d.stride) { $0.bindMemory(to: Int64.self).update(fromContentsOf: geometry.stride.map(Int64.init)) }
+        withUnsafeMutableBytes(of: &d.pad_lo) { $0.bindMemory(to: Int64.self).update(fromContentsOf: geometry.padding.map(Int64.init)) }
+        // oneDNN wants the right padding that makes its output size formula exact; with PyTorch's
+        // floor division this can be less than the left padding.
+        var padHi = [Int64](repeating: 0, count: r)
+        if !geometry.transposed {
+            for i in 0..<r {
+                let covered = (outSpatial[i] - 1) * geometry.stride[i] + geometry.kernelSize[i]
+                padHi[i] = Int64(covered - inputDims[2 + i] - geometry.padding[i])
+            }
+        }
+        withUnsafeMutableBytes(of: &d.pad_hi) { $0.bindMemory(to: Int64.self).update(fromContentsOf: padHi) }
+        var h: OpaquePointer?
+        try check(cdnnl_conv_create(&h, &d), "\(geometry.transposed ? "transposed convolution" : "convolution") \(shapeText(inputDims)) -> \(shapeText(outputDims))")
+        handle = h!
+    }
+
+    deinit { cdnnl_conv_destroy(handle) }
+
+    /// Multiply-adds x 2 of one forward pass (the same for each backward pass).
+    public var flops: Double {
+        let k = Double(geometry.kernelSize.reduce(1, *))
+        let perPosition = 2.0 * Double(geometry.inputChannels * geometry.outputChannels) * k
+        let positions = geometry.transposed ? inputDims.dropFirst(2).reduce(1, *) : outputDims.dropFirst(2).reduce(1, *)
+        return perPosition * Double(inputDims[0] * positions)
+    }
+
+    private func checkParameters(_ weight: Tensor, _ bias: Tensor?, _ name: String) throws {
+        try require(weight, dims: geometry.weightDims, layout: .plain, op, name)
+        if geometry.bias {
+            guard let bias else { throw EngineError.invalidArgument(op: op, message: "this convolution has a bias; none given") }
+            try require(bias, count: geometry.outputChannels, op, "bias")
+        }
+    }
+
+    /// output = conv(input, weight) + bias. Overwrites `output`.
+    public func forward(input: Tensor, weight: Tensor, bias: Tensor? = nil, output: Tensor) throws {
+        try require(input, dims: inputDims, layout: layout, op, "input")
+        try require(output, dims: outputDims, layout: layout, op, "output")
+        try checkParameters(weight, bias, "weight")
+        try withExtendedLifetime((input.storage, weight.storage, bias?.storage, output.storage)) {
+            try check(cdnnl_conv_forward(handle, input.floats, weight.floats, geometry.bias ? bias!.floats : nil, output.floats),
+                      "\(op) forward \(shapeText(inputDims))")
+        }
+    }
+
+    /// Allocating variant of `forward`.
+    public func callAsFunction(_ input: Tensor, weight: Tensor, bias: Tensor? = nil) throws -> Tensor {
+        let out = try Tensor(zeros: outputDims, layout: layout)
+        try forward(input: input, weight: weight, bias: bias, output: out)
+        return out
+    }
+
+    /// inputGradient = d(loss)/d(input) given d(loss)/d(output). Overwrites `inputGradient`.
+    public func backwardData(outputGradient: Tensor, weight: Tensor, inputGradient: Tensor) throws {
+        try require(outputGradient, dims: outputDims, layout: layout, op, "output gradient")
+        try require(inputGradient, dims: inputDims, layout: layout, op, "input gradient")
+        try checkParameters(weight, nil, "weight")
+        try withExtendedLifetime((outputGradient.storage, weight.storage, inputGradient.storage)) {
+            try check(cdnnl_conv_backward_data(handle, outputGradient.floats, weight.floats, inputGradient.floats),
+                      "\(op) backward data \(shapeText(inputDims))")
+        }
+    }
+
+    /// Adds d(loss)/d(weight) (and d(loss)/d(bias)) into the gradients.
+    public func backwardWeights(input: Tensor, outputGradient: Tensor, weightGradient: Tensor,
+                                biasGradient: Tensor? = nil) throws {
+        try require(input, dims: inputDims, layout: layout, op, "input")
+        try require(outputGradient, dims: outputDims, layout: layout, op, "output gradient")
+        try checkParameters(weightGradient, biasGradient, "weight gradient")
+        try withExtendedLifetime((input.storage, outputGradient.storage, weightGradient.storage, biasGradient?.storage)) {
+            try check(cdnnl_conv_backward_weights(handle, input.floats, outputGradient.floats, weightGradient.floats,
+                                                  geometry.bias ? biasGradient!.floats : nil),
+                      "\(op) backward weights \(shapeText(inputDims))")
+        }
+    }
+}
