@@ -521,10 +521,13 @@ int cdnnl_bnorm_backward(cdnnl_bnorm *b, const float *src, const float *diff_dst
     const char *what = "batch normalization backward";
     SET(b->src, src); SET(b->ddst, diff_dst); SET(b->scale, scale); SET(b->mean, mean);
     SET(b->var, variance); SET(b->dsrc, diff_src);
-    dnnl_exec_arg_t args[8] = {{DNNL_ARG_SRC, b->src}, {DNNL_ARG_DIFF_DST, b->ddst}, {DNNL_ARG_SCALE, b->scale},
+    // oneDNN 2.6 validates a SHIFT argument for use_shift even though backward never reads it.
+    SET(b->shift, b->dshift_buf);
+    dnnl_exec_arg_t args[9] = {{DNNL_ARG_SRC, b->src}, {DNNL_ARG_DIFF_DST, b->ddst}, {DNNL_ARG_SCALE, b->scale},
                                {DNNL_ARG_MEAN, b->mean}, {DNNL_ARG_VARIANCE, b->var}, {DNNL_ARG_DIFF_SRC, b->dsrc},
-                               {DNNL_ARG_DIFF_SCALE, b->dscale}, {DNNL_ARG_DIFF_SHIFT, b->dshift}};
-    if (execute(b->bwd, 8, args, what)) return -1;
+                               {DNNL_ARG_DIFF_SCALE, b->dscale}, {DNNL_ARG_DIFF_SHIFT, b->dshift},
+                               {DNNL_ARG_SHIFT, b->shift}};
+    if (execute(b->bwd, 9, args, what)) return -1;
     for (int64_t i = 0; i < b->channels; i++) {
         diff_scale[i] += b->dscale_buf[i];
         diff_shift[i] += b->dshift_buf[i];

@@ -138,9 +138,9 @@ public final class Convolution: @unchecked Sendable {
         return perPosition * Double(inputDims[0] * positions)
     }
 
-    private func checkParameters(_ weight: Tensor, _ bias: Tensor?, _ name: String) throws {
+    private func checkParameters(_ weight: Tensor, _ bias: Tensor?, _ name: String, needsBias: Bool = true) throws {
         try require(weight, dims: geometry.weightDims, layout: .plain, op, name)
-        if geometry.bias {
+        if geometry.bias && needsBias {
             guard let bias else { throw EngineError.invalidArgument(op: op, message: "this convolution has a bias; none given") }
             try require(bias, count: geometry.outputChannels, op, "bias")
         }
@@ -168,7 +168,7 @@ public final class Convolution: @unchecked Sendable {
     public func backwardData(outputGradient: Tensor, weight: Tensor, inputGradient: Tensor) throws {
         try require(outputGradient, dims: outputDims, layout: layout, op, "output gradient")
         try require(inputGradient, dims: inputDims, layout: layout, op, "input gradient")
-        try checkParameters(weight, nil, "weight")
+        try checkParameters(weight, nil, "weight", needsBias: false)
         try withExtendedLifetime((outputGradient.storage, weight.storage, inputGradient.storage)) {
             try check(cdnnl_conv_backward_data(handle, outputGradient.floats, weight.floats, inputGradient.floats),
                       "\(op) backward data \(shapeText(inputDims))")

@@ -96,9 +96,15 @@ public struct Tensor: @unchecked Sendable {
     /// - Throws: on negative dims, blocked layout without (N, C, spatial) dims, or allocation failure.
     public init(zeros dims: [Int], layout: Layout = .plain, scalarType: ScalarType = .float32) throws {
         try Tensor.validate(dims: dims, layout: layout)
-        let stored = Tensor.storedCount(dims: dims, layout: layout)
-        let (bytes, overflow) = stored.multipliedReportingOverflow(by: scalarType.byteCount)
-        if overflow { throw EngineError.allocationFailed(bytes: Int.max) }
+        // Sizes come from files and flags: multiply with overflow checks before allocating.
+        var factors = dims
+        if layout != .plain { factors[1] = Tensor.paddedChannels(dims[1], layout) }
+        var bytes = scalarType.byteCount
+        for d in factors {
+            let (p, overflow) = bytes.multipliedReportingOverflow(by: d)
+            if overflow { throw EngineError.allocationFailed(bytes: Int.max) }
+            bytes = p
+        }
         self.init(storage: try TensorStorage(byteCount: bytes), offset: 0, dims: dims, layout: layout,
                   scalarType: scalarType)
     }

@@ -1,0 +1,132 @@
+@testable import Engine
+import Testing
+
+struct ConvCase: CustomTestStringConvertible, Sendable {
+    let name: String
+    let inputDims: [Int]
+    let geometry: ConvolutionGeometry
+    var testDescription: String { name }
+
+    static func make(_ name: String, _ dims: [Int], out: Int, k: Int, s: Int = 1, bias: Bool = false,
+                     transposed: Bool = false) -> ConvCase {
+        ConvCase(name: name, inputDims: dims,
+                 geometry: ConvolutionGeometry(spatialRank: dims.count - 2, inputChannels: dims[1], outputChannels: out,
+                                               kernel: k, stride: s, bias: bias, transposed: transposed))
+    }
+}
+
+/// Shapes the UNet meets: first layer (4 channels), odd sizes (155, 5, 1), odd channel counts,
+/// stride 2 on odd sizes, batch > 1, 1x1 output heads, transposed upsampling.
+let convCases: [ConvCase] = [
+    .make("2D first layer 4->32, 12x10, batch 2", [2, 4, 12, 10], out: 32, k: 3),
+    .make("2D 32->64 stride 2 on odd 15x11", [2, 32, 15, 11], out: 64, k: 3, s: 2),
+    .make("2D odd channels 3->5 on 155x5", [1, 3, 155, 5], out: 5, k: 3),
+    .make("2D 1x1 spatial 16->16", [3, 16, 1, 1], out: 16, k: 3),
+    .make("2D output head 1x1 32->4 with bias", [2, 32, 6, 5], out: 4, k: 1, bias: true),
+    .make("2D transposed 32->16 stride 2 with bias", [2, 32, 5, 3], out: 16, k: 2, s: 2, bias: true, transposed: true),
+    .make("3D first layer 4->8 on 5x6x7", [1, 4, 5, 6, 7], out: 8, k: 3),
+    .make("3D 8->16 stride 2 on odd 7x5x9, batch 2", [2, 8, 7, 5, 9], out: 16, k: 3, s: 2),
+    .make("3D size-1 axis 3->5 on 1x5x9", [1, 3, 1, 5, 9], out: 5, k: 3),
+    .make("3D 16->3 head with bias", [1, 16, 4, 3, 5], out: 3, k: 1, bias: true),
+    .make("3D transposed 16->8 stride 2 with bias", [1, 16, 3, 3, 2], out: 8, k: 2, s: 2, bias: true, transposed: true),
+    .make("3D 32->32 at 8^3", [1, 32, 8, 8, 8], out: 32, k: 3),
+]
+
+@Suite("Convolution")
+struct ConvolutionTests {
+    @Test("forward and backward match the reference", arguments: convCases, allLayouts)
+    func matchesReference(_ c: ConvCase, layout: Layout) throws {
+        var rng = SeededRandom(7)
+        let g = c.geometry
+        let x = rounded(rng.values(c.inputDims.reduce(1, *)))
+        let w = rounded(rng.values(g.weightDims.reduce(1, *), scale: 0.3))
+        let b = g.bias ? rounded(rng.values(g.outputChannels)) : nil
+        let conv = try Convolution(g, inputDims: c.inputDims, layout: layout)
+        let ref = Reference.convolution(x, inputDims: c.inputDims, weight: w, bias: b, g)
+        #expect(conv.outputDims == ref.dims)
+
+        let tx = try tensor(c.inputDims, x, layout: layout)
+        let tw = try tensor(g.weightDims, w)
+        let tb = try b.map { try tensor([g.outputChannels], $0) }
+        let y = try conv(tx, weight: tw, bias: tb)
+        expectClose(try y.toArray(), ref.values, "\(c.name) forward")
+
+        let dy = rounded(rng.values(ref.values.count))
+        let refBack = Reference.convolutionBackward(x, inputDims: c.inputDims, weight: w, outputGradient: dy, g)
+        let tdy = try tensor(conv.outputDims, dy, layout: layout)
+        let dx = try Tensor(zeros: c.inputDims, layout: layout)
+        try conv.backwardData(outputGradient: tdy, weight: tw, inputGradient: dx)
+        expectClose(try dx.toArray(), refBack.input, "\(c.name) backward data")
+
+        // Parameter gradients accumulate: two calls give twice the gradient.
+        let dw = try Tensor(zeros: g.weightDims)
+        let db = g.bias ? try Tensor(zeros: [g.outputChannels]) : nil
+        try conv.backwardWeights(input: tx, outputGradient: tdy, weightGradient: dw, biasGradient: db)
+        expectClose(try dw.toArray(), refBack.weight, "\(c.name) backward weights")
+        if let db { expectClose(try db.toArray(), refBack.bias, "\(c.name) backward bias") }
+        try conv.backwardWeights(input: tx, outputGradient: tdy, weightGradient: dw, biasGradient: db)
+        expectClose(try dw.toArray(), refBack.weight.map { 2 * $0 }, "\(c.name) accumulated weights")
+    }
+
+    @Test("reference backward matches finite differences (Double)", arguments: [
+        ConvCase.make("2D k3 s2 odd", [2, 2, 5, 4], out: 3, k: 3, s: 2, bias: true),
+        ConvCase.make("3D k3 s1", [1, 2, 3, 4, 3], out: 2, k: 3),
+        ConvCase.make("2D transposed", [1, 3, 3, 2], out: 2, k: 2, s: 2, bias: true, transposed: true),
+        ConvCase.make("3D transposed", [1, 2, 2, 2, 3], out: 2, k: 2, s: 2, transposed: true),
+    ])
+    func finiteDifferences(_ c: ConvCase) throws {
+        var rng = SeededRandom(11)
+        let g = c.geometry
+        let x = rng.values(c.inputDims.reduce(1, *))
+        let w = rng.values(g.weightDims.reduce(1, *))
+        let b = g.bias ? rng.values(g.outputChannels) : nil
+        let outCount = Reference.convolution(x, inputDims: c.inputDims, weight: w, bias: b, g).values.count
+        let r = rng.values(outCount) // L = <r, y>, so dL/dy = r
+        let back = Reference.convolutionBackward(x, inputDims: c.inputDims, weight: w, outputGradient: r, g)
+        let nx = numericGradient(x) { dot(r, Reference.convolution($0, inputDims: c.inputDims, weight: w, bias: b, g).values) }
+        let nw = numericGradient(w) { dot(r, Reference.convolution(x, inputDims: c.inputDims, weight: $0, bias: b, g).values) }
+        expectClose(back.input.map(Float.init), nx, tolerance: 1e-6, "dx")
+        expectClose(back.weight.map(Float.init), nw, tolerance: 1e-6, "dw")
+        if let b {
+            let nb = numericGradient(b) { dot(r, Reference.convolution(x, inputDims: c.inputDims, weight: w, bias: $0, g).values) }
+            expectClose(back.bias.map(Float.init), nb, tolerance: 1e-6, "db")
+        }
+        // The fast kernels on the same tiny case agree with the finite differences too.
+        let conv = try Convolution(g, inputDims: c.inputDims)
+        let tx = try tensor(c.inputDims, x, layout: .native)
+        let dx = try Tensor(zeros: c.inputDims, layout: .native)
+        let tr = try tensor(conv.outputDims, r, layout: .native)
+        try conv.backwardData(outputGradient: tr, weight: try tensor(g.weightDims, w), inputGradient: dx)
+        expectClose(try dx.toArray(), nx, "fast dx vs finite differences")
+        _ = tx
+    }
+
+    @Test("wrong shapes, channels and layouts throw")
+    func rejectsBadInput() throws {
+        let g = ConvolutionGeometry(spatialRank: 2, inputChannels: 4, outputChannels: 8, kernel: 3)
+        #expect(throws: EngineError.self) { try Convolution(g, inputDims: [1, 3, 8, 8]) }       // channels
+        #expect(throws: EngineError.self) { try Convolution(g, inputDims: [1, 4, 8, 8, 8]) }    // rank
+        let big = ConvolutionGeometry(spatialRank: 2, inputChannels: 4, outputChannels: 8, kernel: 5, padding: 0)
+        #expect(throws: EngineError.self) { try Convolution(big, inputDims: [1, 4, 3, 3]) }     // kernel > input
+        let conv = try Convolution(g, inputDims: [1, 4, 8, 8])
+        let w = try Tensor(zeros: g.weightDims)
+        #expect(throws: EngineError.self) {                                                     // wrong input size
+            try conv.forward(input: Tensor(zeros: [1, 4, 8, 9], layout: .native), weight: w,
+                             output: Tensor(zeros: conv.outputDims, layout: .native))
+        }
+        #expect(throws: EngineError.self) {                                                     // wrong layout
+            try conv.forward(input: Tensor(zeros: [1, 4, 8, 8]), weight: w,
+                             output: Tensor(zeros: conv.outputDims, layout: .native))
+        }
+        #expect(throws: EngineError.self) {                                                     // wrong weight shape
+            try conv.forward(input: Tensor(zeros: [1, 4, 8, 8], layout: .native), weight: Tensor(zeros: [8, 4, 3, 2]),
+                             output: Tensor(zeros: conv.outputDims, layout: .native))
+        }
+        let withBias = try Convolution(ConvolutionGeometry(spatialRank: 2, inputChannels: 4, outputChannels: 8, kernel: 1, bias: true),
+                                       inputDims: [1, 4, 2, 2])
+        #expect(throws: EngineError.self) {                                                     // missing bias
+            try withBias.forward(input: Tensor(zeros: [1, 4, 2, 2], layout: .native), weight: Tensor(zeros: [8, 4, 1, 1]),
+                                 output: Tensor(zeros: [1, 8, 2, 2], layout: .native))
+        }
+    }
+}

@@ -1,0 +1,242 @@
+@testable import Engine
+import Testing
+
+@Suite("Layouts")
+struct LayoutTests {
+    @Test("plain -> blocked -> plain round trip keeps values and zero padding", arguments: [
+        [2, 5, 3, 4], [1, 20, 3, 2, 5], [3, 32, 1, 1],
+    ])
+    func roundTrip(_ dims: [Int]) throws {
+        var rng = SeededRandom(3)
+        let v = rounded(rng.values(dims.reduce(1, *)))
+        for layout in [Layout.blocked8, .blocked16] {
+            let t = try tensor(dims, v, layout: layout)
+            #expect(t.storedCount == dims[0] * ((dims[1] + layout.block - 1) / layout.block * layout.block)
+                    * dims.dropFirst(2).reduce(1, *))
+            expectClose(try t.toArray(), v, tolerance: 0, "round trip \(layout)")
+            // Padded channels hold zeros: the sum of stored values equals the sum of the values.
+            let stored = t.withUnsafeMutableFloats { $0.reduce(0.0) { $0 + abs(Double($1)) } }
+            #expect(abs(stored - v.reduce(0) { $0 + abs($1) }) < 1e-3)
+        }
+    }
+
+    @Test("invalid dims are rejected")
+    func invalidDims() {
+        #expect(throws: EngineError.self) { try Tensor(zeros: [2, -1, 3]) }
+        #expect(throws: EngineError.self) { try Tensor(zeros: [2, 3], layout: .blocked8) }
+        #expect(throws: EngineError.self) { try Tensor(dims: [2, 2], values: [1, 2, 3]) }
+        #expect(throws: EngineError.self) { try Tensor(zeros: [Int.max / 2, 4]) }
+    }
+}
+
+@Suite("Normalization")
+struct NormalizationTests {
+    static let shapes: [[Int]] = [[2, 5, 7, 3], [4, 32, 6, 5], [2, 3, 5, 4, 3], [1, 16, 4, 4, 4]]
+
+    @Test("batch norm training, running stats, inference and backward match the reference",
+          arguments: shapes, allLayouts)
+    func batchNorm(_ dims: [Int], layout: Layout) throws {
+        var rng = SeededRandom(5)
+        let c = dims[1]
+        let x = rounded(rng.values(dims.reduce(1, *), scale: 3).map { $0 + 1.5 })
+        let scale = rounded(rng.values(c).map { $0 + 1.2 }), shift = rounded(rng.values(c))
+        let bn = try BatchNormalization(dims: dims, layout: layout)
+        let (tscale, tshift) = (try tensor([c], scale), try tensor([c], shift))
+        let (mean, variance) = (try Tensor(zeros: [c]), try Tensor(zeros: [c]))
+        let runMean = try Tensor(zeros: [c]), runVar = try Tensor(dims: [c], values: [Float](repeating: 1, count: c))
+        let tx = try tensor(dims, x, layout: layout)
+        let y = try Tensor(zeros: dims, layout: layout)
+        try bn.forwardTraining(input: tx, scale: tscale, shift: tshift, output: y, mean: mean, variance: variance,
+                               runningMean: runMean, runningVariance: runVar)
+        let ref = Reference.normalization(x, dims: dims, scale: scale, shift: shift, epsilon: 1e-5, perSample: false)
+        expectClose(try y.toArray(), ref.y, "training output")
+        expectClose(try mean.toArray(), ref.mean, "batch mean")
+        // Running statistics: momentum 0.1, unbiased variance (PyTorch).
+        let m = Double(dims[0] * dims.dropFirst(2).reduce(1, *))
+        expectClose(try runMean.toArray(), ref.mean.map { 0.1 * $0 }, "running mean")
+        expectClose(try runVar.toArray(), ref.variance.map { 0.9 + 0.1 * $0 * m / (m - 1) }, "running var")
+
+        let yi = try Tensor(zeros: dims, layout: layout)
+        try bn.forwardInference(input: tx, scale: tscale, shift: tshift, runningMean: runMean, runningVariance: runVar, output: yi)
+        let refI = Reference.batchNormInference(x, dims: dims, scale: scale, shift: shift,
+                                                mean: try runMean.toArray().map(Double.init),
+                                                variance: try runVar.toArray().map(Double.init), epsilon: 1e-5)
+        expectClose(try yi.toArray(), refI, "inference output")
+
+        let dy = rounded(rng.values(x.count))
+        let back = Reference.normalizationBackward(x, dims: dims, scale: scale, outputGradient: dy, epsilon: 1e-5, perSample: false)
+        let dx = try Tensor(zeros: dims, layout: layout)
+        let (ds, dsh) = (try Tensor(zeros: [c]), try Tensor(zeros: [c]))
+        try bn.backward(input: tx, outputGradient: try tensor(dims, dy, layout: layout), scale: tscale, mean: mean,
+                        variance: variance, inputGradient: dx, scaleGradient: ds, shiftGradient: dsh)
+        expectClose(try dx.toArray(), back.input, "input gradient")
+        expectClose(try ds.toArray(), back.scale, "weight gradient")
+        expectClose(try dsh.toArray(), back.shift, "bias gradient")
+    }
+
+    @Test("instance norm forward and backward match the reference", arguments: shapes, allLayouts)
+    func instanceNorm(_ dims: [Int], layout: Layout) throws {
+        var rng = SeededRandom(9)
+        let c = dims[1]
+        let x = rounded(rng.values(dims.reduce(1, *), scale: 2).map { $0 - 0.7 })
+        let scale = rounded(rng.values(c).map { $0 + 1.2 }), shift = rounded(rng.values(c))
+        let norm = try InstanceNormalization(dims: dims, layout: layout)
+        let (tscale, tshift) = (try tensor([c], scale), try tensor([c], shift))
+        let mean = try Tensor(zeros: [dims[0], c]), variance = try Tensor(zeros: [dims[0], c])
+        let tx = try tensor(dims, x, layout: layout)
+        let y = try Tensor(zeros: dims, layout: layout)
+        try norm.forward(input: tx, scale: tscale, shift: tshift, output: y, mean: mean, variance: variance)
+        let ref = Reference.normalization(x, dims: dims, scale: scale, shift: shift, epsilon: 1e-5, perSample: true)
+        expectClose(try y.toArray(), ref.y, "output")
+        expectClose(try variance.toArray(), ref.variance, "variance")
+
+        let dy = rounded(rng.values(x.count))
+        let back = Reference.normalizationBackward(x, dims: dims, scale: scale, outputGradient: dy, epsilon: 1e-5, perSample: true)
+        let dx = try Tensor(zeros: dims, layout: layout)
+        let (ds, dsh) = (try Tensor(zeros: [c]), try Tensor(zeros: [c]))
+        try norm.backward(input: tx, outputGradient: try tensor(dims, dy, layout: layout), scale: tscale, mean: mean,
+                          variance: variance, inputGradient: dx, scaleGradient: ds, shiftGradient: dsh)
+        expectClose(try dx.toArray(), back.input, "input gradient")
+        expectClose(try ds.toArray(), back.scale, "weight gradient")
+        expectClose(try dsh.toArray(), back.shift, "bias gradient")
+    }
+
+    @Test("reference normalization backward matches finite differences", arguments: [false, true])
+    func finiteDifferences(perSample: Bool) {
+        var rng = SeededRandom(13)
+        let dims = [2, 2, 3, 2]
+        let x = rng.values(24), scale = rng.values(2).map { $0 + 1.5 }, shift = rng.values(2), r = rng.values(24)
+        let back = Reference.normalizationBackward(x, dims: dims, scale: scale, outputGradient: r, epsilon: 1e-5, perSample: perSample)
+        let f = { (x: [Double], s: [Double]) in
+            dot(r, Reference.normalization(x, dims: dims, scale: s, shift: shift, epsilon: 1e-5, perSample: perSample).y)
+        }
+        expectClose(back.input.map(Float.init), numericGradient(x) { f($0, scale) }, tolerance: 1e-5, "dx")
+        expectClose(back.scale.map(Float.init), numericGradient(scale) { f(x, $0) }, tolerance: 1e-5, "dscale")
+    }
+
+    @Test("wrong statistics sizes throw")
+    func rejectsBadInput() throws {
+        let bn = try BatchNormalization(dims: [2, 4, 3, 3], layout: .plain)
+        let x = try Tensor(zeros: [2, 4, 3, 3])
+        let c4 = try Tensor(zeros: [4]), c3 = try Tensor(zeros: [3])
+        #expect(throws: EngineError.self) {
+            try bn.forwardTraining(input: x, scale: c3, shift: c4, output: x, mean: c4, variance: c4, runningMean: c4, runningVariance: c4)
+        }
+        #expect(throws: EngineError.self) {
+            try bn.forwardTraining(input: Tensor(zeros: [2, 4, 3, 2]), scale: c4, shift: c4, output: x, mean: c4,
+                                   variance: c4, runningMean: c4, runningVariance: c4)
+        }
+        #expect(throws: EngineError.self) { try InstanceNormalization(dims: [2, 0, 3, 3]) }
+    }
+}
+
+@Suite("Pointwise and structural ops")
+struct PointwiseTests {
+    @Test("leaky ReLU forward and backward (in place too)", arguments: allLayouts)
+    func leakyReLU(layout: Layout) throws {
+        var rng = SeededRandom(17)
+        let dims = [2, 5, 4, 3]
+        let x = rounded(rng.values(120)), dy = rounded(rng.values(120))
+        let act = try LeakyReLU(dims: dims, layout: layout, slope: 0.01)
+        let t = try tensor(dims, x, layout: layout)
+        try act.forward(input: t, output: t)
+        expectClose(try t.toArray(), Reference.leakyReLU(x, slope: 0.01), "forward")
+        let dx = try Tensor(zeros: dims, layout: layout)
+        // Backward from the in-place output: same sign as the input.
+        try act.backward(input: t, outputGradient: try tensor(dims, dy, layout: layout), inputGradient: dx)
+        expectClose(try dx.toArray(), Reference.leakyReLUBackward(x, outputGradient: dy, slope: 0.01), "backward")
+    }
+
+    @Test("add and accumulate", arguments: allLayouts)
+    func add(layout: Layout) throws {
+        var rng = SeededRandom(19)
+        let dims = [2, 3, 4, 5, 2]
+        let a = rounded(rng.values(240)), b = rounded(rng.values(240))
+        let ta = try tensor(dims, a, layout: layout), tb = try tensor(dims, b, layout: layout)
+        try Elementwise.accumulate(tb, into: ta)
+        expectClose(try ta.toArray(), zip(a, b).map(+), "a + b")
+        #expect(throws: EngineError.self) { try Elementwise.accumulate(Tensor(zeros: [2, 3, 4, 5, 1]), into: ta) }
+    }
+
+    @Test("concatenate and split channels", arguments: [(32, 32), (3, 5), (16, 8)], allLayouts)
+    func concat(_ channels: (Int, Int), layout: Layout) throws {
+        var rng = SeededRandom(23)
+        let (ca, cb) = channels
+        let spatial = [3, 5]
+        let a = rounded(rng.values(2 * ca * 15)), b = rounded(rng.values(2 * cb * 15))
+        let out = try Tensor(zeros: [2, ca + cb] + spatial, layout: layout)
+        try Elementwise.concatenateChannels(try tensor([2, ca] + spatial, a, layout: layout),
+                                            try tensor([2, cb] + spatial, b, layout: layout), into: out)
+        let ref = Reference.concatenate(a, b, batch: 2)
+        expectClose(try out.toArray(), ref, tolerance: 0, "concatenation")
+        let (ga, gb) = (try Tensor(zeros: [2, ca] + spatial, layout: layout), try Tensor(zeros: [2, cb] + spatial, layout: layout))
+        try Elementwise.splitChannels(out, into: ga, gb)
+        expectClose(try ga.toArray(), a, tolerance: 0, "first part")
+        expectClose(try gb.toArray(), b, tolerance: 0, "second part")
+        #expect(throws: EngineError.self) {
+            try Elementwise.concatenateChannels(ga, gb, into: Tensor(zeros: [2, ca + cb + 1] + spatial, layout: layout))
+        }
+    }
+}
+
+@Suite("Losses")
+struct LossTests {
+    static let cases: [[Int]] = [[2, 4, 5, 3], [1, 4, 3, 2, 4], [3, 2, 7, 1]]
+
+    @Test("softmax, cross-entropy and Dice match the reference; gradients match finite differences", arguments: cases)
+    func losses(_ dims: [Int]) throws {
+        var rng = SeededRandom(29)
+        let z = rounded(rng.values(dims.reduce(1, *), scale: 3))
+        let voxels = dims[0] * dims.dropFirst(2).reduce(1, *)
+        let labels = rng.labels(voxels, classes: dims[1])
+        let target = try Labels(dims: [dims[0], 1] + dims.dropFirst(2), values: labels)
+        let logits = try tensor(dims, z)
+
+        expectClose(try Losses.softmax(logits).toArray(), Reference.softmax(z, dims: dims), "softmax")
+
+        let g = try Tensor(zeros: dims)
+        let ce = try Losses.crossEntropy(logits: logits, target: target, gradient: g)
+        let refCE = Reference.crossEntropy(z, dims: dims, target: labels)
+        #expect(abs(Double(ce) - refCE.loss) <= 1e-5 * max(1, refCE.loss))
+        expectClose(try g.toArray(), refCE.gradient, "cross-entropy gradient")
+        let numCE = numericGradient(z) { Reference.crossEntropy($0, dims: dims, target: labels).loss }
+        expectClose(refCE.gradient.map(Float.init), numCE, tolerance: 1e-6, "reference CE gradient")
+
+        let gd = try Tensor(zeros: dims)
+        let dice = try Losses.dice(logits: logits, target: target, gradient: gd, scale: 0.5)
+        let refDice = Reference.dice(z, dims: dims, target: labels)
+        #expect(abs(Double(dice) - refDice) <= 1e-5)
+        let numDice = numericGradient(z) { Reference.dice($0, dims: dims, target: labels) }
+        expectClose(try gd.toArray(), numDice.map { 0.5 * $0 }, "Dice gradient (scaled 0.5)")
+
+        // Gradients accumulate into one buffer: CE + Dice.
+        try Losses.dice(logits: logits, target: target, gradient: g)
+        expectClose(try g.toArray(), zip(refCE.gradient, numDice).map(+), "accumulated CE + Dice gradient")
+    }
+
+    @Test("Dice is 0 for a confident correct prediction and handles absent classes")
+    func diceLimits() throws {
+        let dims = [1, 3, 2, 2]
+        let labels: [UInt8] = [0, 1, 1, 0]   // class 2 absent
+        var z = [Double](repeating: -20, count: 12)
+        for (v, t) in labels.enumerated() { z[Int(t) * 4 + v] = 20 }
+        let loss = try Losses.dice(logits: tensor(dims, z), target: Labels(dims: [1, 1, 2, 2], values: labels))
+        #expect(loss < 1e-4)
+    }
+
+    @Test("bad targets throw")
+    func rejectsBadTargets() throws {
+        let logits = try Tensor(zeros: [1, 4, 2, 2])
+        #expect(throws: EngineError.self) {
+            try Losses.crossEntropy(logits: logits, target: Labels(dims: [1, 1, 2, 2], values: [0, 1, 4, 0]))
+        }
+        #expect(throws: EngineError.self) {
+            try Losses.dice(logits: logits, target: Labels(dims: [1, 1, 2, 3], values: [UInt8](repeating: 0, count: 6)))
+        }
+        #expect(throws: EngineError.self) { try Labels(dims: [1, 2, 2, 2], values: [UInt8](repeating: 0, count: 8)) }
+        #expect(throws: EngineError.self) {
+            try Losses.dice(logits: Tensor(zeros: [1, 4, 2, 2], layout: .native),
+                            target: Labels(dims: [1, 1, 2, 2], values: [0, 0, 0, 0]))
+        }
+    }
+}
