@@ -1,0 +1,74 @@
+import ArgumentParser
+import Engine
+import Foundation
+
+struct BenchKernels: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kernels",
+        abstract: "Convolution GFLOP/s at the recipe networks' layer shapes vs this machine's FP32 GEMM peak."
+    )
+
+    @OptionGroup var compute: ComputeOptions
+    @Flag(help: "Print one JSON object instead of the table.") var json = false
+    @Option(help: "Which network's layers: 2d, 3d or all.") var network: String = "all"
+
+    func validate() throws {
+        guard ["2d", "3d", "all"].contains(network) else { throw ValidationError("--network must be 2d, 3d or all, got '\(network)'") }
+    }
+
+    func run() throws {
+        compute.apply()
+        var shapes: [KernelBenchmark.LayerShape] = []
+        if network != "3d" { shapes += KernelBenchmark.composer2D }
+        if network != "2d" { shapes += KernelBenchmark.nvidia3D }
+        if !json {
+            print("oneDNN \(Runtime.backendVersion), \(Runtime.threads) threads, activations in \(Layout.native.rawValue) layout")
+            print("measuring the FP32 GEMM peak...")
+        }
+        var printedHeader = false
+        let report = try KernelBenchmark.run(shapes: shapes) { r in
+            guard !json else { return }
+            if !printedHeader {
+                print(String(format: "%-3@ %-15@ %-17@ %9@ %-13@ %5@ %3@ %3@ %8@ %7@", "dim", "op", "direction", "in->out",
+                             "spatial", "batch", "k", "s", "GFLOP/s", "% peak"))
+                printedHeader = true
+            }
+            print(String(format: "%-3d %-15@ %-17@ %9@ %-13@ %5d %3d %3d %8.1f %6.1f%%", r.dim, r.op, r.direction.rawValue,
+                         "\(r.inChannels)->\(r.outChannels)", r.spatial.map(String.init).joined(separator: "x"),
+                         r.batch, r.kernel, r.stride, r.gflops, 100 * r.fractionOfPeak))
+            fflush(nil)
+        }
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            print(String(decoding: try enc.encode(report), as: UTF8.self))
+        } else {
+            print(String(format: "FP32 GEMM peak (SGEMM 3072^3, same run): %.1f GFLOP/s", report.peakGflops))
+        }
+    }
+}
+
+struct BenchMemory: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "memory",
+        abstract: "Runs forward+backward of a small conv-norm-activation block many times and checks that RSS stays flat."
+    )
+
+    @OptionGroup var compute: ComputeOptions
+    @Option(help: "Iterations after warm-up.") var iterations = 1000
+    @Option(help: "Allowed RSS growth in MiB before the check fails.") var toleranceMib = 4.0
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() throws {
+        compute.apply()
+        let r = try MemoryBenchmark.run(iterations: iterations)
+        let growth = Double(r.rssAfter - r.rssBefore) / 1_048_576
+        if json {
+            print("{\"iterations\": \(iterations), \"rss_before_bytes\": \(r.rssBefore), \"rss_after_bytes\": \(r.rssAfter), \"growth_mib\": \(growth)}")
+        } else {
+            print(String(format: "RSS after warm-up %.1f MiB, after %d iterations %.1f MiB: growth %.2f MiB (allowed %.1f)",
+                         Double(r.rssBefore) / 1_048_576, iterations, Double(r.rssAfter) / 1_048_576, growth, toleranceMib))
+        }
+        if growth > toleranceMib { throw ExitCode(1) }
+    }
+}

@@ -1,0 +1,32 @@
+import ArgumentParser
+import Engine
+
+@main
+struct Unet: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unet",
+        abstract: "Train and run the UNet for brain-tumour segmentation on MRI, on the CPU.",
+        subcommands: [Bench.self]
+    )
+}
+
+/// Options every compute command shares.
+struct ComputeOptions: ParsableArguments {
+    @Option(help: "Compute threads (default: all cores, or OMP_NUM_THREADS).")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+    }
+
+    func apply() {
+        if let threads { Runtime.setThreads(threads) }
+    }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks that print a table (or JSON) and compare against a reference measured in the same run.",
+        subcommands: [BenchKernels.self, BenchMemory.self]
+    )
+}
