@@ -29,13 +29,12 @@ struct BenchKernels: ParsableCommand {
         let report = try KernelBenchmark.run(shapes: shapes) { r in
             guard !json else { return }
             if !printedHeader {
-                print(String(format: "%-3@ %-15@ %-17@ %9@ %-13@ %5@ %3@ %3@ %8@ %7@", "dim", "op", "direction", "in->out",
-                             "spatial", "batch", "k", "s", "GFLOP/s", "% peak"))
+                print(row(["dim", "op", "direction", "in->out", "spatial", "batch", "k", "s", "GFLOP/s", "% peak"]))
                 printedHeader = true
             }
-            print(String(format: "%-3d %-15@ %-17@ %9@ %-13@ %5d %3d %3d %8.1f %6.1f%%", r.dim, r.op, r.direction.rawValue,
-                         "\(r.inChannels)->\(r.outChannels)", r.spatial.map(String.init).joined(separator: "x"),
-                         r.batch, r.kernel, r.stride, r.gflops, 100 * r.fractionOfPeak))
+            print(row(["\(r.dim)", r.op, r.direction.rawValue, "\(r.inChannels)->\(r.outChannels)",
+                       r.spatial.map(String.init).joined(separator: "x"), "\(r.batch)", "\(r.kernel)", "\(r.stride)",
+                       String(format: "%.1f", r.gflops), String(format: "%.1f%%", 100 * r.fractionOfPeak)]))
             fflush(nil)
         }
         if json {
@@ -71,4 +70,14 @@ struct BenchMemory: ParsableCommand {
         }
         if growth > toleranceMib { throw ExitCode(1) }
     }
+}
+
+/// One table row: fixed-width columns, left-aligned text, right-aligned numbers.
+private func row(_ cells: [String]) -> String {
+    let widths = [3, 14, 16, 9, 11, 5, 2, 2, 8, 7]
+    return zip(cells, widths).enumerated().map { i, cw in
+        let (c, w) = cw
+        let pad = String(repeating: " ", count: max(0, w - c.count))
+        return i < 5 ? c + pad : pad + c
+    }.joined(separator: " ")
 }
