@@ -3,6 +3,7 @@
 // the kernel prefers over the caller's.
 #define _GNU_SOURCE
 #include "CDNNL.h"
+#include "bwd_weights_avx2.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -245,7 +246,20 @@ struct cdnnl_conv {
     port w_src, w_ddst, w_dw;
     dnnl_memory_t w_db;
     float *db_buffer;
+    int own_bwd_weights;   // 1: our AVX2 kernel instead of oneDNN's GEMM fallback
+    char impl[3][64];      // implementation names: forward, backward data, backward weights
 };
+
+static void remember_impl(char *dst, dnnl_primitive_desc_t pd) {
+    const char *impl = NULL;
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    snprintf(dst, 64, "oneDNN %s", impl ? impl : "?");
+}
+
+const char *cdnnl_conv_impl(cdnnl_conv *c, int direction) {
+    if (direction < 0 || direction > 2) return "";
+    return c->impl[direction];
+}
 
 void cdnnl_conv_destroy(cdnnl_conv *c) {
     if (!c) return;
@@ -287,6 +301,7 @@ static int conv_create_fwd(cdnnl_conv *c) {
               &s, &w, b, &dst, c->strides, c->pad_lo, c->pad_hi), what);
         CHECK(dnnl_primitive_desc_create(&c->fwd_pd, &desc, NULL, g_engine, NULL), what);
     }
+    remember_impl(c->impl[0], c->fwd_pd);
     if (make_primitive(&c->fwd, c->fwd_pd, what)) return -1;
     if (port_init(&c->f_src, &c->src_md, q(c->fwd_pd, dnnl_query_src_md), 0, 0, what)) return -1;
     if (port_init(&c->f_w, &c->weight_md, q(c->fwd_pd, dnnl_query_weights_md), 0, 0, what)) return -1;
@@ -355,6 +370,7 @@ static int conv_create_bwd_data(cdnnl_conv *c) {
               c->strides, c->pad_lo, c->pad_hi), what);
         CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, g_engine, c->fwd_pd), what);
     }
+    remember_impl(c->impl[1], pd);
     int rc = make_primitive(&c->bwd_data, pd, what);
     if (rc == 0) rc = port_init(&c->d_ddst, &c->dst_md, q(pd, dnnl_query_diff_dst_md), 0, 0, what);
     if (rc == 0) rc = port_init(&c->d_w, &c->weight_md, q(pd, dnnl_query_weights_md), 0, 0, what);
@@ -378,7 +394,6 @@ static int conv_create_bwd_weights(cdnnl_conv *c) {
     const char *what = "convolution backward weights";
     dnnl_memory_desc_t s, w, dst;
     if (any_like(&s, &c->src_md) || any_like(&w, &c->weight_md) || any_like(&dst, &c->dst_md)) return -1;
-    if (getenv("CDNNL_EXPLICIT")) { s = c->src_md; dst = c->dst_md; }
     const dnnl_memory_desc_t *b = c->d.has_bias ? &c->bias_md : NULL;
     dnnl_primitive_desc_t pd;
     if (c->d.transposed) {
@@ -391,6 +406,20 @@ static int conv_create_bwd_weights(cdnnl_conv *c) {
         CHECK(dnnl_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, &s, &w, b, &dst,
               c->strides, c->pad_lo, c->pad_hi), what);
         CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, g_engine, c->fwd_pd), what);
+    }
+    // oneDNN 2.6 has no direct 3D backward-weights kernel below AVX-512; its im2col + GEMM
+    // fallback is slow, so on blocked8 activations our own kernel takes over.
+    const char *impl = NULL;
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    // Its accumulators are reloaded once per output row, so it wins on long rows (the large,
+    // few-channel levels) and loses to the GEMM path on short ones.
+    if (c->d.spatial_rank == 3 && !c->d.transposed && c->d.layout == CDNNL_LAYOUT_BLOCKED8 &&
+        c->d.out_size[2] >= 32 && impl && strstr(impl, "gemm") && cdnnl_avx2_available() &&
+        !getenv("CDNNL_ONEDNN_ONLY")) {
+        c->own_bwd_weights = 1;
+        snprintf(c->impl[2], 64, "SwiftUNet avx2 3D direct");
+    } else {
+        remember_impl(c->impl[2], pd);
     }
     int rc = make_primitive(&c->bwd_weights, pd, what);
     if (rc == 0) rc = port_init(&c->w_src, &c->src_md, q(pd, dnnl_query_src_md), 0, 0, what);
@@ -412,6 +441,13 @@ int cdnnl_conv_backward_weights(cdnnl_conv *c, const float *src, const float *di
                                 float *diff_weight, float *diff_bias) {
     const char *what = "convolution backward weights";
     if (!c->bwd_weights && conv_create_bwd_weights(c)) return -1;
+    if (c->own_bwd_weights) {
+        if (c->d.has_bias && !diff_bias) return fail(-1, "%s: bias gradient missing", what);
+        if (cdnnl_bwd_weights_avx2_3d(&c->d, cdnnl_max_threads(), src, diff_dst, diff_weight,
+                                      c->d.has_bias ? diff_bias : NULL) != 0)
+            return fail(-1, "%s: out of memory for accumulators", what);
+        return 0;
+    }
     dnnl_memory_t ms, mdd, mdw;
     if (port_in(&c->w_src, src, &ms, what) || port_in(&c->w_ddst, diff_dst, &mdd, what) ||
         port_out_begin(&c->w_dw, diff_weight, &mdw, what)) return -1;

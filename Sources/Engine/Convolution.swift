@@ -108,11 +108,11 @@ public final class Convolution: @unchecked Sendable {
         d.transposed = geometry.transposed ? 1 : 0
         d.layout = layout.cValue
         let r = geometry.spatialRank
-        withUnsafeMutableBytes(of: &d.in_size) { $0.bindMemory(to: Int64.self).update(fromContentsOf: inputDims.dropFirst(2).map(Int64.init)) }
-        withUnsafeMutableBytes(of: &d.out_size) { $0.bindMemory(to: Int64.self).update(fromContentsOf: outSpatial.map(Int64.init)) }
-        withUnsafeMutableBytes(of: &d.kernel) { $0.bindMemory(to: Int64.self).update(fromContentsOf: geometry.kernelSize.map(Int64.init)) }
-        withUnsafeMutableBytes(of: &d.stride) { $0.bindMemory(to: Int64.self).update(fromContentsOf: geometry.stride.map(Int64.init)) }
-        withUnsafeMutableBytes(of: &d.pad_lo) { $0.bindMemory(to: Int64.self).update(fromContentsOf: geometry.padding.map(Int64.init)) }
+        _ = withUnsafeMutableBytes(of: &d.in_size) { $0.bindMemory(to: Int64.self).update(fromContentsOf: inputDims.dropFirst(2).map(Int64.init)) }
+        _ = withUnsafeMutableBytes(of: &d.out_size) { $0.bindMemory(to: Int64.self).update(fromContentsOf: outSpatial.map(Int64.init)) }
+        _ = withUnsafeMutableBytes(of: &d.kernel) { $0.bindMemory(to: Int64.self).update(fromContentsOf: geometry.kernelSize.map(Int64.init)) }
+        _ = withUnsafeMutableBytes(of: &d.stride) { $0.bindMemory(to: Int64.self).update(fromContentsOf: geometry.stride.map(Int64.init)) }
+        _ = withUnsafeMutableBytes(of: &d.pad_lo) { $0.bindMemory(to: Int64.self).update(fromContentsOf: geometry.padding.map(Int64.init)) }
         // oneDNN wants the right padding that makes its output size formula exact; with PyTorch's
         // floor division this can be less than the left padding.
         var padHi = [Int64](repeating: 0, count: r)
@@ -122,13 +122,20 @@ public final class Convolution: @unchecked Sendable {
                 padHi[i] = Int64(covered - inputDims[2 + i] - geometry.padding[i])
             }
         }
-        withUnsafeMutableBytes(of: &d.pad_hi) { $0.bindMemory(to: Int64.self).update(fromContentsOf: padHi) }
+        _ = withUnsafeMutableBytes(of: &d.pad_hi) { $0.bindMemory(to: Int64.self).update(fromContentsOf: padHi) }
         var h: OpaquePointer?
         try check(cdnnl_conv_create(&h, &d), "\(geometry.transposed ? "transposed convolution" : "convolution") \(shapeText(inputDims)) -> \(shapeText(outputDims))")
         handle = h!
     }
 
     deinit { cdnnl_conv_destroy(handle) }
+
+    public enum Direction: Int32, Sendable { case forward = 0, backwardData = 1, backwardWeights = 2 }
+
+    /// The kernel that runs `direction` (e.g. "oneDNN jit:avx2"); empty before its first call.
+    public func implementation(_ direction: Direction) -> String {
+        String(cString: cdnnl_conv_impl(handle, direction.rawValue))
+    }
 
     /// Multiply-adds x 2 of one forward pass (the same for each backward pass).
     public var flops: Double {

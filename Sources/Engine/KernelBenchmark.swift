@@ -45,9 +45,11 @@ public enum KernelBenchmark {
         public var gflops: Double
         public var fractionOfPeak: Double
         public var seconds: Double
+        /// Which kernel ran (oneDNN's implementation name, or SwiftUNet's own).
+        public var implementation: String
 
         enum CodingKeys: String, CodingKey {
-            case dim, op, direction, spatial, batch, kernel, stride, gflops, seconds
+            case dim, op, direction, spatial, batch, kernel, stride, gflops, seconds, implementation
             case inChannels = "in_channels", outChannels = "out_channels", fractionOfPeak = "fraction_of_peak"
         }
     }
@@ -102,9 +104,12 @@ public enum KernelBenchmark {
         unetLayers(dim: 2, patch: [192, 160], batch: 16, filters: [32, 64, 128, 256, 512, 512])
     }
 
-    /// NVIDIA's 3D network: batch 1 of 4x128^3, filters 32...320.
+    /// NVIDIA's 3D network: batch 1 of 4x128^3, filters 32...320; plus the 32->32 convolution
+    /// at 64^3, the engine's reference kernel.
     public static var nvidia3D: [LayerShape] {
-        unetLayers(dim: 3, patch: [128, 128, 128], batch: 1, filters: [32, 64, 128, 256, 320, 320])
+        [LayerShape(dim: 3, inChannels: 32, outChannels: 32, spatial: [64, 64, 64], batch: 1, kernel: 3, stride: 1,
+                    transposed: false, bias: false)]
+            + unetLayers(dim: 3, patch: [128, 128, 128], batch: 1, filters: [32, 64, 128, 256, 320, 320])
     }
 
     static func now() -> Double {
@@ -174,7 +179,8 @@ public enum KernelBenchmark {
             out.append(Result(dim: shape.dim, op: shape.transposed ? "conv_transpose" : "conv", direction: direction,
                               inChannels: shape.inChannels, outChannels: shape.outChannels, spatial: shape.spatial,
                               batch: shape.batch, kernel: shape.kernel, stride: shape.stride, gflops: gf,
-                              fractionOfPeak: gf / peak, seconds: t))
+                              fractionOfPeak: gf / peak, seconds: t,
+                              implementation: conv.implementation(Convolution.Direction(rawValue: Int32(out.count))!)))
         }
         return out
     }

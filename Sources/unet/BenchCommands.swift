@@ -29,12 +29,12 @@ struct BenchKernels: ParsableCommand {
         let report = try KernelBenchmark.run(shapes: shapes) { r in
             guard !json else { return }
             if !printedHeader {
-                print(row(["dim", "op", "direction", "in->out", "spatial", "batch", "k", "s", "GFLOP/s", "% peak"]))
+                print(row(["dim", "op", "direction", "in->out", "spatial", "batch", "k", "s", "GFLOP/s", "% peak", "kernel"]))
                 printedHeader = true
             }
             print(row(["\(r.dim)", r.op, r.direction.rawValue, "\(r.inChannels)->\(r.outChannels)",
                        r.spatial.map(String.init).joined(separator: "x"), "\(r.batch)", "\(r.kernel)", "\(r.stride)",
-                       String(format: "%.1f", r.gflops), String(format: "%.1f%%", 100 * r.fractionOfPeak)]))
+                       String(format: "%.1f", r.gflops), String(format: "%.1f%%", 100 * r.fractionOfPeak), r.implementation]))
             fflush(nil)
         }
         if json {
@@ -74,10 +74,10 @@ struct BenchMemory: ParsableCommand {
 
 /// One table row: fixed-width columns, left-aligned text, right-aligned numbers.
 private func row(_ cells: [String]) -> String {
-    let widths = [3, 14, 16, 9, 11, 5, 2, 2, 8, 7]
+    let widths = [3, 14, 16, 9, 11, 5, 2, 2, 8, 7, 0]
     return zip(cells, widths).enumerated().map { i, cw in
         let (c, w) = cw
         let pad = String(repeating: " ", count: max(0, w - c.count))
-        return i < 5 ? c + pad : pad + c
+        return i < 5 || i == 10 ? c + pad : pad + c
     }.joined(separator: " ")
 }

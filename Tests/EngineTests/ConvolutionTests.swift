@@ -130,3 +130,34 @@ struct ConvolutionTests {
         }
     }
 }
+
+@Suite("Convolution kernels")
+struct ConvolutionKernelTests {
+    /// On AVX2 machines 3D backward-weights on rows of >= 32 outputs runs on SwiftUNet's own
+    /// kernel (oneDNN only has a slow GEMM path there): check it against the reference on shapes
+    /// that exercise its edges (odd sizes, stride 2, padded channels, a 4x8 tail tile, batch 2, bias).
+    @Test("3D backward weights on blocked8 matches the reference", arguments: [
+        ConvCase.make("24->40 on 3x2x33", [1, 24, 3, 2, 33], out: 40, k: 3),
+        ConvCase.make("4->16 stride 2 on 3x4x67", [1, 4, 3, 4, 67], out: 16, k: 3, s: 2),
+        ConvCase.make("13->5 1x1 with bias, batch 2", [2, 13, 2, 2, 40], out: 5, k: 1, bias: true),
+        ConvCase.make("8->8 on 1x1x32", [1, 8, 1, 1, 32], out: 8, k: 3),
+    ])
+    func backwardWeightsBlocked8(_ c: ConvCase) throws {
+        var rng = SeededRandom(31)
+        let g = c.geometry
+        let x = rounded(rng.values(c.inputDims.reduce(1, *)))
+        let w = rounded(rng.values(g.weightDims.reduce(1, *)))
+        let conv = try Convolution(g, inputDims: c.inputDims, layout: .blocked8)
+        let dy = rounded(rng.values(conv.outputDims.reduce(1, *)))
+        let ref = Reference.convolutionBackward(x, inputDims: c.inputDims, weight: w, outputGradient: dy, g)
+        let dw = try Tensor(dims: g.weightDims, values: [Float](repeating: 0.5, count: w.count))
+        let db = g.bias ? try Tensor(zeros: [g.outputChannels]) : nil
+        try conv.backwardWeights(input: tensor(c.inputDims, x, layout: .blocked8),
+                                 outputGradient: tensor(conv.outputDims, dy, layout: .blocked8),
+                                 weightGradient: dw, biasGradient: db)
+        expectClose(try dw.toArray(), ref.weight.map { $0 + 0.5 }, "\(c.name): weights (accumulated onto 0.5)")
+        if let db { expectClose(try db.toArray(), ref.bias, "\(c.name): bias") }
+        let impl = conv.implementation(.backwardWeights)
+        #expect(!impl.isEmpty && !impl.contains("gemm"), "\(c.name) ran on \(impl)")
+    }
+}

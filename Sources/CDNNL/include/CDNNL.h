@@ -66,6 +66,9 @@ int cdnnl_conv_forward(cdnnl_conv *c, const float *src, const float *weight, con
 int cdnnl_conv_backward_data(cdnnl_conv *c, const float *diff_dst, const float *weight, float *diff_src);
 int cdnnl_conv_backward_weights(cdnnl_conv *c, const float *src, const float *diff_dst,
                                 float *diff_weight, float *diff_bias);
+/// Name of the kernel used for a direction (0 forward, 1 backward data, 2 backward weights);
+/// "" until that direction has run once.
+const char *cdnnl_conv_impl(cdnnl_conv *c, int direction);
 
 // ---- Batch normalization (also used per sample, N = 1, for instance normalization) ----
 typedef struct cdnnl_bnorm cdnnl_bnorm;

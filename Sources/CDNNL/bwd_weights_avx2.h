@@ -1,0 +1,12 @@
+#ifndef CDNNL_BWD_WEIGHTS_AVX2_H
+#define CDNNL_BWD_WEIGHTS_AVX2_H
+#include "CDNNL.h"
+
+/// 1 when the CPU has AVX2 and FMA.
+int cdnnl_avx2_available(void);
+/// Adds d(loss)/d(weights) of a 3D (non-transposed) convolution into plain `dw` (O, I, k...)
+/// and, when db is not NULL, d(loss)/d(bias) into db. x and dy are nCdhw8c.
+/// Returns 0, or -1 when memory runs out.
+int cdnnl_bwd_weights_avx2_3d(const cdnnl_conv_desc *d, int threads, const float *x, const float *dy,
+                              float *dw, float *db);
+#endif
