@@ -169,3 +169,27 @@ int cdnnl_bwd_weights_avx2_3d(const cdnnl_conv_desc *d, int threads, const float
     for (int t = 0; t < threads; t++) free(jobs[t].acc);
     return rc;
 }
+
+typedef struct { void (*fn)(void *, int64_t, int64_t); void *ctx; int64_t begin, end; } part;
+
+static void *run_part(void *arg) {
+    part *p = arg;
+    p->fn(p->ctx, p->begin, p->end);
+    return NULL;
+}
+
+void cdnnl_parallel(int threads, int64_t count, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx) {
+    if (threads > 64) threads = 64;
+    if (threads > count) threads = (int)count;
+    if (threads <= 1) { if (count > 0) fn(ctx, 0, count); return; }
+    part parts[64];
+    pthread_t tids[64];
+    int started[64] = {0};
+    for (int t = 0; t < threads; t++) parts[t] = (part){fn, ctx, count * t / threads, count * (t + 1) / threads};
+    for (int t = 1; t < threads; t++) started[t] = pthread_create(&tids[t], NULL, run_part, &parts[t]) == 0;
+    run_part(&parts[0]);
+    for (int t = 1; t < threads; t++) {
+        if (started[t]) pthread_join(tids[t], NULL);
+        else run_part(&parts[t]);
+    }
+}

@@ -9,4 +9,7 @@ int cdnnl_avx2_available(void);
 /// Returns 0, or -1 when memory runs out.
 int cdnnl_bwd_weights_avx2_3d(const cdnnl_conv_desc *d, int threads, const float *x, const float *dy,
                               float *dw, float *db);
+/// Runs fn(ctx, begin, end) over [0, count) split in `threads` contiguous parts, on pthreads
+/// (the calling thread takes the first part).
+void cdnnl_parallel(int threads, int64_t count, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
 #endif

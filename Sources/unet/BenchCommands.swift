@@ -42,7 +42,8 @@ struct BenchKernels: ParsableCommand {
             enc.outputFormatting = [.sortedKeys]
             print(String(decoding: try enc.encode(report), as: UTF8.self))
         } else {
-            print(String(format: "FP32 GEMM peak (SGEMM 3072^3, same run): %.1f GFLOP/s", report.peakGflops))
+            print(String(format: "FP32 GEMM peak (SGEMM 3072^3, best of before and after): %.1f GFLOP/s", report.peakGflops))
+            print("(the % column above is against the first peak measurement; --json holds the final fractions)")
         }
     }
 }
