@@ -10,6 +10,8 @@
 // The result is ADDED into dw, plain (OC, IC, KD, KH, KW).
 #include "bwd_weights_avx2.h"
 
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <immintrin.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -65,8 +67,7 @@ static void tile_4x8(float *restrict a, int64_t ocp, const float *restrict xp, c
     _mm256_storeu_ps(a + 2 * ocp, a2); _mm256_storeu_ps(a + 3 * ocp, a3);
 }
 
-static void *run_job(void *arg) {
-    job *j = arg;
+static void run_job(job *j) {
     const cdnnl_conv_desc *d = j->d;
     const int64_t ID = d->in_size[0], IH = d->in_size[1], IW = d->in_size[2];
     const int64_t OD = d->out_size[0], OH = d->out_size[1], OW = d->out_size[2];
@@ -112,7 +113,11 @@ static void *run_job(void *arg) {
             }
         }
     }
-    return NULL;
+}
+
+/// Part [begin, end) of the job array (one job per thread).
+static void run_jobs(void *arg, int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; t++) run_job((job *)arg + t);
 }
 
 int cdnnl_avx2_available(void) {
@@ -129,10 +134,8 @@ int cdnnl_bwd_weights_avx2_3d(const cdnnl_conv_desc *d, int threads, const float
     if (threads > OD) threads = (int)OD;
     if (threads > 64) threads = 64;
     const size_t acc_floats = (size_t)(K * ICp * OCp);
-    job jobs[64];
-    pthread_t tids[64];
-    int started[64] = {0};
     int rc = 0;
+    job jobs[64];
     for (int t = 0; t < threads; t++) {
         jobs[t] = (job){d, x, dy, aligned_alloc(64, (acc_floats * sizeof(float) + 63) / 64 * 64),
                         OD * t / threads, OD * (t + 1) / threads};
@@ -140,12 +143,7 @@ int cdnnl_bwd_weights_avx2_3d(const cdnnl_conv_desc *d, int threads, const float
         memset(jobs[t].acc, 0, acc_floats * sizeof(float));
     }
     if (rc == 0) {
-        for (int t = 1; t < threads; t++) started[t] = pthread_create(&tids[t], NULL, run_job, &jobs[t]) == 0;
-        run_job(&jobs[0]);
-        for (int t = 1; t < threads; t++) {
-            if (started[t]) pthread_join(tids[t], NULL);
-            else run_job(&jobs[t]);  // could not start a thread: do its share here
-        }
+        cdnnl_parallel(threads, threads, run_jobs, jobs);
         // Sum the private accumulators and add into the plain (O, I, k...) gradient.
         const int64_t IC = d->in_channels, OC = d->out_channels;
         for (int64_t k = 0; k < K; k++)
@@ -170,7 +168,7 @@ int cdnnl_bwd_weights_avx2_3d(const cdnnl_conv_desc *d, int threads, const float
     return rc;
 }
 
-typedef struct { void (*fn)(void *, int64_t, int64_t); void *ctx; int64_t begin, end; } part;
+typedef struct { void (*fn)(void *, int64_t, int64_t); void *ctx; int64_t begin, end, count; } part;
 
 static void *run_part(void *arg) {
     part *p = arg;
@@ -178,18 +176,72 @@ static void *run_part(void *arg) {
     return NULL;
 }
 
+// Our kernels run on oneDNN's own OpenMP pool (libgomp, reached through dlsym like the thread
+// count): separate pthreads would compete with OpenMP workers still spinning after a oneDNN call.
+typedef void (*gomp_parallel_t)(void (*)(void *), void *, unsigned, unsigned);
+static gomp_parallel_t g_gomp_parallel;
+static int (*g_thread_num)(void);
+static int (*g_num_threads)(void);
+static pthread_once_t g_gomp_once = PTHREAD_ONCE_INIT;
+
+static void find_gomp(void) {
+    g_gomp_parallel = (gomp_parallel_t)dlsym(RTLD_DEFAULT, "GOMP_parallel");
+    g_thread_num = (int (*)(void))dlsym(RTLD_DEFAULT, "omp_get_thread_num");
+    g_num_threads = (int (*)(void))dlsym(RTLD_DEFAULT, "omp_get_num_threads");
+}
+
+static void gomp_body(void *arg) {
+    part *p = arg;
+    const int64_t t = g_thread_num(), n = g_num_threads();
+    const int64_t begin = p->count * t / n, end = p->count * (t + 1) / n;
+    if (end > begin) p->fn(p->ctx, begin, end);
+}
+
 void cdnnl_parallel(int threads, int64_t count, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx) {
     if (threads > 64) threads = 64;
     if (threads > count) threads = (int)count;
     if (threads <= 1) { if (count > 0) fn(ctx, 0, count); return; }
+    pthread_once(&g_gomp_once, find_gomp);
+    if (g_gomp_parallel && g_thread_num && g_num_threads) {
+        part p = {fn, ctx, 0, 0, count};
+        g_gomp_parallel(gomp_body, &p, (unsigned)threads, 0);
+        return;
+    }
     part parts[64];
     pthread_t tids[64];
     int started[64] = {0};
-    for (int t = 0; t < threads; t++) parts[t] = (part){fn, ctx, count * t / threads, count * (t + 1) / threads};
+    for (int t = 0; t < threads; t++) parts[t] = (part){fn, ctx, count * t / threads, count * (t + 1) / threads, count};
     for (int t = 1; t < threads; t++) started[t] = pthread_create(&tids[t], NULL, run_part, &parts[t]) == 0;
     run_part(&parts[0]);
     for (int t = 1; t < threads; t++) {
         if (started[t]) pthread_join(tids[t], NULL);
         else run_part(&parts[t]);
     }
+}
+
+// ---- arithmetic peak: independent FMA chains in registers, one per thread ----
+
+typedef struct { int64_t iters; volatile float sink[64]; } fma_ctx;
+
+__attribute__((target("avx2,fma")))
+static void fma_loop(void *arg, int64_t begin, int64_t end) {
+    fma_ctx *c = arg;
+    __m256 a[10];
+    const __m256 m = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < 10; i++) a[i] = _mm256_set1_ps((float)(i + begin));
+    for (int64_t t = 0; t < c->iters; t++)
+        for (int i = 0; i < 10; i++) a[i] = _mm256_fmadd_ps(a[i], m, b);
+    __m256 s = a[0];
+    for (int i = 1; i < 10; i++) s = _mm256_add_ps(s, a[i]);
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    c->sink[begin & 63] = out[0];  // keeps the loop alive; the value is irrelevant
+}
+
+int64_t cdnnl_fma_peak_flops(int threads, int64_t iters) {
+    if (!cdnnl_avx2_available()) return 0;
+    static fma_ctx ctx;
+    ctx.iters = iters;
+    cdnnl_parallel(threads, threads, fma_loop, &ctx);
+    return (int64_t)threads * iters * 10 * 8 * 2;
 }

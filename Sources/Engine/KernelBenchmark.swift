@@ -56,6 +56,9 @@ public enum KernelBenchmark {
 
     public struct Report: Codable, Sendable {
         public var peakGflops: Double
+        /// Register-only FMA throughput (the arithmetic ceiling; 0 if unmeasured). The SGEMM
+        /// peak above is what fractions are taken against.
+        public var fmaPeakGflops: Double
         public var threads: Int
         public var backend: String
         public var layout: String
@@ -63,7 +66,7 @@ public enum KernelBenchmark {
 
         enum CodingKeys: String, CodingKey {
             case kernels, threads, backend, layout
-            case peakGflops = "peak_gflops"
+            case peakGflops = "peak_gflops", fmaPeakGflops = "fma_peak_gflops"
         }
     }
 
@@ -120,7 +123,7 @@ public enum KernelBenchmark {
 
     /// Best time of repeated calls: at least `minReps` and until `minSeconds` have passed
     /// (after one warm-up call that also builds the primitive).
-    static func bestTime(minReps: Int = 3, minSeconds: Double = 0.5, maxReps: Int = 50, _ body: () throws -> Void) rethrows -> Double {
+    static func bestTime(minReps: Int = 5, minSeconds: Double = 1.0, maxReps: Int = 50, _ body: () throws -> Void) rethrows -> Double {
         try body()
         var best = Double.infinity
         let start = now()
@@ -151,6 +154,13 @@ public enum KernelBenchmark {
         fillRandom(b, seed: 2)
         let t = try bestTime(minReps: 5, minSeconds: 2) { try GEMM.multiply(a, b, into: c) }
         return 2 * Double(n) * Double(n) * Double(n) / t / 1e9
+    }
+
+    /// Arithmetic peak from independent FMA chains on every thread, in GFLOP/s (best of 5).
+    public static func fmaPeak() throws -> Double {
+        var flops: Int64 = 0
+        let t = bestTime(minReps: 5, minSeconds: 0.5) { flops = cdnnl_fma_peak_flops(Int32(Runtime.threads), 20_000_000) }
+        return Double(flops) / t / 1e9
     }
 
     /// Times forward, backward-data and backward-weights of one layer in the native layout.
@@ -205,7 +215,7 @@ public enum KernelBenchmark {
         }
         let peak = max(before, try gemmPeak())
         for i in results.indices { results[i].fractionOfPeak = results[i].gflops / peak }
-        return Report(peakGflops: peak, threads: Runtime.threads, backend: "oneDNN \(Runtime.backendVersion)",
+        return Report(peakGflops: peak, fmaPeakGflops: try fmaPeak(), threads: Runtime.threads, backend: "oneDNN \(Runtime.backendVersion)",
                       layout: Layout.native.rawValue, kernels: results)
     }
 }
