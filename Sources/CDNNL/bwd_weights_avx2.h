@@ -12,4 +12,8 @@ int cdnnl_bwd_weights_avx2_3d(const cdnnl_conv_desc *d, int threads, const float
 /// Runs fn(ctx, begin, end) over [0, count) split in `threads` contiguous parts, on pthreads
 /// (the calling thread takes the first part).
 void cdnnl_parallel(int threads, int64_t count, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
+/// Forward of a transposed convolution with kernel == stride on blocked8 activations (O % 8 == 0):
+/// y = x * w2 + bias written into the upsampled grid. w2 is (I, K*O), column ((o/8)*K + k)*8 + o%8.
+int cdnnl_upsample_avx2(const cdnnl_conv_desc *d, int threads, const float *x, const float *w2,
+                        const float *bias, float *y);
 #endif

@@ -252,6 +252,7 @@ struct cdnnl_conv {
     // (tap-major: channel k*O + o) and a shuffle of those channels into the upsampled grid.
     cdnnl_conv *inner;
     float *tmp, *w2;       // inner output (N, K*O, spatial), inner weights (K*O, I)
+    int fused_upsample;    // 1: blocked8 + AVX2: one fused kernel, no inner output
     size_t tmp_floats;
 };
 
@@ -362,10 +363,24 @@ static void shuffle_rows(void *arg, int64_t begin, int64_t end) {
     }
 }
 
-static int shuffle_create(cdnnl_conv *c) {
-    const cdnnl_conv_desc *d = &c->d;
+static int64_t kernel_volume(const cdnnl_conv_desc *d) {
     int64_t K = 1;
     for (int i = 0; i < d->spatial_rank; i++) K *= d->kernel[i];
+    return K;
+}
+
+static int shuffle_create(cdnnl_conv *c) {
+    const cdnnl_conv_desc *d = &c->d;
+    const int64_t K = kernel_volume(d);
+    // 16 floats of slack: the fused kernel loads a second 8-column pair even past the last one.
+    const size_t wbytes = ((size_t)(K * d->out_channels * d->in_channels + 16) * sizeof(float) + 63) / 64 * 64;
+    c->w2 = aligned_alloc(64, wbytes);
+    if (!c->w2) return fail(-1, "transposed convolution: out of memory");
+    if (d->layout == CDNNL_LAYOUT_BLOCKED8 && cdnnl_avx2_available()) {
+        c->fused_upsample = 1;
+        snprintf(c->impl[0], 64, "SwiftUNet avx2 upsample");
+        return 0;
+    }
     cdnnl_conv_desc in = *d;
     in.out_channels = K * d->out_channels;
     for (int i = 0; i < 3; i++) { in.out_size[i] = d->in_size[i]; in.kernel[i] = 1; in.stride[i] = 1; in.pad_lo[i] = 0; in.pad_hi[i] = 0; }
@@ -376,10 +391,8 @@ static int shuffle_create(cdnnl_conv *c) {
     int64_t n = cdnnl_tensor_size(d->spatial_rank, d->batch, in.out_channels, sp, d->layout);
     if (n < 0) return -1;
     c->tmp_floats = (size_t)n;
-    const size_t wbytes = ((size_t)(in.out_channels * d->in_channels) * sizeof(float) + 63) / 64 * 64;
     c->tmp = aligned_alloc(64, (c->tmp_floats * sizeof(float) + 63) / 64 * 64);
-    c->w2 = aligned_alloc(64, wbytes);
-    if (!c->tmp || !c->w2) return fail(-1, "transposed convolution: out of memory");
+    if (!c->tmp) return fail(-1, "transposed convolution: out of memory");
     memset(c->tmp, 0, c->tmp_floats * sizeof(float));
     snprintf(c->impl[0], 64, "SwiftUNet 1x1 conv + shuffle");
     return 0;
@@ -387,13 +400,23 @@ static int shuffle_create(cdnnl_conv *c) {
 
 /// W (I, O, K) in PyTorch's layout -> W2 (K*O, I) for the inner 1x1 convolution.
 static void shuffle_weights(const cdnnl_conv *c, const float *w) {
-    const int64_t I = c->d.in_channels, O = c->d.out_channels, K = c->inner->d.out_channels / O;
+    const int64_t I = c->d.in_channels, O = c->d.out_channels, K = kernel_volume(&c->d);
     for (int64_t i = 0; i < I; i++)
         for (int64_t o = 0; o < O; o++)
             for (int64_t k = 0; k < K; k++) c->w2[(k * O + o) * I + i] = w[(i * O + o) * K + k];
 }
 
 static int shuffle_forward(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst) {
+    if (c->fused_upsample) {
+        // w2 as (I, K*O): column ((o/8)*K + k)*8 + o%8 holds W[i, o, k], so neighbouring
+        // 8-column groups are neighbouring taps along W and a tile fills whole cache lines.
+        const int64_t I = c->d.in_channels, O = c->d.out_channels, K = kernel_volume(&c->d);
+        for (int64_t i = 0; i < I; i++)
+            for (int64_t o = 0; o < O; o++)
+                for (int64_t k = 0; k < K; k++)
+                    c->w2[i * K * O + ((o / 8) * K + k) * 8 + o % 8] = weight[(i * O + o) * K + k];
+        return cdnnl_upsample_avx2(&c->d, cdnnl_max_threads(), src, c->w2, c->d.has_bias ? bias : NULL, dst);
+    }
     shuffle_weights(c, weight);
     if (cdnnl_conv_forward(c->inner, src, c->w2, NULL, c->tmp) != 0) return -1;
     shuffle_ctx ctx = {&c->d, c->tmp, dst, c->d.has_bias ? bias : NULL};
@@ -435,7 +458,7 @@ int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
 
 int cdnnl_conv_forward(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst) {
     const char *what = "convolution forward";
-    if (c->inner) return shuffle_forward(c, src, weight, bias, dst);
+    if (c->w2) return shuffle_forward(c, src, weight, bias, dst);
     dnnl_memory_t ms, mw, md;
     if (port_in(&c->f_src, src, &ms, what) || port_in(&c->f_w, weight, &mw, what) ||
         port_out_begin(&c->f_dst, dst, &md, what)) return -1;

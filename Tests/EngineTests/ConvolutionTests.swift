@@ -161,3 +161,21 @@ struct ConvolutionKernelTests {
         #expect(!impl.isEmpty && !impl.contains("gemm"), "\(c.name) ran on \(impl)")
     }
 }
+
+@Suite("Transposed convolution routes")
+struct TransposedRouteTests {
+    /// kernel == stride upsampling runs on SwiftUNet's own forward (fused on blocked8 + AVX2,
+    /// 1x1 convolution + shuffle otherwise); other cases stay on oneDNN. All match the reference.
+    @Test("upsampling forward takes SwiftUNet's route and matches the reference", arguments: allLayouts)
+    func route(layout: Layout) throws {
+        var rng = SeededRandom(37)
+        let c = ConvCase.make("3D 16->16 up, odd 3x2x5", [2, 16, 3, 2, 5], out: 16, k: 2, s: 2, bias: true, transposed: true)
+        let g = c.geometry
+        let x = rounded(rng.values(c.inputDims.reduce(1, *))), w = rounded(rng.values(g.weightDims.reduce(1, *)))
+        let b = rounded(rng.values(16))
+        let conv = try Convolution(g, inputDims: c.inputDims, layout: layout)
+        let y = try conv(tensor(c.inputDims, x, layout: layout), weight: tensor(g.weightDims, w), bias: tensor([16], b))
+        expectClose(try y.toArray(), Reference.convolution(x, inputDims: c.inputDims, weight: w, bias: b, g).values, "forward")
+        #expect(conv.implementation(.forward).hasPrefix("SwiftUNet"), "ran on \(conv.implementation(.forward))")
+    }
+}
