@@ -3,7 +3,7 @@
 // the kernel prefers over the caller's.
 #define _GNU_SOURCE
 #include "CDNNL.h"
-#include "bwd_weights_avx2.h"
+#include "kernels_avx2.h"
 
 #include <dlfcn.h>
 #include <pthread.h>

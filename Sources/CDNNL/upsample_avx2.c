@@ -5,7 +5,7 @@
 // (positions x I) by the weights (I x K*O). Done as a 1x1 convolution plus a channel shuffle it
 // moves the K*O-channel intermediate through memory twice; here an 8-register tile of
 // (4 positions) x (16 output columns) accumulates over the input channels and is stored once.
-#include "bwd_weights_avx2.h"
+#include "kernels_avx2.h"
 
 #include <immintrin.h>
 

@@ -226,8 +226,3 @@ public enum KernelBenchmark {
                       layout: Layout.native.rawValue, kernels: results)
     }
 }
-
-extension Tensor {
-    /// Copies `source`'s values into this tensor (same dims; layouts may differ).
-    public func copy(from source: Tensor) throws { try source.copy(into: self) }
-}

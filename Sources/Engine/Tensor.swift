@@ -184,6 +184,9 @@ public struct Tensor: @unchecked Sendable {
         try r.execute(from: self, to: out)
     }
 
+    /// Copies `source`'s values into this tensor (same dims; layouts may differ).
+    public func copy(from source: Tensor) throws { try source.copy(into: self) }
+
     /// Sets every stored element (padding included) to zero.
     public func zero() {
         withExtendedLifetime(storage) { floats.update(repeating: 0, count: storedCount) }

@@ -11,6 +11,7 @@ struct BenchKernels: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
     @Flag(help: "Print one JSON object instead of the table.") var json = false
     @Option(help: "Which network's layers: 2d, 3d or all.") var network: String = "all"
+    @Option(help: "Measure only the first N layer shapes (the 3D list starts with 32->32 at 64^3).") var limit: Int?
 
     func validate() throws {
         guard ["2d", "3d", "all"].contains(network) else { throw ValidationError("--network must be 2d, 3d or all, got '\(network)'") }
@@ -21,6 +22,7 @@ struct BenchKernels: ParsableCommand {
         var shapes: [KernelBenchmark.LayerShape] = []
         if network != "3d" { shapes += KernelBenchmark.composer2D }
         if network != "2d" { shapes += KernelBenchmark.nvidia3D }
+        if let limit { shapes = Array(shapes.prefix(max(0, limit))) }
         let stderr = FileHandle.standardError
         stderr.write(Data("oneDNN \(Runtime.backendVersion), \(Runtime.threads) threads, activations in \(Layout.native.rawValue) layout; measuring...\n".utf8))
         let report = try KernelBenchmark.run(shapes: shapes) { r in

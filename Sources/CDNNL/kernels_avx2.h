@@ -1,6 +1,8 @@
-#ifndef CDNNL_BWD_WEIGHTS_AVX2_H
-#define CDNNL_BWD_WEIGHTS_AVX2_H
+#ifndef CDNNL_KERNELS_AVX2_H
+#define CDNNL_KERNELS_AVX2_H
 #include "CDNNL.h"
+
+// SwiftUNet's own CPU kernels, for the cases where oneDNN 2.6 has no fast one on AVX2.
 
 /// 1 when the CPU has AVX2 and FMA.
 int cdnnl_avx2_available(void);
