@@ -372,8 +372,8 @@ static int64_t kernel_volume(const cdnnl_conv_desc *d) {
 static int shuffle_create(cdnnl_conv *c) {
     const cdnnl_conv_desc *d = &c->d;
     const int64_t K = kernel_volume(d);
-    // 16 floats of slack: the fused kernel loads a second 8-column pair even past the last one.
-    const size_t wbytes = ((size_t)(K * d->out_channels * d->in_channels + 16) * sizeof(float) + 63) / 64 * 64;
+    // Slack of 16 floats per input channel: the fused kernel's last panel may be half empty.
+    const size_t wbytes = ((size_t)((K * d->out_channels + 16) * d->in_channels) * sizeof(float) + 63) / 64 * 64;
     c->w2 = aligned_alloc(64, wbytes);
     if (!c->w2) return fail(-1, "transposed convolution: out of memory");
     if (d->layout == CDNNL_LAYOUT_BLOCKED8 && cdnnl_avx2_available()) {
@@ -408,13 +408,17 @@ static void shuffle_weights(const cdnnl_conv *c, const float *w) {
 
 static int shuffle_forward(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst) {
     if (c->fused_upsample) {
-        // w2 as (I, K*O): column ((o/8)*K + k)*8 + o%8 holds W[i, o, k], so neighbouring
-        // 8-column groups are neighbouring taps along W and a tile fills whole cache lines.
+        // w2 in panels of two 8-column groups: group j = (o/8)*K + k (neighbouring groups are
+        // neighbouring taps along W, so a tile fills whole cache lines), panel j/2 holds its I
+        // rows of 16 floats contiguously (rows of a K*O-wide matrix would alias in L1).
         const int64_t I = c->d.in_channels, O = c->d.out_channels, K = kernel_volume(&c->d);
+        memset(c->w2, 0, (size_t)((K * O + 16) * I) * sizeof(float));
         for (int64_t i = 0; i < I; i++)
             for (int64_t o = 0; o < O; o++)
-                for (int64_t k = 0; k < K; k++)
-                    c->w2[i * K * O + ((o / 8) * K + k) * 8 + o % 8] = weight[(i * O + o) * K + k];
+                for (int64_t k = 0; k < K; k++) {
+                    const int64_t j = (o / 8) * K + k;
+                    c->w2[((j / 2) * I + i) * 16 + (j % 2) * 8 + o % 8] = weight[(i * O + o) * K + k];
+                }
         return cdnnl_upsample_avx2(&c->d, cdnnl_max_threads(), src, c->w2, c->d.has_bias ? bias : NULL, dst);
     }
     shuffle_weights(c, weight);

@@ -15,7 +15,8 @@ int cdnnl_bwd_weights_avx2_3d(const cdnnl_conv_desc *d, int threads, const float
 /// (the calling thread takes the first part).
 void cdnnl_parallel(int threads, int64_t count, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
 /// Forward of a transposed convolution with kernel == stride on blocked8 activations (O % 8 == 0):
-/// y = x * w2 + bias written into the upsampled grid. w2 is (I, K*O), column ((o/8)*K + k)*8 + o%8.
+/// y = x * w2 + bias written into the upsampled grid. w2: panels [J/2][I][16] of the column
+/// groups j = (o/8)*K + k (group j at offset (j%2)*8), zero where a panel has one group.
 int cdnnl_upsample_avx2(const cdnnl_conv_desc *d, int threads, const float *x, const float *w2,
                         const float *bias, float *y);
 #endif

@@ -10,20 +10,19 @@
 #include <immintrin.h>
 
 typedef struct {
-    const float *x, *w2, *bias;   // w2: (I, K*OCp), column ((o/8)*K + k)*8 + o%8
+    const float *x, *w2, *bias;   // w2: panels [J/2][I][16], group j = (o/8)*K + k at (j%2)*8
     float *y;
-    int64_t I, D, H, W, KD, KH, KW, K, OB, J, cols, plane, OD, OH, OW;
+    int64_t I, D, H, W, KD, KH, KW, K, OB, J, plane, OD, OH, OW;
 } up_ctx;
 
-/// Accumulates `np` (1..4) positions starting at x0 of input row (n, z, yy) against output
-/// columns j0*8 .. j0*8+15 and stores them (two (output block, tap) groups; w2 has slack so the
-/// second group may be read past the last one).
+/// Accumulates `np` (1..4) positions starting at x0 of input row (n, z, yy) against the column
+/// groups j0, j0+1 (one weight panel; a missing second group reads zeros) and stores them.
 __attribute__((target("avx2,fma")))
 static inline void up_tile(const up_ctx *c, const float *xb, int64_t x0, int np, int64_t j0, int groups,
                            int64_t n, int64_t z, int64_t yy) {
-    const float *wcol = c->w2 + j0 * 8;
+    const float *wcol = c->w2 + (j0 / 2) * c->I * 16;
     const float *xp = xb + x0 * 8;
-    const int64_t wstep = c->cols, bstep = c->plane * 8;
+    const int64_t wstep = 16, bstep = c->plane * 8;
     __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
     for (int64_t ib = 0; ib * 8 < c->I; ib++, xp += bstep) {
         const int64_t lanes = c->I - ib * 8 < 8 ? c->I - ib * 8 : 8;
@@ -89,7 +88,6 @@ int cdnnl_upsample_avx2(const cdnnl_conv_desc *d, int threads, const float *x, c
     c.K = c.KD * c.KH * c.KW;
     c.OB = (d->out_channels + 7) / 8;
     c.J = c.K * c.OB;
-    c.cols = c.J * 8;
     c.plane = c.D * c.H * c.W;
     c.OD = c.D * c.KD; c.OH = c.H * c.KH; c.OW = c.W * c.KW;
     cdnnl_parallel(threads, d->batch * c.D * c.H, up_rows, &c);
