@@ -539,11 +539,13 @@ static int conv_create_bwd_weights(cdnnl_conv *c) {
     if (c->d.spatial_rank == 3 && !c->d.transposed && c->d.layout == CDNNL_LAYOUT_BLOCKED8 &&
         c->d.out_size[2] >= 32 && impl && strstr(impl, "gemm") && cdnnl_avx2_available() &&
         !getenv("CDNNL_ONEDNN_ONLY")) {
+        // No oneDNN primitive or layout buffers then: they would hold copies of the activations.
         c->own_bwd_weights = 1;
         snprintf(c->impl[2], 64, "SwiftUNet avx2 3D direct");
-    } else {
-        remember_impl(c->impl[2], pd);
+        dnnl_primitive_desc_destroy(pd);
+        return 0;
     }
+    remember_impl(c->impl[2], pd);
     int rc = make_primitive(&c->bwd_weights, pd, what);
     if (rc == 0) rc = port_init(&c->w_src, &c->src_md, q(pd, dnnl_query_src_md), 0, 0, what);
     if (rc == 0) rc = port_init(&c->w_ddst, &c->dst_md, q(pd, dnnl_query_diff_dst_md), 0, 0, what);
@@ -563,7 +565,7 @@ static int conv_create_bwd_weights(cdnnl_conv *c) {
 int cdnnl_conv_backward_weights(cdnnl_conv *c, const float *src, const float *diff_dst,
                                 float *diff_weight, float *diff_bias) {
     const char *what = "convolution backward weights";
-    if (!c->bwd_weights && conv_create_bwd_weights(c)) return -1;
+    if (!c->bwd_weights && !c->own_bwd_weights && conv_create_bwd_weights(c)) return -1;
     if (c->own_bwd_weights) {
         if (c->d.has_bias && !diff_bias) return fail(-1, "%s: bias gradient missing", what);
         if (cdnnl_bwd_weights_avx2_3d(&c->d, cdnnl_max_threads(), src, diff_dst, diff_weight,
