@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "unet", targets: ["unet"]),
         .library(name: "Engine", targets: ["Engine"]),
+        .library(name: "MedicalImaging", targets: ["MedicalImaging"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -19,14 +20,20 @@ let package = Package(
         ),
         // Tensor core: storage, shapes, layouts, oneDNN-backed kernels and the naive reference.
         .target(name: "Engine", dependencies: ["CDNNL"]),
+        // The only place zlib is seen: gzip streams over in-memory buffers (see include/CZlib.h).
+        .target(name: "CZlib", linkerSettings: [.linkedLibrary("z")]),
+        // NIfTI and NumPy files, dataset layouts and label conventions. No tensors, no kernels.
+        .target(name: "MedicalImaging", dependencies: ["CZlib"]),
         .executableTarget(
             name: "unet",
             dependencies: [
                 "Engine",
+                "MedicalImaging",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
+        .testTarget(name: "MedicalImagingTests", dependencies: ["MedicalImaging", "CZlib"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,85 @@
+import Foundation
+import Glibc
+
+/// A read-only memory map of a whole file (empty files map to an empty buffer).
+final class MappedFile: @unchecked Sendable {
+    let path: String
+    let bytes: UnsafeRawBufferPointer
+    private let base: UnsafeMutableRawPointer?
+
+    init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw ImagingError.io(file: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw ImagingError.io(file: path, reason: String(cString: strerror(errno))) }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { throw ImagingError.io(file: path, reason: "not a regular file") }
+        let size = Int(info.st_size)
+        if size == 0 {
+            base = nil
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            return
+        }
+        let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+        guard let mapped, mapped != MAP_FAILED else {
+            throw ImagingError.io(file: path, reason: "cannot map: " + String(cString: strerror(errno)))
+        }
+        madvise(mapped, size, MADV_SEQUENTIAL)
+        base = mapped
+        bytes = UnsafeRawBufferPointer(start: mapped, count: size)
+    }
+
+    deinit {
+        if let base { munmap(base, bytes.count) }
+    }
+}
+
+/// Writes a file so that readers see either the old file or the complete new one, never a part:
+/// the content goes to a hidden temporary file in the same folder, is flushed to disk, then renamed.
+public enum AtomicFile {
+    /// Calls `body` with a function that appends bytes to the temporary file.
+    public static func write(to path: String, _ body: (_ append: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
+        let url = URL(fileURLWithPath: path)
+        let folder = url.deletingLastPathComponent().path
+        let temporary = folder + "/.\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0 ... .max))"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+        guard fd >= 0 else {
+            throw ImagingError.io(file: path, reason: "cannot create \(temporary): " + String(cString: strerror(errno)))
+        }
+        var closed = false
+        do {
+            try body { chunk in
+                var offset = 0
+                while offset < chunk.count {
+                    let n = Glibc.write(fd, chunk.baseAddress! + offset, chunk.count - offset)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw ImagingError.io(file: path, reason: "write failed: " + String(cString: strerror(errno)))
+                    }
+                    offset += n
+                }
+            }
+            guard fsync(fd) == 0 else { throw ImagingError.io(file: path, reason: "fsync failed: " + String(cString: strerror(errno))) }
+            closed = true
+            guard close(fd) == 0 else { throw ImagingError.io(file: path, reason: "close failed: " + String(cString: strerror(errno))) }
+            guard rename(temporary, path) == 0 else {
+                throw ImagingError.io(file: path, reason: "rename failed: " + String(cString: strerror(errno)))
+            }
+        } catch {
+            if !closed { close(fd) }
+            unlink(temporary)
+            throw error
+        }
+    }
+
+    /// Writes `data` atomically.
+    public static func write(_ data: [UInt8], to path: String) throws {
+        try write(to: path) { append in try data.withUnsafeBytes { try append($0) } }
+    }
+
+    /// Writes UTF-8 text atomically.
+    public static func write(text: String, to path: String) throws {
+        try write(Array(text.utf8), to: path)
+    }
+}
