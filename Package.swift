@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "unet", targets: ["unet"]),
         .library(name: "Engine", targets: ["Engine"]),
         .library(name: "MedicalImaging", targets: ["MedicalImaging"]),
+        .library(name: "Segmentation", targets: ["Segmentation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -24,16 +25,20 @@ let package = Package(
         .target(name: "CZlib", linkerSettings: [.linkedLibrary("z")]),
         // NIfTI and NumPy files, dataset layouts and label conventions. No tensors, no kernels.
         .target(name: "MedicalImaging", dependencies: ["CZlib"]),
+        // The pipeline: preprocessing, folds, phantom data (later: loader, trainer, predictor, metrics).
+        .target(name: "Segmentation", dependencies: ["MedicalImaging"]),
         .executableTarget(
             name: "unet",
             dependencies: [
                 "Engine",
                 "MedicalImaging",
+                "Segmentation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "MedicalImagingTests", dependencies: ["MedicalImaging", "CZlib"], exclude: ["Fixtures"]),
+        .testTarget(name: "SegmentationTests", dependencies: ["Segmentation", "MedicalImaging"], exclude: ["kfold_sklearn.json"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,12 +1,13 @@
 import ArgumentParser
 import Engine
+import MedicalImaging
 
 @main
 struct Unet: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "unet",
         abstract: "Train and run the UNet for brain-tumour segmentation on MRI, on the CPU.",
-        subcommands: [Bench.self]
+        subcommands: [Info.self, Convert.self, Bench.self]
     )
 }
 
