@@ -1,0 +1,96 @@
+import ArgumentParser
+import Foundation
+import MedicalImaging
+import Segmentation
+
+struct Preprocess: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Preprocess a Decathlon or nnU-Net dataset the recipe's way into CASE_x.npy / CASE_y.npy / CASE_meta.json.",
+        discussion: """
+        Crop to the foreground box, z-score each channel over its nonzero voxels, then 2D: pad and centre-crop \
+        H x W to 192 x 160; 3D: pad to at least 128^3. Arrays are C order: x (C, D, H, W) float32, y (1, D, H, W) \
+        uint8 with classes 0-3, where (D, H, W) = the NIfTI's (Z, Y, X). Writes splits.json (5 folds, seeded) once.
+        """
+    )
+
+    @Option(help: "Dataset folder (Decathlon or nnU-Net v2 layout, with dataset.json).") var data: String
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "2 or 3.") var dim: Int
+    @Flag(help: "Redo cases that are already done.") var overwrite = false
+    @Option(help: "Seed of the 5-fold split (0 as Composer, 12345 as NVIDIA).") var splitSeed: UInt32 = 0
+    @Option(help: "Cases processed at once (default: cores).") var workers: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    func validate() throws {
+        guard dim == 2 || dim == 3 else { throw ValidationError("--dim must be 2 or 3, got \(dim)") }
+        guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
+    }
+
+    func run() throws {
+        let dataset = try Dataset.open(data)
+        var options = PreprocessOptions(dim: dim)
+        options.overwrite = overwrite
+        options.splitSeed = splitSeed
+        options.workers = workers
+        FileHandle.standardError.write(Data("\(dataset.layout.rawValue) dataset '\(dataset.name)': \(dataset.training.count) training cases, channels \(dataset.channelNames.joined(separator: ", ")); \(dataset.convention.mapping)\n".utf8))
+        let progress = ProgressReporter(total: dataset.training.count, label: "preprocess")
+        let summary = try Preprocessing.run(dataset: dataset, folder: out, options: options, progress: progress)
+        let fold0 = summary.splits.folds[0]
+        print("preprocessed \(summary.processed.count) case(s), skipped \(summary.skipped.count) already done, in \(String(format: "%.1f", summary.seconds)) s")
+        print("output: \(out) (splits.json: fold 0 = \(fold0.train.count) train / \(fold0.val.count) validation)")
+    }
+}
+
+struct Synthesize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "synth",
+        abstract: "Write a synthetic Task01-like brain-tumour dataset (Decathlon layout) to train and test on.",
+        discussion: """
+        240 x 240 x 155 x 4 images at 1 mm (FLAIR, T1w, T1gd, T2w) and labels 0-3 (edema, non-enhancing core, \
+        enhancing rim). Anatomy from --template (a skull-stripped T1 on the BraTS grid, e.g. the project's \
+        brain template) or a procedural brain. See the README for what the phantom models and what it does not.
+        """
+    )
+
+    @Option(help: "Number of cases.") var cases: Int
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "Seed (the same seed gives the same dataset).") var seed: UInt64 = 0
+    @Option(help: "T1 template on the BraTS grid (default: the bundled template if present, else a procedural brain).")
+    var template: String?
+    @Flag(help: "Use the procedural brain even when a template is available.") var procedural = false
+    @Option(help: "Image datatype: float32 (as the Decathlon) or int16.") var datatype: String = "float32"
+    @Option(help: "Cases written at once.") var workers: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Flag(help: "Write into a folder that already holds a dataset.") var overwrite = false
+
+    func validate() throws {
+        guard cases >= 1 else { throw ValidationError("--cases must be at least 1") }
+        guard datatype == "float32" || datatype == "int16" else { throw ValidationError("--datatype must be float32 or int16") }
+        guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
+    }
+
+    func run() throws {
+        var options = Synth.Options(cases: cases)
+        options.seed = seed
+        options.template = procedural ? nil : (template ?? BundledData.templateT1)
+        options.datatype = NiftiDatatype(name: datatype) ?? .float32
+        options.workers = workers
+        options.overwrite = overwrite
+        FileHandle.standardError.write(Data("anatomy: \(options.template ?? "procedural brain")\n".utf8))
+        let start = Date()
+        let records = try Synth.run(folder: out, options: options, progress: ProgressReporter(total: cases, label: "synth"))
+        let seconds = Date().timeIntervalSince(start)
+        let lesions = records.map(\.lesions.count).reduce(0, +)
+        print(String(format: "wrote %d cases (%d lesions) to %@ in %.1f s (%.2f s per case)", records.count, lesions, out, seconds, seconds / Double(cases)))
+    }
+}
+
+/// Data shipped with the repository, found relative to the executable's source tree or the working directory.
+enum BundledData {
+    /// The BraTS-grid brain template's T1, when present (data/brain-template in the repository).
+    static var templateT1: String? {
+        let candidates = [
+            URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../data/brain-template/t1_brain.nii.gz").standardized.path,
+            FileManager.default.currentDirectoryPath + "/data/brain-template/t1_brain.nii.gz",
+        ]
+        return candidates.first { FileManager.default.fileExists(atPath: $0) }
+    }
+}
