@@ -211,7 +211,8 @@ public enum Preprocessing {
         public var processed: [String]
         public var skipped: [String]
         public var seconds: Double
-        public var splits: FoldSplits
+        /// nil when there are fewer cases than folds (no split written).
+        public var splits: FoldSplits?
     }
 
     /// Preprocesses every training case of `dataset` into `folder`: `CASE_x.npy`, `CASE_y.npy`, `CASE_meta.json`
@@ -276,7 +277,7 @@ public enum Preprocessing {
         if !shared.errors.isEmpty {
             throw SegmentationError.invalidArgument("\(shared.errors.count) case(s) failed:\n" + shared.errors.joined(separator: "\n"))
         }
-        let splits = try FoldSplits.loadOrCreate(folder: folder, ids: cases.map(\.id), seed: options.splitSeed)
+        let splits = cases.count >= 5 ? try FoldSplits.loadOrCreate(folder: folder, ids: cases.map(\.id), seed: options.splitSeed) : nil
         let config: [String: String] = [
             "source": dataset.root, "layout": dataset.layout.rawValue, "dim": "\(options.dim)",
             "patch2D": options.patch2D.map(String.init).joined(separator: "x"),

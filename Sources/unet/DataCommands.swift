@@ -34,9 +34,12 @@ struct Preprocess: ParsableCommand {
         FileHandle.standardError.write(Data("\(dataset.layout.rawValue) dataset '\(dataset.name)': \(dataset.training.count) training cases, channels \(dataset.channelNames.joined(separator: ", ")); \(dataset.convention.mapping)\n".utf8))
         let progress = ProgressReporter(total: dataset.training.count, label: "preprocess")
         let summary = try Preprocessing.run(dataset: dataset, folder: out, options: options, progress: progress)
-        let fold0 = summary.splits.folds[0]
         print("preprocessed \(summary.processed.count) case(s), skipped \(summary.skipped.count) already done, in \(String(format: "%.1f", summary.seconds)) s")
-        print("output: \(out) (splits.json: fold 0 = \(fold0.train.count) train / \(fold0.val.count) validation)")
+        if let fold0 = summary.splits?.folds[0] {
+            print("output: \(out) (splits.json: fold 0 = \(fold0.train.count) train / \(fold0.val.count) validation)")
+        } else {
+            print("output: \(out) (fewer than 5 cases: no splits.json written)")
+        }
     }
 }
 
