@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The project's test command: unit tests (engine kernels against the reference, bad input),
-# then the memory check (1,000 forward+backward iterations must keep RSS flat).
+# The project's test command: unit tests (engine kernels against the reference, NIfTI/NumPy files,
+# datasets, preprocessing, phantom; bad input), the memory check (1,000 forward+backward iterations
+# must keep RSS flat), and the command-line checks on the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
 swift test
 swift build -c release --product unet
 .build/release/unet bench memory --iterations 1000
+scripts/cli-test.sh

@@ -69,7 +69,11 @@ struct BenchIO: ParsableCommand {
         if let root = datasetRoot ?? dataset(for: image) {
             let dataset = try Dataset.open(root)
             var one = dataset
-            one.training = Array(dataset.training.filter { $0.imageFiles.first == image }.prefix(1))
+            let target = URL(fileURLWithPath: image).standardizedFileURL.path
+            one.training = Array(dataset.training.filter {
+                URL(fileURLWithPath: $0.imageFiles[0]).standardizedFileURL.path == target
+            }.prefix(1))
+            guard !one.training.isEmpty else { throw ValidationError("\(image) is not a training case of \(root)/dataset.json") }
             for dim in [2, 3] {
                 var options = PreprocessOptions(dim: dim)
                 options.overwrite = true
