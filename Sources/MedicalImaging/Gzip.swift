@@ -5,6 +5,9 @@ import CZlib
 protocol ByteSource {
     var path: String { get }
     var upperBound: Int { get }
+    /// Whether the source itself vouches that it holds exactly `length` bytes (so a buffer of that size
+    /// may be allocated before reading). When it does not, readers grow buffers as data actually arrives.
+    func confirms(length: Int) -> Bool
     /// Fills `buffer` completely unless the source ends first; returns the bytes written.
     mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
 }
@@ -17,6 +20,8 @@ struct PlainSource: ByteSource {
     var upperBound: Int { file.bytes.count }
 
     init(file: MappedFile) { self.file = file }
+
+    func confirms(length: Int) -> Bool { length <= file.bytes.count }
 
     mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         let n = min(buffer.count, file.bytes.count - offset)
@@ -49,6 +54,16 @@ final class GzipSource: ByteSource {
     }
 
     deinit { czlib_inflater_destroy(inflater) }
+
+    /// The gzip trailer's ISIZE (length mod 2^32 of a single-member stream) matches. A header that lies
+    /// about the size, or a multi-member file, takes the growing-buffer path instead.
+    func confirms(length: Int) -> Bool {
+        let b = file.bytes
+        guard b.count >= 18 else { return false }
+        let n = b.count
+        let isize = UInt32(b[n - 4]) | UInt32(b[n - 3]) << 8 | UInt32(b[n - 2]) << 16 | UInt32(b[n - 1]) << 24
+        return isize == UInt32(truncatingIfNeeded: length)
+    }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         guard buffer.count > 0 else { return 0 }

@@ -154,12 +154,38 @@ public struct NiftiImage: Sendable {
         }
         let count = header.voxelCount
         let swapped = header.byteOrder == .big
+        // When the source vouches for the size (plain file length, gzip trailer), decompress straight into
+        // the final array; otherwise collect chunks as they arrive, so a lying header allocates nothing
+        // beyond the data that really exists.
+        let direct = source.confirms(length: header.voxOffset + header.dataByteCount)
         func load<T: FixedWidthInteger>(_: T.Type) throws -> [T] {
+            var chunks: [[UInt8]] = []
+            if !direct {
+                var remaining = count * MemoryLayout<T>.size
+                while remaining > 0 {
+                    var chunk = [UInt8](repeating: 0, count: min(remaining, 1 << 26))
+                    let n = try chunk.withUnsafeMutableBytes { try source.read(into: $0) }
+                    guard n == chunk.count else {
+                        throw ImagingError.truncated(file: path, expectedBytes: header.dataByteCount,
+                                                     availableBytes: header.dataByteCount - remaining + n)
+                    }
+                    remaining -= n
+                    chunks.append(chunk)
+                }
+            }
             let values = try [T](unsafeUninitializedCapacity: count) { buffer, initialized in
                 let raw = UnsafeMutableRawBufferPointer(buffer)
-                let n = try source.read(into: raw)
-                guard n == raw.count else {
-                    throw ImagingError.truncated(file: path, expectedBytes: raw.count, availableBytes: n)
+                if direct {
+                    let n = try source.read(into: raw)
+                    guard n == raw.count else {
+                        throw ImagingError.truncated(file: path, expectedBytes: raw.count, availableBytes: n)
+                    }
+                } else {
+                    var offset = 0
+                    for chunk in chunks {
+                        chunk.withUnsafeBytes { raw.baseAddress!.advanced(by: offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                        offset += chunk.count
+                    }
                 }
                 if swapped { for i in 0 ..< count { buffer[i] = buffer[i].byteSwapped } }
                 initialized = count

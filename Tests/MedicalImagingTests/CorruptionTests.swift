@@ -71,6 +71,24 @@ import Testing
         expectError(folder, { if case .io = $0 { return true } else { return false } })
     }
 
+    /// Concatenated gzip members (as bgzip and `cat a.gz b.gz` make) read as one stream, through the
+    /// growing-buffer path (the trailer does not vouch for the whole length).
+    @Test func multiMemberGzipReads() throws {
+        let folder = try temporaryFolder()
+        defer { removeTemporary(folder) }
+        let original = try NiftiImage.read(fixtures + "/float32_4d_both.nii.gz")
+        try original.write(to: folder + "/plain.nii")
+        let bytes = try readBytes(folder + "/plain.nii")
+        var joined: [UInt8] = []
+        for part in [bytes[0 ..< 500], bytes[500 ..< 700], bytes[700...]] {
+            let writer = try GzipWriter(level: 6, path: "test")
+            try Array(part).withUnsafeBytes { try writer.write($0, finish: true) { joined += Array($0) } }
+        }
+        try writeBytes(joined, folder + "/members.nii.gz")
+        let back = try NiftiImage.read(folder + "/members.nii.gz")
+        #expect(back.voxels == original.voxels && back.header.shape == original.header.shape)
+    }
+
     /// >= 5,000 mutated variants of valid files (header bytes, truncation, gzip bytes): each reads or
     /// throws an ImagingError; none crashes or takes long.
     @Test func mutationsNeverCrash() throws {
