@@ -24,7 +24,9 @@ let package = Package(
         // The only place zlib is seen: gzip streams over in-memory buffers (see include/CZlib.h).
         .target(name: "CZlib", linkerSettings: [.linkedLibrary("z")]),
         // NIfTI and NumPy files, dataset layouts and label conventions. No tensors, no kernels.
-        .target(name: "MedicalImaging", dependencies: ["CZlib"]),
+        .target(name: "MedicalImaging", dependencies: ["CZlib", "FileSupport"]),
+        // Atomic writes and memory-mapped reads, shared by the file-handling libraries.
+        .target(name: "FileSupport"),
         // The pipeline: preprocessing, folds, phantom data (later: loader, trainer, predictor, metrics).
         .target(name: "Segmentation", dependencies: ["MedicalImaging"]),
         .executableTarget(

@@ -1,3 +1,4 @@
+@_exported import FileSupport
 import CZlib
 
 /// A source of bytes read front to back: a plain file's bytes, or a gzip stream decompressed on the fly.
@@ -83,7 +84,7 @@ final class GzipSource: ByteSource {
 
 /// Opens a file as a byte source, decompressing when it starts with the gzip magic (whatever its name).
 func openSource(_ path: String) throws -> any ByteSource {
-    let file = try MappedFile(path: path)
+    let file = try mapFile(path)
     if file.bytes.count >= 2, file.bytes[0] == 0x1f, file.bytes[1] == 0x8b {
         return try GzipSource(file: file)
     }
@@ -130,5 +131,12 @@ final class GzipWriter {
             if let error = context.error { throw error }
             if status != 0 { throw ImagingError.io(file: path, reason: "gzip compression failed") }
         }
+    }
+}
+
+/// Maps a file, reporting failures as `ImagingError.io` like every other problem with an image file.
+func mapFile(_ path: String) throws -> MappedFile {
+    do { return try MappedFile(path: path) } catch let error as FileError {
+        throw ImagingError.io(file: error.file, reason: error.reason)
     }
 }

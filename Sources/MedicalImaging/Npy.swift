@@ -1,3 +1,4 @@
+@_exported import FileSupport
 import Foundation
 
 /// A NumPy array as stored in a `.npy` file (format versions 1-3).
@@ -40,7 +41,7 @@ public enum Npy {
 
     /// Reads a `.npy` file; sizes are checked against the file before copying.
     public static func read(_ path: String) throws -> NpyArray {
-        let file = try MappedFile(path: path)
+        let file = try mapFile(path)
         let bytes = file.bytes
         func bad(_ reason: String) -> ImagingError { .notRecognized(file: path, reason: reason) }
         guard bytes.count >= 10, Array(bytes[0 ..< 6]) == magic else { throw bad("missing the NumPy .npy magic") }

@@ -1,20 +1,28 @@
 import Foundation
 import Glibc
 
+/// A file could not be opened, read, mapped or written; `reason` is the system's explanation.
+public struct FileError: Error, CustomStringConvertible, Equatable {
+    public var file: String
+    public var reason: String
+    public static func io(file: String, reason: String) -> FileError { FileError(file: file, reason: reason) }
+    public var description: String { "\(file): \(reason)" }
+}
+
 /// A read-only memory map of a whole file (empty files map to an empty buffer).
-final class MappedFile: @unchecked Sendable {
-    let path: String
-    let bytes: UnsafeRawBufferPointer
+public final class MappedFile: @unchecked Sendable {
+    public let path: String
+    public let bytes: UnsafeRawBufferPointer
     private let base: UnsafeMutableRawPointer?
 
-    init(path: String) throws {
+    public init(path: String) throws {
         self.path = path
         let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw ImagingError.io(file: path, reason: String(cString: strerror(errno))) }
+        guard fd >= 0 else { throw FileError.io(file: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
         var info = stat()
-        guard fstat(fd, &info) == 0 else { throw ImagingError.io(file: path, reason: String(cString: strerror(errno))) }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw ImagingError.io(file: path, reason: "not a regular file") }
+        guard fstat(fd, &info) == 0 else { throw FileError.io(file: path, reason: String(cString: strerror(errno))) }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { throw FileError.io(file: path, reason: "not a regular file") }
         let size = Int(info.st_size)
         if size == 0 {
             base = nil
@@ -23,7 +31,7 @@ final class MappedFile: @unchecked Sendable {
         }
         let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
         guard let mapped, mapped != MAP_FAILED else {
-            throw ImagingError.io(file: path, reason: "cannot map: " + String(cString: strerror(errno)))
+            throw FileError.io(file: path, reason: "cannot map: " + String(cString: strerror(errno)))
         }
         madvise(mapped, size, MADV_SEQUENTIAL)
         base = mapped
@@ -45,7 +53,7 @@ public enum AtomicFile {
         let temporary = folder + "/.\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0 ... .max))"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o644)
         guard fd >= 0 else {
-            throw ImagingError.io(file: path, reason: "cannot create \(temporary): " + String(cString: strerror(errno)))
+            throw FileError.io(file: path, reason: "cannot create \(temporary): " + String(cString: strerror(errno)))
         }
         var closed = false
         do {
@@ -55,16 +63,16 @@ public enum AtomicFile {
                     let n = Glibc.write(fd, chunk.baseAddress! + offset, chunk.count - offset)
                     if n < 0 {
                         if errno == EINTR { continue }
-                        throw ImagingError.io(file: path, reason: "write failed: " + String(cString: strerror(errno)))
+                        throw FileError.io(file: path, reason: "write failed: " + String(cString: strerror(errno)))
                     }
                     offset += n
                 }
             }
-            guard fsync(fd) == 0 else { throw ImagingError.io(file: path, reason: "fsync failed: " + String(cString: strerror(errno))) }
+            guard fsync(fd) == 0 else { throw FileError.io(file: path, reason: "fsync failed: " + String(cString: strerror(errno))) }
             closed = true
-            guard close(fd) == 0 else { throw ImagingError.io(file: path, reason: "close failed: " + String(cString: strerror(errno))) }
+            guard close(fd) == 0 else { throw FileError.io(file: path, reason: "close failed: " + String(cString: strerror(errno))) }
             guard rename(temporary, path) == 0 else {
-                throw ImagingError.io(file: path, reason: "rename failed: " + String(cString: strerror(errno)))
+                throw FileError.io(file: path, reason: "rename failed: " + String(cString: strerror(errno)))
             }
         } catch {
             if !closed { close(fd) }
