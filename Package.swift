@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Engine", targets: ["Engine"]),
         .library(name: "MedicalImaging", targets: ["MedicalImaging"]),
         .library(name: "Segmentation", targets: ["Segmentation"]),
+        .library(name: "NeuralNet", targets: ["NeuralNet"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -27,6 +28,8 @@ let package = Package(
         .target(name: "MedicalImaging", dependencies: ["CZlib", "FileSupport"]),
         // Atomic writes and memory-mapped reads, shared by the file-handling libraries.
         .target(name: "FileSupport"),
+        // Layers with forward/backward, the UNet, losses, optimizers, weight files (safetensors).
+        .target(name: "NeuralNet", dependencies: ["Engine", "FileSupport"]),
         // The pipeline: preprocessing, folds, phantom data (later: loader, trainer, predictor, metrics).
         .target(name: "Segmentation", dependencies: ["MedicalImaging"]),
         .executableTarget(
@@ -35,11 +38,13 @@ let package = Package(
                 "Engine",
                 "MedicalImaging",
                 "Segmentation",
+                "NeuralNet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "MedicalImagingTests", dependencies: ["MedicalImaging", "CZlib"], exclude: ["Fixtures"]),
+        .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet", "Engine"], exclude: ["Fixtures"]),
         .testTarget(name: "SegmentationTests", dependencies: ["Segmentation", "MedicalImaging"], exclude: ["kfold_sklearn.json"]),
     ],
     swiftLanguageModes: [.v6]

@@ -83,11 +83,12 @@ public struct Tensor: @unchecked Sendable {
     /// Number of elements this tensor occupies in storage (padding included).
     public var storedCount: Int { Tensor.storedCount(dims: dims, layout: layout) }
 
-    static func paddedChannels(_ c: Int, _ layout: Layout) -> Int {
+    public static func paddedChannels(_ c: Int, _ layout: Layout) -> Int {
         (c + layout.block - 1) / layout.block * layout.block
     }
 
-    static func storedCount(dims: [Int], layout: Layout) -> Int {
+    /// Elements a tensor of `dims` occupies in `layout` (channel padding included).
+    public static func storedCount(dims: [Int], layout: Layout) -> Int {
         guard layout != .plain else { return dims.reduce(1, *) }
         return dims[0] * paddedChannels(dims[1], layout) * dims.dropFirst(2).reduce(1, *)
     }

@@ -1,0 +1,400 @@
+import Engine
+import Foundation
+
+/// Reusable activation memory: tensors are taken for a forward or backward step and given back when no
+/// longer needed, so backward reuses the same few gradient buffers instead of allocating per layer.
+/// Taken tensors are NOT zeroed unless their layout holds padding channels (every op overwrites its output).
+final class Workspace {
+    private var free: [Int: [TensorStorage]] = [:]
+    let layout: Layout
+
+    init(layout: Layout) { self.layout = layout }
+
+    func take(_ dims: [Int], layout: Layout? = nil) throws -> Tensor {
+        let layout = layout ?? self.layout
+        let bytes = Tensor.storedCount(dims: dims, layout: layout) * 4
+        if let storage = free[bytes]?.popLast() {
+            let t = Tensor(storage: storage, offset: 0, dims: dims, layout: layout)
+            if layout != .plain, dims[1] % layout.block != 0 { t.zero() }
+            return t
+        }
+        return try Tensor(zeros: dims, layout: layout)
+    }
+
+    func give(_ t: Tensor?) {
+        guard let t, t.offset == 0 else { return }
+        free[t.storage.byteCount, default: []].append(t.storage)
+    }
+
+    /// Drops every cached buffer (memory goes back to the system).
+    func clear() { free.removeAll() }
+}
+
+/// Everything a layer needs while running: parameters, workspace, mode.
+final class Context {
+    let parameters: ParameterSet
+    let workspace: Workspace
+    var training = true
+    var layout: Layout { workspace.layout }
+
+    init(parameters: ParameterSet, layout: Layout) {
+        self.parameters = parameters
+        workspace = Workspace(layout: layout)
+    }
+}
+
+/// A convolution or transposed convolution with its weight (and bias), bound to an input shape on first use.
+final class ConvUnit {
+    let geometry: ConvolutionGeometry
+    let weight: Int
+    let bias: Int?
+    private var op: Convolution?
+
+    init(_ ctx: ParameterSet, name: String, geometry: ConvolutionGeometry) {
+        self.geometry = geometry
+        weight = ctx.register(name + ".weight", dims: geometry.weightDims)
+        bias = geometry.bias ? ctx.register(name + ".bias", dims: [geometry.outputChannels]) : nil
+    }
+
+    func prepare(_ inputDims: [Int], _ layout: Layout) throws -> Convolution {
+        if let op, op.inputDims == inputDims, op.layout == layout { return op }
+        let c = try Convolution(geometry, inputDims: inputDims, layout: layout)
+        op = c
+        return c
+    }
+
+    func outputDims(_ inputDims: [Int]) -> [Int] {
+        [inputDims[0], geometry.outputChannels] + geometry.outputSpatial(Array(inputDims.dropFirst(2)))
+    }
+
+    func forward(_ x: Tensor, _ c: Context) throws -> Tensor {
+        let op = try prepare(x.dims, x.layout)
+        let y = try c.workspace.take(op.outputDims, layout: x.layout)
+        let p = c.parameters
+        try op.forward(input: x, weight: p.value(weight), bias: bias.map { p.value($0) }, output: y)
+        return y
+    }
+
+    /// Adds the weight (and bias) gradients; returns the input gradient when `needInput`.
+    func backward(input x: Tensor, outputGradient dy: Tensor, needInput: Bool, _ c: Context) throws -> Tensor? {
+        let op = try prepare(x.dims, x.layout)
+        let p = c.parameters
+        try op.backwardWeights(input: x, outputGradient: dy, weightGradient: p.gradient(weight), biasGradient: bias.map { p.gradient($0) })
+        guard needInput else { return nil }
+        let dx = try c.workspace.take(x.dims, layout: x.layout)
+        try op.backwardData(outputGradient: dy, weight: p.value(weight), inputGradient: dx)
+        return dx
+    }
+}
+
+public enum NormKind: String, Codable, Sendable { case batch, instance }
+
+/// Batch or instance normalization (affine, eps 1e-5; batch norm momentum 0.1 with running statistics).
+final class Norm {
+    let kind: NormKind
+    let prefix: String
+    let weight: Int, bias: Int
+    let runningMean: Int?, runningVariance: Int?
+    private var batchOp: BatchNormalization?
+    private var instanceOp: InstanceNormalization?
+    private var mean: Tensor?, variance: Tensor?
+
+    init(_ ps: ParameterSet, name: String, kind: NormKind, channels: Int) {
+        self.kind = kind
+        prefix = name
+        weight = ps.register(name + ".weight", dims: [channels])
+        bias = ps.register(name + ".bias", dims: [channels])
+        if kind == .batch {
+            runningMean = ps.register(name + ".running_mean", dims: [channels], kind: .buffer)
+            runningVariance = ps.register(name + ".running_var", dims: [channels], kind: .buffer)
+            ps.batchesTracked[name] = 0
+        } else {
+            runningMean = nil
+            runningVariance = nil
+        }
+    }
+
+    /// y = norm(x), written into a new workspace tensor; in training keeps the statistics for backward.
+    func forward(_ x: Tensor, _ c: Context) throws -> Tensor {
+        let y = try c.workspace.take(x.dims, layout: x.layout)
+        let p = c.parameters
+        let channels = x.dims[1]
+        switch kind {
+        case .batch:
+            if batchOp?.dims != x.dims || batchOp?.layout != x.layout { batchOp = try BatchNormalization(dims: x.dims, layout: x.layout) }
+            if c.training {
+                if mean?.count != channels { mean = try Tensor(zeros: [channels]); variance = try Tensor(zeros: [channels]) }
+                try batchOp!.forwardTraining(input: x, scale: p.value(weight), shift: p.value(bias), output: y, mean: mean!,
+                                             variance: variance!, runningMean: p.value(runningMean!), runningVariance: p.value(runningVariance!))
+                p.batchesTracked[prefix, default: 0] += 1
+            } else {
+                try batchOp!.forwardInference(input: x, scale: p.value(weight), shift: p.value(bias), runningMean: p.value(runningMean!),
+                                              runningVariance: p.value(runningVariance!), output: y)
+            }
+        case .instance:
+            if instanceOp?.dims != x.dims || instanceOp?.layout != x.layout { instanceOp = try InstanceNormalization(dims: x.dims, layout: x.layout) }
+            let n = x.dims[0] * channels
+            if mean?.count != n { mean = try Tensor(zeros: [n]); variance = try Tensor(zeros: [n]) }
+            try instanceOp!.forward(input: x, scale: p.value(weight), shift: p.value(bias), output: y, mean: mean!, variance: variance!)
+        }
+        return y
+    }
+
+    /// Input gradient (new workspace tensor); adds the weight and bias gradients.
+    func backward(input x: Tensor, outputGradient dy: Tensor, _ c: Context) throws -> Tensor {
+        let dx = try c.workspace.take(x.dims, layout: x.layout)
+        let p = c.parameters
+        switch kind {
+        case .batch:
+            try batchOp!.backward(input: x, outputGradient: dy, scale: p.value(weight), mean: mean!, variance: variance!,
+                                  inputGradient: dx, scaleGradient: p.gradient(weight), shiftGradient: p.gradient(bias))
+        case .instance:
+            try instanceOp!.backward(input: x, outputGradient: dy, scale: p.value(weight), mean: mean!, variance: variance!,
+                                     inputGradient: dx, scaleGradient: p.gradient(weight), shiftGradient: p.gradient(bias))
+        }
+        return dx
+    }
+}
+
+/// Leaky ReLU applied in place; its backward reads the forward output (same sign as the input).
+final class Activation {
+    let slope: Float
+    private var op: LeakyReLU?
+    init(slope: Float) { self.slope = slope }
+
+    private func prepare(_ t: Tensor) throws -> LeakyReLU {
+        if let op, op.dims == t.dims, op.layout == t.layout { return op }
+        let o = try LeakyReLU(dims: t.dims, layout: t.layout, slope: slope)
+        op = o
+        return o
+    }
+
+    func forwardInPlace(_ x: Tensor) throws { try prepare(x).forward(input: x, output: x) }
+
+    /// Overwrites `dy` with the input gradient.
+    func backwardInPlace(output y: Tensor, gradient dy: Tensor) throws {
+        try prepare(y).backward(input: y, outputGradient: dy, inputGradient: dy)
+    }
+}
+
+/// A network part with an explicit forward/backward pair. Forward keeps what backward needs;
+/// backward releases it, adds parameter gradients, and returns the input gradient (nil when not needed).
+///
+/// Ownership of workspace tensors: a block gives back its internal intermediates itself; in training it
+/// also gives back its own output at the end of its backward (every consumer has finished with it by then,
+/// backward running in reverse); in inference the network gives back block outputs once their last
+/// consumer has run. `backward(dy)` may overwrite `dy`; the caller gives it back.
+protocol Block: AnyObject {
+    func forward(_ x: Tensor, _ c: Context) throws -> Tensor
+    func backward(_ dy: Tensor, needInput: Bool, _ c: Context) throws -> Tensor?
+    /// Releases what forward kept (inference, or an aborted step).
+    func release(_ c: Context)
+}
+
+/// conv(k, s, no bias) -> norm -> leaky ReLU. PyTorch names: `{name}.conv.weight`, `{name}.norm.*`.
+final class ConvLayer: Block {
+    let conv: ConvUnit
+    let norm: Norm
+    let act: Activation
+    private var x: Tensor?, c: Tensor?, y: Tensor?
+
+    init(_ ps: ParameterSet, name: String, rank: Int, input: Int, output: Int, kernel: Int, stride: Int, norm kind: NormKind, slope: Float) {
+        conv = ConvUnit(ps, name: name + ".conv", geometry: recipeGeometry(rank, input, output, kernel, stride, bias: false))
+        norm = Norm(ps, name: name + ".norm", kind: kind, channels: output)
+        act = Activation(slope: slope)
+    }
+
+    func forward(_ x: Tensor, _ ctx: Context) throws -> Tensor {
+        let c = try conv.forward(x, ctx)
+        let y = try norm.forward(c, ctx)
+        try act.forwardInPlace(y)
+        if ctx.training { (self.x, self.c, self.y) = (x, c, y) } else { ctx.workspace.give(c) }
+        return y
+    }
+
+    func backward(_ dy: Tensor, needInput: Bool, _ ctx: Context) throws -> Tensor? {
+        guard let x, let c, let y else { throw NetworkError.invalidArgument("backward without a training forward") }
+        try act.backwardInPlace(output: y, gradient: dy)
+        ctx.workspace.give(y)
+        let dc = try norm.backward(input: c, outputGradient: dy, ctx)
+        ctx.workspace.give(c)
+        let dx = try conv.backward(input: x, outputGradient: dc, needInput: needInput, ctx)
+        ctx.workspace.give(dc)
+        (self.x, self.c, self.y) = (nil, nil, nil)
+        return dx
+    }
+
+    func release(_ ctx: Context) {
+        ctx.workspace.give(c)
+        ctx.workspace.give(y)
+        (x, c, y) = (nil, nil, nil)
+    }
+}
+
+/// Two ConvLayers (the first with the stride). Names `{name}.conv1.*`, `{name}.conv2.*`.
+final class ConvBlock: Block {
+    let conv1: ConvLayer, conv2: ConvLayer
+
+    init(_ ps: ParameterSet, name: String, rank: Int, input: Int, output: Int, kernel: Int, stride: Int, norm: NormKind, slope: Float) {
+        conv1 = ConvLayer(ps, name: name + ".conv1", rank: rank, input: input, output: output, kernel: kernel, stride: stride, norm: norm, slope: slope)
+        conv2 = ConvLayer(ps, name: name + ".conv2", rank: rank, input: output, output: output, kernel: kernel, stride: 1, norm: norm, slope: slope)
+    }
+
+    func forward(_ x: Tensor, _ c: Context) throws -> Tensor {
+        let m = try conv1.forward(x, c)
+        let y = try conv2.forward(m, c)
+        if !c.training { c.workspace.give(m) }
+        return y
+    }
+
+    func backward(_ dy: Tensor, needInput: Bool, _ c: Context) throws -> Tensor? {
+        let dm = try conv2.backward(dy, needInput: true, c)!
+        let dx = try conv1.backward(dm, needInput: needInput, c)
+        c.workspace.give(dm)
+        return dx
+    }
+
+    func release(_ c: Context) { conv1.release(c); conv2.release(c) }
+}
+
+/// ConvLayer(in -> out, s) -> conv(out -> out, k, 1) -> norm, plus the shortcut (a k x k conv(in -> out, s)
+/// -> norm when s > 1 or in != out, else identity), then leaky ReLU.
+/// Names: `{name}.conv1.*`, `{name}.conv2.weight`, `{name}.norm.*`, `{name}.downsample.weight`, `{name}.norm_res.*`.
+final class ResidualBlock: Block {
+    let conv1: ConvLayer
+    let conv2: ConvUnit
+    let norm: Norm
+    let downsample: ConvUnit?
+    let normResidual: Norm?
+    let act: Activation
+    private var x: Tensor?, h: Tensor?, c2: Tensor?, cd: Tensor?, y: Tensor?
+
+    init(_ ps: ParameterSet, name: String, rank: Int, input: Int, output: Int, kernel: Int, stride: Int, norm kind: NormKind, slope: Float) {
+        conv1 = ConvLayer(ps, name: name + ".conv1", rank: rank, input: input, output: output, kernel: kernel, stride: stride, norm: kind, slope: slope)
+        conv2 = ConvUnit(ps, name: name + ".conv2", geometry: recipeGeometry(rank, output, output, kernel, 1, bias: false))
+        norm = Norm(ps, name: name + ".norm", kind: kind, channels: output)
+        if stride > 1 || input != output {
+            downsample = ConvUnit(ps, name: name + ".downsample", geometry: recipeGeometry(rank, input, output, kernel, stride, bias: false))
+            normResidual = Norm(ps, name: name + ".norm_res", kind: kind, channels: output)
+        } else {
+            downsample = nil
+            normResidual = nil
+        }
+        act = Activation(slope: slope)
+    }
+
+    func forward(_ x: Tensor, _ c: Context) throws -> Tensor {
+        let h = try conv1.forward(x, c)
+        let c2 = try conv2.forward(h, c)
+        let y = try norm.forward(c2, c)
+        var cd: Tensor?
+        if let downsample, let normResidual {
+            cd = try downsample.forward(x, c)
+            let r = try normResidual.forward(cd!, c)
+            try Elementwise.add(y, r, into: y)
+            c.workspace.give(r)
+        } else {
+            try Elementwise.add(y, x, into: y)
+        }
+        try act.forwardInPlace(y)
+        if c.training {
+            (self.x, self.h, self.c2, self.cd, self.y) = (x, h, c2, cd, y)
+        } else {
+            c.workspace.give(h); c.workspace.give(c2); c.workspace.give(cd)
+        }
+        return y
+    }
+
+    func backward(_ dy: Tensor, needInput: Bool, _ c: Context) throws -> Tensor? {
+        guard let x, let h, let c2, let y else { throw NetworkError.invalidArgument("backward without a training forward") }
+        try act.backwardInPlace(output: y, gradient: dy)  // dy is now the gradient at the sum
+        c.workspace.give(y)
+        // Shortcut branch first: it needs dy before the main branch's buffers are reused.
+        var shortcut: Tensor?
+        if let downsample, let normResidual, let cd {
+            let dcd = try normResidual.backward(input: cd, outputGradient: dy, c)
+            c.workspace.give(cd)
+            shortcut = try downsample.backward(input: x, outputGradient: dcd, needInput: needInput, c)
+            c.workspace.give(dcd)
+        }
+        let dc2 = try norm.backward(input: c2, outputGradient: dy, c)
+        c.workspace.give(c2)
+        let dh = try conv2.backward(input: h, outputGradient: dc2, needInput: true, c)!
+        c.workspace.give(dc2)
+        let dx = try conv1.backward(dh, needInput: needInput, c)  // gives back h, its output
+        c.workspace.give(dh)
+        (self.x, self.h, self.c2, self.cd, self.y) = (nil, nil, nil, nil, nil)
+        guard needInput, let dx else { c.workspace.give(shortcut); return nil }
+        if let shortcut {
+            try Elementwise.accumulate(shortcut, into: dx)
+            c.workspace.give(shortcut)
+        } else {
+            try Elementwise.accumulate(dy, into: dx)
+        }
+        return dx
+    }
+
+    func release(_ c: Context) {
+        conv1.release(c)
+        c.workspace.give(c2); c.workspace.give(cd); c.workspace.give(y)
+        (x, h, c2, cd, y) = (nil, nil, nil, nil, nil)
+    }
+}
+
+/// Transposed conv (kernel = stride, bias) -> concat [upsampled, skip] -> ConvBlock(2*out -> out).
+/// Names `{name}.transp_conv.{weight,bias}`, `{name}.conv_block.conv{1,2}.*`.
+final class UpsampleBlock {
+    let transposed: ConvUnit
+    let block: ConvBlock
+    private var x: Tensor?, joined: Tensor?
+
+    init(_ ps: ParameterSet, name: String, rank: Int, input: Int, output: Int, kernel: Int, stride: Int, norm: NormKind, slope: Float) {
+        let s = [Int](repeating: stride, count: rank)
+        transposed = ConvUnit(ps, name: name + ".transp_conv", geometry: ConvolutionGeometry(
+            inputChannels: input, outputChannels: output, kernelSize: s, stride: s, padding: [Int](repeating: 0, count: rank),
+            bias: true, transposed: true))
+        block = ConvBlock(ps, name: name + ".conv_block", rank: rank, input: 2 * output, output: output, kernel: kernel, stride: 1, norm: norm, slope: slope)
+    }
+
+    func forward(_ x: Tensor, skip: Tensor, _ c: Context) throws -> Tensor {
+        let u = try transposed.forward(x, c)
+        guard u.spatial == skip.spatial else {
+            throw NetworkError.invalidArgument("upsampled size \(u.spatial) does not match the skip connection's \(skip.spatial): input sizes must be divisible by the total stride")
+        }
+        let joined = try c.workspace.take([u.batch, u.channels + skip.channels] + u.spatial, layout: u.layout)
+        try Elementwise.concatenateChannels(u, skip, into: joined)
+        c.workspace.give(u)
+        let y = try block.forward(joined, c)
+        if c.training { (self.x, self.joined) = (x, joined) } else { c.workspace.give(joined) }
+        return y
+    }
+
+    /// Returns (input gradient, skip gradient).
+    func backward(_ dy: Tensor, _ c: Context) throws -> (Tensor, Tensor) {
+        guard let x, let joined else { throw NetworkError.invalidArgument("backward without a training forward") }
+        let dj = try block.backward(dy, needInput: true, c)!
+        c.workspace.give(joined)
+        let out = transposed.geometry.outputChannels
+        let du = try c.workspace.take([dj.batch, out] + dj.spatial, layout: dj.layout)
+        let dskip = try c.workspace.take([dj.batch, dj.channels - out] + dj.spatial, layout: dj.layout)
+        try Elementwise.splitChannels(dj, into: du, dskip)
+        c.workspace.give(dj)
+        let dx = try transposed.backward(input: x, outputGradient: du, needInput: true, c)!
+        c.workspace.give(du)
+        (self.x, self.joined) = (nil, nil)
+        return (dx, dskip)
+    }
+
+    func release(_ c: Context) {
+        block.release(c)
+        c.workspace.give(joined)
+        (x, joined) = (nil, nil)
+    }
+}
+
+/// The recipe's convolution geometry: padding (k - s + 1) / 2.
+func recipeGeometry(_ rank: Int, _ input: Int, _ output: Int, _ kernel: Int, _ stride: Int, bias: Bool) -> ConvolutionGeometry {
+    ConvolutionGeometry(inputChannels: input, outputChannels: output, kernelSize: [Int](repeating: kernel, count: rank),
+                        stride: [Int](repeating: stride, count: rank), padding: [Int](repeating: (kernel - stride + 1) / 2, count: rank),
+                        bias: bias, transposed: false)
+}

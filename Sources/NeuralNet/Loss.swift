@@ -1,0 +1,47 @@
+import Engine
+import Foundation
+
+/// The recipe's loss: soft Dice (classes 1..C-1, batch sums, smoothing 1e-5) + cross-entropy, 1:1.
+/// With deep supervision: heads weighted 0.5^i, weights normalised to sum 1, each against the target
+/// downsampled by nearest neighbour to the head's size.
+public enum SegmentationLoss {
+    /// Returns the loss and the logits' gradients (plain, one per output), ready for `UNet.backward`.
+    public static func evaluate(_ outputs: [Tensor], target: Labels) throws -> (loss: Float, gradients: [Tensor]) {
+        let weights = (0 ..< outputs.count).map { Float(pow(0.5, Double($0))) }
+        let total = weights.reduce(0, +)
+        var loss: Float = 0
+        var gradients: [Tensor] = []
+        for (i, logits) in outputs.enumerated() {
+            let w = weights[i] / total
+            let t = i == 0 ? target : try downsample(target, to: logits.spatial)
+            let g = try Tensor(zeros: logits.dims)
+            loss += w * (try Losses.dice(logits: logits, target: t, gradient: g, scale: w))
+            loss += w * (try Losses.crossEntropy(logits: logits, target: t, gradient: g, scale: w))
+            gradients.append(g)
+        }
+        return (loss, gradients)
+    }
+
+    /// Nearest-neighbour resampling of labels (PyTorch `interpolate(mode="nearest")`: source index floor(i * in / out)).
+    static func downsample(_ labels: Labels, to spatial: [Int]) throws -> Labels {
+        let from = Array(labels.dims.dropFirst(2))
+        if from == spatial { return labels }
+        let n = labels.dims[0]
+        let outCount = spatial.reduce(1, *), inCount = from.reduce(1, *)
+        var out = [UInt8](repeating: 0, count: n * outCount)
+        let rank = spatial.count
+        for b in 0 ..< n {
+            for o in 0 ..< outCount {
+                var rem = o, src = 0, step = 1
+                var idx = [Int](repeating: 0, count: rank)
+                for a in stride(from: rank - 1, through: 0, by: -1) { idx[a] = rem % spatial[a]; rem /= spatial[a] }
+                for a in stride(from: rank - 1, through: 0, by: -1) {
+                    src += (idx[a] * from[a] / spatial[a]) * step
+                    step *= from[a]
+                }
+                out[b * outCount + o] = labels.values[b * inCount + src]
+            }
+        }
+        return try Labels(dims: [n, 1] + spatial, values: out)
+    }
+}

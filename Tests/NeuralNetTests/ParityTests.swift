@@ -1,0 +1,83 @@
+import Engine
+import Foundation
+import Testing
+@testable import NeuralNet
+
+let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures").path
+
+/// Max |a - b| relative to max |b| (0 when both are 0).
+func relativeError(_ a: [Float], _ b: [Float]) -> Double {
+    precondition(a.count == b.count, "lengths differ: \(a.count) vs \(b.count)")
+    var diff = 0.0, scale = 0.0
+    for i in 0 ..< a.count {
+        diff = max(diff, abs(Double(a[i]) - Double(b[i])))
+        scale = max(scale, abs(Double(b[i])))
+    }
+    return scale == 0 ? diff : diff / scale
+}
+
+/// Same weights, input and target as a PyTorch run of tools/torch_unet.py (fixtures by tools/make_parity_fixtures.py):
+/// logits and loss within 1e-4, every gradient within 1e-3 of its tensor's max abs, 5 RAdam losses within 1e-4.
+@Suite struct ParityTests {
+    struct Case: Sendable, CustomTestStringConvertible {
+        let name: String
+        let residual: Bool
+        let norm: NormKind
+        let filters: [Int]
+        var testDescription: String { name }
+    }
+
+    static let cases = [
+        Case(name: "unet2d_resid_batch", residual: true, norm: .batch, filters: [8, 16, 32, 64]),
+        Case(name: "unet3d_plain_instance", residual: false, norm: .instance, filters: [8, 16, 32]),
+    ]
+
+    @Test(arguments: cases)
+    func matchesPyTorch(_ c: Case) throws {
+        let (net, _) = try UNet.load(fixtures + "/\(c.name)_weights.safetensors")
+        // The architecture is inferred from the PyTorch state_dict alone.
+        #expect(net.config.residual == c.residual && net.config.norm == c.norm && net.config.filters == c.filters)
+        #expect(net.config.strides == [1] + [Int](repeating: 2, count: c.filters.count - 1))
+        let io = try Safetensors.read(fixtures + "/\(c.name)_io.safetensors")
+        let x = io.entry("input")!, y = io.entry("target")!
+        let input = try Tensor(dims: x.shape, values: x.floats())
+        let target = try Labels(dims: y.shape, values: y.bytes)
+
+        net.training = true
+        let outputs = try net.forward(input)
+        let logits = try outputs[0].toArray()
+        let logitError = relativeError(logits, io.entry("logits")!.floats())
+        #expect(logitError <= 1e-4, "logits: \(logitError)")
+        net.parameters.zeroGradients()
+        let (loss, gradients) = try SegmentationLoss.evaluate(outputs, target: target)
+        let expectedLoss = io.entry("loss")!.floats()[0]
+        #expect(abs(loss - expectedLoss) <= 1e-4 * abs(expectedLoss), "loss \(loss) vs \(expectedLoss)")
+        try net.backward(gradients)
+        var worst = (0.0, "")
+        var compared = 0
+        for (h, e) in net.parameters.entries.enumerated() where e.kind == .trainable {
+            guard let g = io.entry("grad/" + e.name) else { Issue.record("no PyTorch gradient for \(e.name)"); continue }
+            let err = relativeError(try net.parameters.gradient(h).toArray(), g.floats())
+            if err > worst.0 { worst = (err, e.name) }
+            compared += 1
+        }
+        #expect(compared == io.entries.filter { $0.name.hasPrefix("grad/") }.count)
+        #expect(worst.0 <= 1e-3, "worst gradient \(worst.1): \(worst.0)")
+
+        // Five RAdam steps from the stored weights.
+        let (fresh, _) = try UNet.load(fixtures + "/\(c.name)_weights.safetensors")
+        fresh.training = true
+        let optimizer = try Optimizer(.recipe, parameters: fresh.parameters)
+        var losses: [Float] = []
+        for _ in 0 ..< 5 {
+            let out = try fresh.forward(input)
+            fresh.parameters.zeroGradients()
+            let (l, g) = try SegmentationLoss.evaluate(out, target: target)
+            try fresh.backward(g)
+            optimizer.update()
+            losses.append(l)
+        }
+        let expected = io.entry("radam_losses")!.floats()
+        for (a, b) in zip(losses, expected) { #expect(abs(a - b) <= 1e-4 * abs(b), "RAdam losses \(losses) vs \(expected)") }
+    }
+}

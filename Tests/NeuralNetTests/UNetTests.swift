@@ -1,0 +1,28 @@
+import Engine
+import Foundation
+import Testing
+@testable import NeuralNet
+
+@Suite struct UNetStructureTests {
+    /// The presets have exactly the published parameter counts.
+    @Test func presetParameterCounts() throws {
+        #expect(try UNet(config: .composer2D).parameters.parameterCount == 24_543_268)
+        #expect(try UNet(config: .nvidia3D).parameters.parameterCount == 31_192_868)
+    }
+
+    @Test func namesFollowPyTorch() throws {
+        let net = try UNet(config: .composer2D)
+        let names = Set(net.parameters.entries.map(\.name))
+        for n in ["input_block.conv1.conv.weight", "input_block.conv1.norm.running_mean", "input_block.conv2.weight",
+                  "input_block.norm.weight", "input_block.downsample.weight", "input_block.norm_res.bias",
+                  "downsamples.3.conv1.conv.weight", "bottleneck.downsample.weight", "upsamples.4.transp_conv.bias",
+                  "upsamples.0.conv_block.conv2.norm.running_var", "output_block.conv.weight", "output_block.conv.bias"] {
+            #expect(names.contains(n), "\(n)")
+        }
+        #expect(net.parameters.entry(named: "upsamples.0.transp_conv.weight")?.dims == [512, 512, 2, 2])
+        #expect(net.parameters.entry(named: "upsamples.4.conv_block.conv1.conv.weight")?.dims == [32, 64, 3, 3])
+        let plain = try UNet(config: .nvidia3D)
+        #expect(plain.parameters.entry(named: "input_block.conv2.conv.weight")?.dims == [32, 32, 3, 3, 3])
+        #expect(plain.parameters.entry(named: "input_block.conv1.norm.running_mean") == nil)
+    }
+}
