@@ -66,9 +66,37 @@ def make(name, model, shape, seed):
     print(f"{name}: {params} parameters, loss {loss.item():.6f}, RAdam losses {[round(v, 6) for v in losses]}")
 
 
+def optimizers():
+    """PyTorch's own Adam, AdamW and SGD (momentum, Nesterov) and our RAdam on a 50-value parameter
+    with three fixed gradients: optimizers.safetensors holds p0, g1..g3 and each result."""
+    torch.manual_seed(3)
+    p0 = torch.randn(50)
+    grads = [torch.randn(50) for _ in range(3)]
+    out = {"p0": p0, **{f"g{i + 1}": g for i, g in enumerate(grads)}}
+    configs = {
+        "adam": lambda p: torch.optim.Adam([p], lr=1e-2, weight_decay=1e-2),
+        "adamw": lambda p: torch.optim.AdamW([p], lr=1e-2, weight_decay=1e-2),
+        "sgd": lambda p: torch.optim.SGD([p], lr=1e-2, momentum=0.9, weight_decay=1e-2),
+        "sgd_nesterov": lambda p: torch.optim.SGD([p], lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-2),
+        "radam": lambda p: RAdam([p], lr=1e-2, weight_decay=1e-2),
+    }
+    for name, make_opt in configs.items():
+        p = p0.clone().requires_grad_(True)
+        opt = make_opt(p)
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        out[name] = p.detach().clone()
+    save_file(out, os.path.join(OUT, "optimizers.safetensors"))
+    print("optimizers:", ", ".join(configs))
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    optimizers()
+    torch.manual_seed(10)  # model initialisation draws from the global generator
     make("unet2d_resid_batch", UNet(2, 4, 4, [8, 16, 32, 64], [3] * 4, [1, 2, 2, 2], True, "batch"), (2, 4, 32, 32), 1)
+    torch.manual_seed(20)
     make("unet3d_plain_instance", UNet(3, 4, 4, [8, 16, 32], [3] * 3, [1, 2, 2], False, "instance"), (1, 4, 16, 16, 16), 2)
 
 

@@ -1,0 +1,154 @@
+import ArgumentParser
+import Engine
+import Foundation
+import MedicalImaging
+import NeuralNet
+
+/// Refuses to replace a file the user already has.
+func refuseExisting(_ paths: String?...) throws {
+    for case let p? in paths where FileManager.default.fileExists(atPath: p) {
+        throw ValidationError("\(p) exists; choose another name or remove it first (outputs are never overwritten)")
+    }
+}
+
+/// Values of a .npy in C order (a Fortran-order array of shape S is a C-order array of reversed(S)).
+func cOrderValues(_ a: NpyArray) -> VoxelArray {
+    a.fortranOrder ? a.values.reversingAxes(shape: a.shape.reversed()) : a.values
+}
+
+/// Reads a float32 .npy as a plain tensor (N, C, spatial...), whatever its memory order.
+func readTensor(_ path: String) throws -> Tensor {
+    let a = try Npy.read(path)
+    guard case let .float32(values) = cOrderValues(a) else {
+        throw ValidationError("\(path): expected float32 values, found \(a.values.datatype)")
+    }
+    return try Tensor(dims: a.shape, values: values)
+}
+
+/// Reads integer labels (N, 1, spatial...) of any integer dtype, each in 0..<classes.
+func readLabels(_ path: String, classes: Int) throws -> Labels {
+    let a = try Npy.read(path)
+    let values = cOrderValues(a)
+    guard values.datatype != .float32, values.datatype != .float64 else {
+        throw ValidationError("\(path): labels must be integers, found \(values.datatype)")
+    }
+    let numbers = values.doubles()
+    if let bad = numbers.first(where: { $0 < 0 || $0 >= Double(classes) }) {
+        throw ValidationError("\(path): label value \(Int(bad)) is outside 0...\(classes - 1)")
+    }
+    return try Labels(dims: a.shape, values: numbers.map { UInt8($0) })
+}
+
+struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create a freshly initialised network and save its weights (safetensors, PyTorch state_dict names)."
+    )
+
+    @Option(help: "composer-2d or nvidia-3d.") var preset: String
+    @Option(help: "Initialisation seed.") var seed: UInt64 = 0
+    @Option(help: "Extra deep supervision heads (0: off).") var deepSupervision: Int = 0
+    @Option(help: "Output weight file (.safetensors).") var out: String
+
+    func validate() throws {
+        guard UNetConfig.preset(preset) != nil else { throw ValidationError("--preset must be composer-2d or nvidia-3d, got '\(preset)'") }
+        try refuseExisting(out)
+    }
+
+    func run() throws {
+        var config = UNetConfig.preset(preset)!
+        config.deepSupervisionHeads = deepSupervision
+        let net = try UNet(config: config)
+        net.initialize(seed: seed)
+        try net.save(to: out, metadata: ["preset": preset, "seed": "\(seed)"])
+        let count = net.parameters.parameterCount.formatted(.number.grouping(.automatic).locale(Locale(identifier: "en_US")))
+        print("\(preset): \(count) parameters (\(config.dimension)D, filters \(config.filters.map(String.init).joined(separator: ",")), \(config.residual ? "residual" : "plain") blocks, \(config.norm.rawValue) norm)")
+        print("wrote \(out)")
+    }
+}
+
+struct Forward: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a network on an input array and write the logits.",
+        discussion: "Input: float32 .npy (N, C, H, W) or (N, C, D, H, W), sizes divisible by 2^(depth-1). Output: float32 logits .npy (N, classes, ...)."
+    )
+
+    @Option(help: "Weight file (.safetensors), ours or a PyTorch state_dict.") var model: String
+    @Option(help: "Input .npy.") var input: String
+    @Option(help: "Output logits .npy.") var output: String
+    @Flag(help: "Training-mode forward (batch norm uses batch statistics).") var trainMode = false
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws { try refuseExisting(output) }
+
+    func run() throws {
+        compute.apply()
+        let (net, _) = try UNet.load(model)
+        let x = try readTensor(input)
+        net.training = trainMode
+        let start = Date()
+        let logits = try net.forward(x)[0]
+        let seconds = Date().timeIntervalSince(start)
+        net.releaseSaved()
+        try Npy.write(NpyArray(shape: logits.dims, floats: logits.toArray()), to: output)
+        print(String(format: "logits %@ in %.3f s; wrote %@", logits.dims.map(String.init).joined(separator: "x"), seconds, output))
+    }
+}
+
+struct Step: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train K steps on one fixed batch (no augmentation): the 'overfit one batch' check.",
+        discussion: "Writes the updated weights and a JSON list of the K losses (each before its step)."
+    )
+
+    @Option(help: "Weight file (.safetensors).") var model: String
+    @Option(help: "Input .npy, float32 (N, C, spatial...).") var input: String
+    @Option(help: "Target .npy, integer labels (N, 1, spatial...).") var target: String
+    @Option(help: "Number of steps.") var steps: Int = 1
+    @Option(help: "radam, adam, adamw or sgd.") var optimizer: String = "radam"
+    @Option(help: "Learning rate.") var lr: Double = 1e-3
+    @Option(help: "Weight decay.") var weightDecay: Double = 1e-4
+    @Option(help: "SGD momentum.") var momentum: Double = 0.9
+    @Flag(help: "Nesterov momentum (SGD).") var nesterov = false
+    @Option(help: "Clip the global gradient norm to this value.") var clipNorm: Double?
+    @Option(help: "Output weight file.") var out: String
+    @Option(help: "Output JSON list of losses.") var losses: String
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be radam, adam, adamw or sgd") }
+        guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
+        guard lr > 0, lr.isFinite, weightDecay >= 0 else { throw ValidationError("--lr must be > 0 and --weight-decay >= 0") }
+        try refuseExisting(out, losses)
+    }
+
+    func run() throws {
+        compute.apply()
+        let (net, _) = try UNet.load(model)
+        let x = try readTensor(input)
+        let y = try readLabels(target, classes: net.config.classes)
+        guard y.dims == [x.dims[0], 1] + x.dims.dropFirst(2) else {
+            throw ValidationError("target shape \(y.dims) does not match input \(x.dims) (expected \([x.dims[0], 1] + x.dims.dropFirst(2)))")
+        }
+        var settings = Optimizer.Settings(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, weightDecay: weightDecay)
+        settings.momentum = momentum
+        settings.nesterov = nesterov
+        settings.clipNorm = clipNorm
+        let opt = try Optimizer(settings, parameters: net.parameters)
+        net.training = true
+        var values: [Float] = []
+        let start = Date()
+        for k in 0 ..< steps {
+            let outputs = try net.forward(x)
+            net.parameters.zeroGradients()
+            let (loss, gradients) = try SegmentationLoss.evaluate(outputs, target: y)
+            guard loss.isFinite else { throw ValidationError("loss became \(loss) at step \(k + 1); weights not written") }
+            try net.backward(gradients)
+            opt.update()
+            values.append(loss)
+            FileHandle.standardError.write(Data(String(format: "step %d/%d loss %.6f\n", k + 1, steps, loss).utf8))
+        }
+        try net.save(to: out, metadata: ["steps": "\(steps)", "optimizer": optimizer])
+        try AtomicFile.write(text: "[" + values.map { String(format: "%.9g", $0) }.joined(separator: ", ") + "]\n", to: losses)
+        print(String(format: "%d steps in %.2f s, loss %.6f -> %.6f; wrote %@ and %@", steps, Date().timeIntervalSince(start), values.first!, values.last!, out, losses))
+    }
+}
