@@ -41,3 +41,24 @@ public final class LeakyReLU: @unchecked Sendable {
         }
     }
 }
+
+/// Pointwise transforms of activation tensors used to save memory in training.
+public enum Pointwise {
+    /// out = f(y) * scale[c] + shift[c] with f the inverse of leaky ReLU (slope `slope`), per channel c
+    /// (or per sample and channel when `perSample`: scale and shift hold N x C values). `out` may be `y`.
+    /// With scale = sigma / gamma and shift = mean - beta * sigma / gamma this recovers a normalization's
+    /// input from its activated output.
+    public static func unactivateAffine(_ y: Tensor, into out: Tensor, slope: Float, scale: [Float], shift: [Float], perSample: Bool) throws {
+        let op = "unactivate"
+        try require(out, dims: y.dims, layout: y.layout, op, "output")
+        guard y.dims.count >= 3, slope != 0 else { throw EngineError.invalidArgument(op: op, message: "needs (N, C, spatial...) and a nonzero slope") }
+        let n = perSample ? y.batch * y.channels : y.channels
+        guard scale.count == n, shift.count == n else {
+            throw EngineError.shapeMismatch(op: op, expected: "\(n) scale and shift values", got: "\(scale.count) and \(shift.count)")
+        }
+        withExtendedLifetime((y.storage, out.storage)) {
+            cdnnl_unactivate_affine(y.floats, out.floats, Int64(y.batch), Int64(y.channels), Int64(y.spatial.reduce(1, *)),
+                                    y.layout.cValue, slope, scale, shift, perSample ? 1 : 0)
+        }
+    }
+}

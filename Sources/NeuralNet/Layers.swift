@@ -5,7 +5,9 @@ import Foundation
 /// longer needed, so backward reuses the same few gradient buffers instead of allocating per layer.
 /// Taken tensors are NOT zeroed unless their layout holds padding channels (every op overwrites its output).
 final class Workspace {
-    private var free: [Int: [TensorStorage]] = [:]
+    /// Free buffers, smallest first. A request takes the smallest free buffer that fits and is at most
+    /// twice its size (so buffers of one level serve the next smaller ones without hoarding).
+    private var free: [TensorStorage] = []
     let layout: Layout
 
     init(layout: Layout) { self.layout = layout }
@@ -13,17 +15,20 @@ final class Workspace {
     func take(_ dims: [Int], layout: Layout? = nil) throws -> Tensor {
         let layout = layout ?? self.layout
         let bytes = Tensor.storedCount(dims: dims, layout: layout) * 4
-        if let storage = free[bytes]?.popLast() {
+        if let i = free.firstIndex(where: { $0.byteCount >= bytes }), free[i].byteCount <= 2 * bytes + 4096 {
+            let storage = free.remove(at: i)
             let t = Tensor(storage: storage, offset: 0, dims: dims, layout: layout)
-            if layout != .plain, dims[1] % layout.block != 0 { t.zero() }
+            if layout != .plain, dims[1] % layout.block != 0 { Profile.measure("workspace zero") { t.zero() } }
             return t
         }
-        return try Tensor(zeros: dims, layout: layout)
+        return try Profile.measure("workspace allocate") { try Tensor(zeros: dims, layout: layout) }
     }
 
     func give(_ t: Tensor?) {
         guard let t, t.offset == 0 else { return }
-        free[t.storage.byteCount, default: []].append(t.storage)
+        assert(!free.contains { $0 === t.storage }, "workspace buffer given back twice")
+        let i = free.firstIndex { $0.byteCount >= t.storage.byteCount } ?? free.count
+        free.insert(t.storage, at: i)
     }
 
     /// Drops every cached buffer (memory goes back to the system).
@@ -35,6 +40,8 @@ final class Context {
     let parameters: ParameterSet
     let workspace: Workspace
     var training = true
+    /// Keep every normalization's input for backward instead of recovering it (tests compare both paths).
+    var keepNormInputs = false
     var layout: Layout { workspace.layout }
 
     init(parameters: ParameterSet, layout: Layout) {
@@ -63,6 +70,9 @@ final class ConvUnit {
         return c
     }
 
+    /// Multiply-adds x 2 of the last forward (0 before the first).
+    var lastFlops: Double { op?.flops ?? 0 }
+
     func outputDims(_ inputDims: [Int]) -> [Int] {
         [inputDims[0], geometry.outputChannels] + geometry.outputSpatial(Array(inputDims.dropFirst(2)))
     }
@@ -71,7 +81,9 @@ final class ConvUnit {
         let op = try prepare(x.dims, x.layout)
         let y = try c.workspace.take(op.outputDims, layout: x.layout)
         let p = c.parameters
-        try op.forward(input: x, weight: p.value(weight), bias: bias.map { p.value($0) }, output: y)
+        try Profile.measure(geometry.transposed ? "upsample forward" : "conv forward") {
+            try op.forward(input: x, weight: p.value(weight), bias: bias.map { p.value($0) }, output: y)
+        }
         return y
     }
 
@@ -79,10 +91,14 @@ final class ConvUnit {
     func backward(input x: Tensor, outputGradient dy: Tensor, needInput: Bool, _ c: Context) throws -> Tensor? {
         let op = try prepare(x.dims, x.layout)
         let p = c.parameters
-        try op.backwardWeights(input: x, outputGradient: dy, weightGradient: p.gradient(weight), biasGradient: bias.map { p.gradient($0) })
+        try Profile.measure(geometry.transposed ? "upsample backward weights" : "conv backward weights") {
+            try op.backwardWeights(input: x, outputGradient: dy, weightGradient: p.gradient(weight), biasGradient: bias.map { p.gradient($0) })
+        }
         guard needInput else { return nil }
         let dx = try c.workspace.take(x.dims, layout: x.layout)
-        try op.backwardData(outputGradient: dy, weight: p.value(weight), inputGradient: dx)
+        try Profile.measure(geometry.transposed ? "upsample backward data" : "conv backward data") {
+            try op.backwardData(outputGradient: dy, weight: p.value(weight), inputGradient: dx)
+        }
         return dx
     }
 }
@@ -116,6 +132,10 @@ final class Norm {
 
     /// y = norm(x), written into a new workspace tensor; in training keeps the statistics for backward.
     func forward(_ x: Tensor, _ c: Context) throws -> Tensor {
+        try Profile.measure("norm forward") { try forwardUnmeasured(x, c) }
+    }
+
+    private func forwardUnmeasured(_ x: Tensor, _ c: Context) throws -> Tensor {
         let y = try c.workspace.take(x.dims, layout: x.layout)
         let p = c.parameters
         let channels = x.dims[1]
@@ -140,9 +160,44 @@ final class Norm {
         return y
     }
 
+    /// Whether the input can be recovered from the activated output (every |gamma| large enough that
+    /// dividing by it keeps the normalized values accurate to ~1e-5).
+    func invertible(_ c: Context) throws -> Bool {
+        try c.parameters.value(weight).toArray().allSatisfy { abs($0) >= 1e-2 }
+    }
+
+    /// Overwrites `y` (this norm's output after leaky ReLU with `slope`) with the norm's input:
+    /// x = (n - beta) / gamma * sigma + mean, n = inverse leaky ReLU of y, with the statistics of the last
+    /// training forward.
+    func reconstructInput(inPlace y: Tensor, slope: Float, _ c: Context) throws {
+        let gamma = try c.parameters.value(weight).toArray(), beta = try c.parameters.value(bias).toArray()
+        let m = try mean!.toArray(), v = try variance!.toArray()
+        let channels = gamma.count
+        var scale = [Float](repeating: 0, count: m.count), shift = scale
+        for i in 0 ..< m.count {
+            let ch = i % channels
+            let sigma = (Double(v[i]) + 1e-5).squareRoot()
+            let a = sigma / Double(gamma[ch])
+            scale[i] = Float(a)
+            shift[i] = Float(Double(m[i]) - Double(beta[ch]) * a)
+        }
+        try Profile.measure("norm reconstruct") {
+            try Pointwise.unactivateAffine(y, into: y, slope: slope, scale: scale, shift: shift, perSample: kind == .instance)
+        }
+    }
+
+    /// Input gradient, written over `dy`; adds the weight and bias gradients.
+    func backwardInPlace(input x: Tensor, outputGradient dy: Tensor, _ c: Context) throws -> Tensor {
+        try Profile.measure("norm backward") { try backwardUnmeasured(input: x, outputGradient: dy, into: dy, c) }
+    }
+
     /// Input gradient (new workspace tensor); adds the weight and bias gradients.
     func backward(input x: Tensor, outputGradient dy: Tensor, _ c: Context) throws -> Tensor {
         let dx = try c.workspace.take(x.dims, layout: x.layout)
+        return try Profile.measure("norm backward") { try backwardUnmeasured(input: x, outputGradient: dy, into: dx, c) }
+    }
+
+    private func backwardUnmeasured(input x: Tensor, outputGradient dy: Tensor, into dx: Tensor, _ c: Context) throws -> Tensor {
         let p = c.parameters
         switch kind {
         case .batch:
@@ -169,11 +224,11 @@ final class Activation {
         return o
     }
 
-    func forwardInPlace(_ x: Tensor) throws { try prepare(x).forward(input: x, output: x) }
+    func forwardInPlace(_ x: Tensor) throws { try Profile.measure("activation forward") { try prepare(x).forward(input: x, output: x) } }
 
     /// Overwrites `dy` with the input gradient.
     func backwardInPlace(output y: Tensor, gradient dy: Tensor) throws {
-        try prepare(y).backward(input: y, outputGradient: dy, inputGradient: dy)
+        try Profile.measure("activation backward") { try prepare(y).backward(input: y, outputGradient: dy, inputGradient: dy) }
     }
 }
 
@@ -204,22 +259,36 @@ final class ConvLayer: Block {
         act = Activation(slope: slope)
     }
 
+    /// In training only the output is kept: backward recovers the norm's input from it (saving one
+    /// activation-sized tensor per layer), unless a norm weight is too close to zero for that.
     func forward(_ x: Tensor, _ ctx: Context) throws -> Tensor {
         let c = try conv.forward(x, ctx)
         let y = try norm.forward(c, ctx)
         try act.forwardInPlace(y)
-        if ctx.training { (self.x, self.c, self.y) = (x, c, y) } else { ctx.workspace.give(c) }
+        if ctx.training {
+            (self.x, self.y) = (x, y)
+            if try !ctx.keepNormInputs && norm.invertible(ctx) { ctx.workspace.give(c); self.c = nil } else { self.c = c }
+        } else {
+            ctx.workspace.give(c)
+        }
         return y
     }
 
+    /// Overwrites `dy` with the gradient at the convolution's output on the way.
     func backward(_ dy: Tensor, needInput: Bool, _ ctx: Context) throws -> Tensor? {
-        guard let x, let c, let y else { throw NetworkError.invalidArgument("backward without a training forward") }
+        guard let x, let y else { throw NetworkError.invalidArgument("backward without a training forward") }
         try act.backwardInPlace(output: y, gradient: dy)
-        ctx.workspace.give(y)
-        let dc = try norm.backward(input: c, outputGradient: dy, ctx)
-        ctx.workspace.give(c)
+        let input: Tensor
+        if let c {
+            input = c
+            ctx.workspace.give(y)
+        } else {
+            try norm.reconstructInput(inPlace: y, slope: act.slope, ctx)
+            input = y
+        }
+        let dc = try norm.backwardInPlace(input: input, outputGradient: dy, ctx)
+        ctx.workspace.give(input)
         let dx = try conv.backward(input: x, outputGradient: dc, needInput: needInput, ctx)
-        ctx.workspace.give(dc)
         (self.x, self.c, self.y) = (nil, nil, nil)
         return dx
     }
@@ -291,10 +360,10 @@ final class ResidualBlock: Block {
         if let downsample, let normResidual {
             cd = try downsample.forward(x, c)
             let r = try normResidual.forward(cd!, c)
-            try Elementwise.add(y, r, into: y)
+            try Profile.measure("add") { try Elementwise.add(y, r, into: y) }
             c.workspace.give(r)
         } else {
-            try Elementwise.add(y, x, into: y)
+            try Profile.measure("add") { try Elementwise.add(y, x, into: y) }
         }
         try act.forwardInPlace(y)
         if c.training {
@@ -362,7 +431,7 @@ final class UpsampleBlock {
             throw NetworkError.invalidArgument("upsampled size \(u.spatial) does not match the skip connection's \(skip.spatial): input sizes must be divisible by the total stride")
         }
         let joined = try c.workspace.take([u.batch, u.channels + skip.channels] + u.spatial, layout: u.layout)
-        try Elementwise.concatenateChannels(u, skip, into: joined)
+        try Profile.measure("concatenate") { try Elementwise.concatenateChannels(u, skip, into: joined) }
         c.workspace.give(u)
         let y = try block.forward(joined, c)
         if c.training { (self.x, self.joined) = (x, joined) } else { c.workspace.give(joined) }
@@ -377,7 +446,7 @@ final class UpsampleBlock {
         let out = transposed.geometry.outputChannels
         let du = try c.workspace.take([dj.batch, out] + dj.spatial, layout: dj.layout)
         let dskip = try c.workspace.take([dj.batch, dj.channels - out] + dj.spatial, layout: dj.layout)
-        try Elementwise.splitChannels(dj, into: du, dskip)
+        try Profile.measure("split") { try Elementwise.splitChannels(dj, into: du, dskip) }
         c.workspace.give(dj)
         let dx = try transposed.backward(input: x, outputGradient: du, needInput: true, c)!
         c.workspace.give(du)

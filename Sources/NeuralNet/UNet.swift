@@ -276,6 +276,21 @@ public final class UNet {
         headInputs = []
     }
 
+    /// Convolution FLOPs (2 x multiply-adds) of the last forward pass.
+    public var lastForwardFlops: Double { convolutionUnits.reduce(0) { $0 + $1.lastFlops } }
+
+    private var convolutionUnits: [ConvUnit] {
+        var units: [ConvUnit] = [outputBlock] + heads
+        func collect(_ b: Block) {
+            if let l = b as? ConvLayer { units.append(l.conv) }
+            if let cb = b as? ConvBlock { units += [cb.conv1.conv, cb.conv2.conv] }
+            if let r = b as? ResidualBlock { units += [r.conv1.conv, r.conv2] + (r.downsample.map { [$0] } ?? []) }
+        }
+        for b in [inputBlock] + downsamples + [bottleneck] { collect(b) }
+        for u in upsamples { units.append(u.transposed); collect(u.block) }
+        return units
+    }
+
     /// Drops cached activation memory (e.g. before switching between very different input shapes).
     public func clearWorkspace() { context.workspace.clear() }
 }

@@ -26,3 +26,26 @@ import Testing
         #expect(plain.parameters.entry(named: "input_block.conv1.norm.running_mean") == nil)
     }
 }
+
+@Suite struct MemorySavingTests {
+    /// Recovering each norm's input from its activated output gives the gradients of keeping it.
+    @Test(arguments: ["unet2d_resid_batch", "unet3d_plain_instance"])
+    func reconstructedInputsGiveTheSameGradients(_ name: String) throws {
+        let io = try Safetensors.read(fixtures + "/\(name)_io.safetensors")
+        let x = io.entry("input")!, y = io.entry("target")!
+        let input = try Tensor(dims: x.shape, values: x.floats())
+        let target = try Labels(dims: y.shape, values: y.bytes)
+        var gradients: [[Float]] = []
+        for keep in [false, true] {
+            let (net, _) = try UNet.load(fixtures + "/\(name)_weights.safetensors")
+            net.context.keepNormInputs = keep
+            net.training = true
+            let out = try net.forward(input)
+            net.parameters.zeroGradients()
+            try net.backward(try SegmentationLoss.evaluate(out, target: target).gradients)
+            gradients.append(try net.parameters.entries.indices.filter { net.parameters.entries[$0].kind == .trainable }
+                .flatMap { try net.parameters.gradient($0).toArray() })
+        }
+        #expect(relativeError(gradients[0], gradients[1]) < 1e-5)
+    }
+}

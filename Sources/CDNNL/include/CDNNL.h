@@ -103,6 +103,12 @@ int cdnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float
                 const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                 float *c, int64_t ldc);
 
+/// out = inverse_leaky_relu(y) * a[ch] + b[ch] over an activation tensor (N, C, spatial) in `layout`
+/// (padding channels get 0); with per_sample, a and b are indexed [n * C + c]. Recovers a normalization's
+/// input from its activated output, so training need not keep both.
+void cdnnl_unactivate_affine(const float *y, float *out, int64_t batch, int64_t channels, int64_t spatial,
+                             int layout, float slope, const float *a, const float *b, int per_sample);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,65 @@
+import Engine
+import Foundation
+
+/// Times one training step (forward, loss, backward, optimizer) or one inference forward at a given
+/// batch and input size, on random data. Each phase is meant to run in its own process so its peak
+/// memory is its own.
+public enum TrainingBenchmark {
+    public struct Result: Codable, Sendable {
+        public var implementation: String
+        public var phase: String
+        public var preset: String
+        public var batch: Int
+        public var spatial: [Int]
+        /// Median seconds per step over the timed steps.
+        public var seconds: Double
+        public var imagesPerSecond: Double
+        /// Convolution GFLOP/s (training: 3x the forward's FLOPs per step).
+        public var gflops: Double
+        /// Peak resident memory of the process, MB (10^6 bytes).
+        public var peakRSSMB: Double
+        public var steps: Int
+    }
+
+    /// Peak resident set size of this process in bytes (getrusage).
+    public static func peakResidentBytes() -> Int {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Int(usage.ru_maxrss) * 1024
+    }
+
+    public static func run(preset: String, config: UNetConfig, phase: String, batch: Int, spatial: [Int], steps: Int) throws -> Result {
+        let net = try UNet(config: config)
+        net.initialize(seed: 1)
+        let dims = [batch, config.inputChannels] + spatial
+        let count = dims.reduce(1, *)
+        var rng = InitRandom(seed: 2)
+        let input = try Tensor(dims: dims, values: (0 ..< count).map { _ in Float(rng.normal()) })
+        let voxels = batch * spatial.reduce(1, *)
+        let target = try Labels(dims: [batch, 1] + spatial, values: (0 ..< voxels).map { _ in UInt8(rng.nextUInt() % UInt64(config.classes)) })
+        let training = phase == "train"
+        net.training = training
+        let optimizer = try Optimizer(.recipe, parameters: net.parameters)
+        var times: [Double] = []
+        for step in 0 ..< steps + 1 {  // the first step builds primitives and memory: not timed
+            let start = Date()
+            if training {
+                let out = try Profile.measure("forward (total)") { try net.forward(input) }
+                Profile.measure("zero gradients") { net.parameters.zeroGradients() }
+                let (_, gradients) = try Profile.measure("loss") { try SegmentationLoss.evaluate(out, target: target) }
+                try Profile.measure("backward (total)") { try net.backward(gradients) }
+                _ = Profile.measure("optimizer") { optimizer.update() }
+            } else {
+                _ = try Profile.measure("forward (total)") { try net.forward(input) } as [Tensor]
+            }
+            if step > 0 { times.append(Date().timeIntervalSince(start)) } else { Profile.reset() }
+        }
+        if Profile.enabled { FileHandle.standardError.write(Data((Profile.report() + "\n").utf8)) }
+        times.sort()
+        let median = times[times.count / 2]
+        let flops = net.lastForwardFlops * (training ? 3 : 1)
+        return Result(implementation: "SwiftUNet", phase: phase, preset: preset, batch: batch, spatial: spatial, seconds: median,
+                      imagesPerSecond: Double(batch) / median, gflops: flops / median / 1e9,
+                      peakRSSMB: Double(peakResidentBytes()) / 1e6, steps: steps)
+    }
+}

@@ -1,0 +1,132 @@
+import ArgumentParser
+import Foundation
+import NeuralNet
+
+/// One measured phase, run in a child process so peak memory is per phase (hidden from help).
+struct BenchTrainPhase: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "train-phase", shouldDisplay: false)
+    @Option var preset: String
+    @Option var phase: String
+    @Option var batch: Int
+    @Option(parsing: .upToNextOption) var spatial: [Int]
+    @Option var steps: Int
+    @OptionGroup var compute: ComputeOptions
+
+    func run() throws {
+        compute.apply()
+        guard let config = UNetConfig.preset(preset) else { throw ValidationError("unknown preset \(preset)") }
+        let r = try TrainingBenchmark.run(preset: preset, config: config, phase: phase, batch: batch, spatial: spatial, steps: steps)
+        print(String(decoding: try JSONEncoder().encode(r), as: UTF8.self))
+    }
+}
+
+struct BenchTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Training step and inference speed and peak memory, SwiftUNet vs PyTorch on the same cores, in one run.",
+        discussion: """
+        Recipe shapes: composer-2d trains on batch 16 of 4x192x160 and infers batch 64; nvidia-3d trains and infers \
+        one 4x128^3 patch. Each phase runs in its own process (its peak RSS is its own); PyTorch runs \
+        bench/torch_reference.py in default and channels-last layouts when `python3 -c "import torch"` works.
+        """
+    )
+
+    @Option(help: "composer-2d or nvidia-3d.") var preset: String
+    @Option(help: "Training batch (default: 16 in 2D, 1 in 3D).") var batch: Int?
+    @Option(help: "Inference batch (default: 64 in 2D, 1 in 3D).") var inferenceBatch: Int?
+    @Option(help: "Timed steps per phase (median reported), after one untimed step.") var steps: Int = 3
+    @Flag(help: "Skip the PyTorch reference.") var noTorch = false
+    @Flag(help: "Print one JSON object instead of the table.") var json = false
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        guard let c = UNetConfig.preset(preset) else { throw ValidationError("--preset must be composer-2d or nvidia-3d") }
+        _ = c
+        guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
+    }
+
+    struct Report: Codable {
+        var preset: String
+        var threads: Int
+        var results: [TrainingBenchmark.Result]
+        var ratios: [String: Double]
+    }
+
+    func run() throws {
+        let config = UNetConfig.preset(preset)!
+        let spatial = config.dimension == 2 ? [192, 160] : [128, 128, 128]
+        let trainBatch = batch ?? (config.dimension == 2 ? 16 : 1)
+        let inferBatch = inferenceBatch ?? (config.dimension == 2 ? 64 : 1)
+        let threads = compute.threads ?? ProcessInfo.processInfo.activeProcessorCount
+        let me = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../bench/torch_reference.py").standardized.path
+        let torch = !noTorch && FileManager.default.fileExists(atPath: script) && (try? runChild("/usr/bin/env", ["python3", "-c", "import torch"])) != nil
+        if !noTorch && !torch {
+            FileHandle.standardError.write(Data("PyTorch not available (pip install \"torch==2.13.0+cpu\"): SwiftUNet only\n".utf8))
+        }
+        var results: [TrainingBenchmark.Result] = []
+        for (phase, b) in [("train", trainBatch), ("infer", inferBatch)] {
+            let common = ["--preset", preset, "--phase", phase, "--batch", "\(b)", "--steps", "\(steps)"]
+            FileHandle.standardError.write(Data("SwiftUNet \(phase), batch \(b)...\n".utf8))
+            results.append(try decode(runChild(me, ["bench", "train-phase"] + common + ["--threads", "\(threads)", "--spatial"] + spatial.map(String.init))))
+            if torch {
+                for layout in [[], ["--channels-last"]] {
+                    FileHandle.standardError.write(Data("PyTorch \(phase) \(layout.isEmpty ? "default" : "channels-last"), batch \(b)...\n".utf8))
+                    let out = try runChild("/usr/bin/env", ["OMP_NUM_THREADS=\(threads)", "python3", script] + common +
+                                           ["--threads", "\(threads)", "--spatial"] + spatial.map(String.init) + layout)
+                    results.append(try decode(out))
+                }
+            }
+        }
+        // Ratios: SwiftUNet over the better PyTorch layout (throughput), and peak memory over PyTorch's (same layout).
+        var ratios: [String: Double] = [:]
+        for phase in ["train", "infer"] {
+            guard let ours = results.first(where: { $0.phase == phase && $0.implementation == "SwiftUNet" }),
+                  let best = results.filter({ $0.phase == phase && $0.implementation.hasPrefix("PyTorch") }).max(by: { $0.imagesPerSecond < $1.imagesPerSecond })
+            else { continue }
+            ratios["\(phase)_speedup"] = ours.imagesPerSecond / best.imagesPerSecond
+            ratios["\(phase)_memory_ratio"] = ours.peakRSSMB / best.peakRSSMB
+        }
+        let report = Report(preset: preset, threads: threads, results: results, ratios: ratios)
+        if json {
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys]
+            print(String(decoding: try e.encode(report), as: UTF8.self))
+            return
+        }
+        print("\(preset), \(threads) threads; training batch \(trainBatch), inference batch \(inferBatch) of \(spatial.map(String.init).joined(separator: "x"))")
+        let header = ["phase", "implementation", "batch", "s/step", "img/s", "GFLOP/s", "peak RSS MB"]
+        print(header.map { $0.padding(toLength: $0 == "implementation" ? 32 : 12, withPad: " ", startingAt: 0) }.joined())
+        for r in results {
+            let cells = [r.phase, r.implementation, "\(r.batch)", String(format: "%.3f", r.seconds), String(format: "%.2f", r.imagesPerSecond),
+                         String(format: "%.1f", r.gflops), String(format: "%.0f", r.peakRSSMB)]
+            print(zip(header, cells).map { $1.padding(toLength: $0 == "implementation" ? 32 : 12, withPad: " ", startingAt: 0) }.joined())
+        }
+        for (k, v) in ratios.sorted(by: { $0.key < $1.key }) { print(String(format: "%@: %.2fx", k, v)) }
+    }
+
+    private func decode(_ text: String) throws -> TrainingBenchmark.Result {
+        guard let line = text.split(separator: "\n").last(where: { $0.hasPrefix("{") }) else {
+            throw ValidationError("benchmark phase printed no result: \(text.suffix(500))")
+        }
+        return try JSONDecoder().decode(TrainingBenchmark.Result.self, from: Data(line.utf8))
+    }
+}
+
+/// Runs a program, returns its stdout; fails with its stderr when it exits non-zero.
+func runChild(_ executable: String, _ arguments: [String]) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = arguments
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    let errors = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else {
+        throw ValidationError("\(executable) \(arguments.joined(separator: " ")) failed: \(String(decoding: errors, as: UTF8.self).suffix(800))")
+    }
+    return String(decoding: data, as: UTF8.self)
+}
