@@ -26,6 +26,31 @@ echo "$again" | grep -q "skipped 5" || fail "finished cases were not skipped: $a
 "$unet" info --json "$tmp/label.nii.gz" | grep -q '"shape":\[240,240,155\]' || fail "convert round trip lost the shape"
 "$unet" convert "$tmp/label.npy" "$tmp/label.nii.gz" >/dev/null 2>&1 && fail "convert overwrote its output"
 
+# The network: exact parameter counts, a forward, and steps on one batch that lower the loss.
+"$unet" init --preset composer-2d --seed 1 --out "$tmp/m.safetensors" | grep -q "24,543,268 parameters" || fail "composer-2d parameter count"
+"$unet" init --preset nvidia-3d --out "$tmp/m3.safetensors" | grep -q "31,192,868 parameters" || fail "nvidia-3d parameter count"
+python3 - "$tmp" <<'PY'  # a (2, 4, 32, 32) float32 input and (2, 1, 32, 32) uint8 labels, standard library only
+import math, struct, sys
+def npy(path, descr, shape, data):
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }" % (descr, ", ".join(map(str, shape)))
+    header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + data)
+n = 2 * 4 * 32 * 32
+npy(sys.argv[1] + "/x.npy", "<f4", (2, 4, 32, 32), struct.pack("<%df" % n, *[math.sin(i * 0.37) for i in range(n)]))
+m = 2 * 32 * 32
+npy(sys.argv[1] + "/y.npy", "|u1", (2, 1, 32, 32), bytes((i // 7) % 4 for i in range(m)))
+PY
+"$unet" forward --model "$tmp/m.safetensors" --input "$tmp/x.npy" --output "$tmp/logits.npy" | grep -q "logits 2x4x32x32" || fail "forward"
+"$unet" step --model "$tmp/m.safetensors" --input "$tmp/x.npy" --target "$tmp/y.npy" --steps 4 --lr 1e-3 \
+  --out "$tmp/m2.safetensors" --losses "$tmp/losses.json" >/dev/null 2>&1 || fail "step"
+python3 -c "import json,sys; l=json.load(open(sys.argv[1])); sys.exit(0 if len(l) == 4 and l[-1] < l[0] else 1)" "$tmp/losses.json" \
+  || fail "loss did not fall: $(cat "$tmp/losses.json")"
+set +e
+out=$("$unet" forward --model "$tmp/x.npy" --input "$tmp/x.npy" --output "$tmp/l2.npy" 2>&1); status=$?
+set -e
+[ $status -ne 0 ] && echo "$out" | grep -q "x.npy" || fail "a non-weight file as --model: $status $out"
+
 # Bad input: a clear error naming the file, exit status 1, no crash.
 printf 'not a nifti file at all, just text padding padding padding padding' > "$tmp/bad.nii"
 set +e
