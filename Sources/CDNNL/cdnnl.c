@@ -117,14 +117,53 @@ typedef struct {
     dnnl_memory_t user;      // wraps the caller's pointer (handle set per call)
     dnnl_memory_t kernel;    // what the primitive sees: == user when no reorder is needed
     dnnl_primitive_t reorder; // user->kernel for inputs, kernel->user for outputs
-    void *buffer;            // storage behind `kernel` when it differs from `user`
+    size_t bytes;            // size of `kernel`'s storage when it differs from `user` (else 0)
 } port;
+
+// Storage behind ports lives in one arena per thread, bound per call (a call runs on one thread from
+// start to end): a network's many primitives then need only the largest single call's worth of layout
+// buffers, not one set each. Freed when the thread ends.
+typedef struct { void *base; size_t bytes; } arena;
+static pthread_key_t g_arena_key;
+static pthread_once_t g_arena_once = PTHREAD_ONCE_INIT;
+
+static void arena_destroy(void *p) {
+    arena *a = p;
+    free(a->base);
+    free(a);
+}
+
+static void arena_key_create(void) { pthread_key_create(&g_arena_key, arena_destroy); }
+
+static int ports_bind(port *const *ports, int n, const char *what) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += (ports[i]->bytes + 63) / 64 * 64;
+    if (total == 0) return 0;
+    pthread_once(&g_arena_once, arena_key_create);
+    arena *a = pthread_getspecific(g_arena_key);
+    if (!a) {
+        a = calloc(1, sizeof *a);
+        if (!a || pthread_setspecific(g_arena_key, a) != 0) { free(a); return fail(-1, "%s: out of memory", what); }
+    }
+    if (total > a->bytes) {
+        free(a->base);
+        a->base = aligned_alloc(64, total);
+        a->bytes = a->base ? total : 0;
+        if (!a->base) return fail(-1, "%s: out of memory for %zu bytes of layout buffers", what, total);
+    }
+    size_t offset = 0;
+    for (int i = 0; i < n; i++) {
+        if (!ports[i]->bytes) continue;
+        CHECK(dnnl_memory_set_data_handle(ports[i]->kernel, (char *)a->base + offset), what);
+        offset += (ports[i]->bytes + 63) / 64 * 64;
+    }
+    return 0;
+}
 
 static void port_free(port *p) {
     if (p->reorder) dnnl_primitive_destroy(p->reorder);
     if (p->kernel && p->kernel != p->user) dnnl_memory_destroy(p->kernel);
     if (p->user) dnnl_memory_destroy(p->user);
-    free(p->buffer);
     memset(p, 0, sizeof *p);
 }
 
@@ -138,11 +177,8 @@ static int port_init(port *p, const dnnl_memory_desc_t *user_md, const dnnl_memo
         p->kernel = p->user;
         return 0;
     }
-    size_t bytes = dnnl_memory_desc_get_size(kernel_md);
-    p->buffer = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
-    if (!p->buffer) return fail(-1, "%s: out of memory for %zu bytes", what, bytes);
-    memset(p->buffer, 0, bytes);
-    CHECK(dnnl_memory_create(&p->kernel, kernel_md, g_engine, p->buffer), what);
+    p->bytes = dnnl_memory_desc_get_size(kernel_md);
+    CHECK(dnnl_memory_create(&p->kernel, kernel_md, g_engine, DNNL_MEMORY_NONE), what);
     dnnl_primitive_attr_t attr = NULL;
     if (accumulate) {
         dnnl_post_ops_t ops;
@@ -464,6 +500,8 @@ int cdnnl_conv_forward(cdnnl_conv *c, const float *src, const float *weight, con
     const char *what = "convolution forward";
     if (c->w2) return shuffle_forward(c, src, weight, bias, dst);
     dnnl_memory_t ms, mw, md;
+    port *const fp[] = {&c->f_src, &c->f_w, &c->f_dst};
+    if (ports_bind(fp, 3, what)) return -1;
     if (port_in(&c->f_src, src, &ms, what) || port_in(&c->f_w, weight, &mw, what) ||
         port_out_begin(&c->f_dst, dst, &md, what)) return -1;
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
@@ -506,6 +544,8 @@ int cdnnl_conv_backward_data(cdnnl_conv *c, const float *diff_dst, const float *
     const char *what = "convolution backward data";
     if (!c->bwd_data && conv_create_bwd_data(c)) return -1;
     dnnl_memory_t mdd, mw, mds;
+    port *const dp[] = {&c->d_ddst, &c->d_w, &c->d_dsrc};
+    if (ports_bind(dp, 3, what)) return -1;
     if (port_in(&c->d_ddst, diff_dst, &mdd, what) || port_in(&c->d_w, weight, &mw, what) ||
         port_out_begin(&c->d_dsrc, diff_src, &mds, what)) return -1;
     dnnl_exec_arg_t args[3] = {{DNNL_ARG_DIFF_DST, mdd}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DIFF_SRC, mds}};
@@ -574,6 +614,8 @@ int cdnnl_conv_backward_weights(cdnnl_conv *c, const float *src, const float *di
         return 0;
     }
     dnnl_memory_t ms, mdd, mdw;
+    port *const wp[] = {&c->w_src, &c->w_ddst, &c->w_dw};
+    if (ports_bind(wp, 3, what)) return -1;
     if (port_in(&c->w_src, src, &ms, what) || port_in(&c->w_ddst, diff_dst, &mdd, what) ||
         port_out_begin(&c->w_dw, diff_weight, &mdw, what)) return -1;
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_DIFF_DST, mdd}, {DNNL_ARG_DIFF_WEIGHTS, mdw}};

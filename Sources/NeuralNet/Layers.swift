@@ -5,34 +5,82 @@ import Foundation
 /// longer needed, so backward reuses the same few gradient buffers instead of allocating per layer.
 /// Taken tensors are NOT zeroed unless their layout holds padding channels (every op overwrites its output).
 final class Workspace {
-    /// Free buffers, smallest first. A request takes the smallest free buffer that fits and is at most
-    /// twice its size (so buffers of one level serve the next smaller ones without hoarding).
-    private var free: [TensorStorage] = []
+    /// A free stretch of a buffer, in floats (offsets and lengths are multiples of 16: 64-byte aligned).
+    private struct Region {
+        let storage: TensorStorage
+        var offset: Int
+        var count: Int
+    }
+
+    /// Free regions. A request takes the smallest region that fits and leaves the rest free, so buffers
+    /// of one level serve the tensors of the others; given-back regions merge with free neighbours.
+    /// When nothing fits, buffers that are entirely free go back to the system before allocating, so
+    /// idle memory does not add to the peak.
+    private var free: [Region] = []
+    /// Every buffer the workspace allocated and still holds (strong references, so an identifier is never
+    /// reused by another buffer while listed here), with its size in floats.
+    private var buffers: [ObjectIdentifier: (storage: TensorStorage, count: Int)] = [:]
     let layout: Layout
+    /// Floats handed out and not given back, and its maximum (for the profile).
+    private(set) var inUse = 0
+    private(set) var peakInUse = 0
+    var held: Int { buffers.values.reduce(0) { $0 + $1.count } }
 
     init(layout: Layout) { self.layout = layout }
 
+    private func taken(_ n: Int) {
+        inUse += n
+        peakInUse = max(peakInUse, inUse)
+    }
+
+    private static func rounded(_ floats: Int) -> Int { (max(floats, 1) + 15) / 16 * 16 }
+
     func take(_ dims: [Int], layout: Layout? = nil) throws -> Tensor {
         let layout = layout ?? self.layout
-        let bytes = Tensor.storedCount(dims: dims, layout: layout) * 4
-        if let i = free.firstIndex(where: { $0.byteCount >= bytes }), free[i].byteCount <= 2 * bytes + 4096 {
-            let storage = free.remove(at: i)
-            let t = Tensor(storage: storage, offset: 0, dims: dims, layout: layout)
+        let need = Self.rounded(Tensor.storedCount(dims: dims, layout: layout))
+        if let i = free.indices.filter({ free[$0].count >= need }).min(by: { free[$0].count < free[$1].count }) {
+            let r = free[i]
+            if r.count == need { free.remove(at: i) } else { free[i] = Region(storage: r.storage, offset: r.offset + need, count: r.count - need) }
+            let t = Tensor(storage: r.storage, offset: r.offset, dims: dims, layout: layout)
             if layout != .plain, dims[1] % layout.block != 0 { Profile.measure("workspace zero") { t.zero() } }
+            taken(need)
             return t
         }
-        return try Profile.measure("workspace allocate") { try Tensor(zeros: dims, layout: layout) }
+        // Nothing fits: release wholly free buffers (all smaller than the request) first.
+        var whole = Set<ObjectIdentifier>()
+        for r in free where r.offset == 0 && r.count == buffers[ObjectIdentifier(r.storage)]?.count { whole.insert(ObjectIdentifier(r.storage)) }
+        free.removeAll { whole.contains(ObjectIdentifier($0.storage)) }
+        for id in whole { buffers[id] = nil }
+        let t = try Profile.measure("workspace allocate") { try Tensor(zeros: [need], layout: .plain) }
+        buffers[ObjectIdentifier(t.storage)] = (t.storage, need)
+        taken(need)
+        return Tensor(storage: t.storage, offset: 0, dims: dims, layout: layout)
     }
 
+    /// Returns a tensor's memory (tensors not taken from this workspace are ignored).
     func give(_ t: Tensor?) {
-        guard let t, t.offset == 0 else { return }
-        assert(!free.contains { $0 === t.storage }, "workspace buffer given back twice")
-        let i = free.firstIndex { $0.byteCount >= t.storage.byteCount } ?? free.count
-        free.insert(t.storage, at: i)
+        guard let t, buffers[ObjectIdentifier(t.storage)] != nil else { return }
+        var r = Region(storage: t.storage, offset: t.offset, count: Self.rounded(t.storedCount))
+        inUse -= r.count
+        assert(!free.contains { $0.storage === r.storage && $0.offset < r.offset + r.count && r.offset < $0.offset + $0.count },
+               "workspace region given back twice")
+        // Merge with the free neighbours in the same buffer.
+        if let i = free.firstIndex(where: { $0.storage === r.storage && $0.offset + $0.count == r.offset }) {
+            r = Region(storage: r.storage, offset: free[i].offset, count: free[i].count + r.count)
+            free.remove(at: i)
+        }
+        if let i = free.firstIndex(where: { $0.storage === r.storage && $0.offset == r.offset + r.count }) {
+            r.count += free[i].count
+            free.remove(at: i)
+        }
+        free.append(r)
     }
 
-    /// Drops every cached buffer (memory goes back to the system).
-    func clear() { free.removeAll() }
+    /// Drops every cached buffer (memory goes back to the system once no tensor uses it).
+    func clear() {
+        free.removeAll()
+        buffers.removeAll()
+    }
 }
 
 /// Everything a layer needs while running: parameters, workspace, mode.
@@ -88,14 +136,18 @@ final class ConvUnit {
     }
 
     /// Adds the weight (and bias) gradients; returns the input gradient when `needInput`.
-    func backward(input x: Tensor, outputGradient dy: Tensor, needInput: Bool, _ c: Context) throws -> Tensor? {
+    /// `giveInput`: `x` goes back to the workspace once the weight gradient no longer needs it, before the
+    /// input gradient is allocated (so that allocation can reuse its memory).
+    func backward(input x: Tensor, outputGradient dy: Tensor, needInput: Bool, giveInput: Bool = false, _ c: Context) throws -> Tensor? {
         let op = try prepare(x.dims, x.layout)
         let p = c.parameters
         try Profile.measure(geometry.transposed ? "upsample backward weights" : "conv backward weights") {
             try op.backwardWeights(input: x, outputGradient: dy, weightGradient: p.gradient(weight), biasGradient: bias.map { p.gradient($0) })
         }
+        let dims = x.dims, layout = x.layout
+        if giveInput { c.workspace.give(x) }
         guard needInput else { return nil }
-        let dx = try c.workspace.take(x.dims, layout: x.layout)
+        let dx = try c.workspace.take(dims, layout: layout)
         try Profile.measure(geometry.transposed ? "upsample backward data" : "conv backward data") {
             try op.backwardData(outputGradient: dy, weight: p.value(weight), inputGradient: dx)
         }
@@ -252,6 +304,17 @@ final class ConvLayer: Block {
     let norm: Norm
     let act: Activation
     private var x: Tensor?, c: Tensor?, y: Tensor?
+    /// Set when the kept input belongs to this layer's caller's workspace buffer that backward may give back.
+    private var ownsInput = false
+
+    /// Forgets the kept input (its owner recomputes it before backward and hands it back with `restoreInput`).
+    func dropInput() { x = nil }
+
+    /// Supplies the input for backward; it is given back to the workspace once the weight gradient is done.
+    func restoreInput(_ t: Tensor) {
+        x = t
+        ownsInput = true
+    }
 
     init(_ ps: ParameterSet, name: String, rank: Int, input: Int, output: Int, kernel: Int, stride: Int, norm kind: NormKind, slope: Float) {
         conv = ConvUnit(ps, name: name + ".conv", geometry: recipeGeometry(rank, input, output, kernel, stride, bias: false))
@@ -288,15 +351,16 @@ final class ConvLayer: Block {
         }
         let dc = try norm.backwardInPlace(input: input, outputGradient: dy, ctx)
         ctx.workspace.give(input)
-        let dx = try conv.backward(input: x, outputGradient: dc, needInput: needInput, ctx)
-        (self.x, self.c, self.y) = (nil, nil, nil)
+        let dx = try conv.backward(input: x, outputGradient: dc, needInput: needInput, giveInput: ownsInput, ctx)
+        (self.x, self.c, self.y, ownsInput) = (nil, nil, nil, false)
         return dx
     }
 
     func release(_ ctx: Context) {
         ctx.workspace.give(c)
         ctx.workspace.give(y)
-        (x, c, y) = (nil, nil, nil)
+        if ownsInput { ctx.workspace.give(x) }
+        (x, c, y, ownsInput) = (nil, nil, nil, false)
     }
 }
 
@@ -412,10 +476,14 @@ final class ResidualBlock: Block {
 
 /// Transposed conv (kernel = stride, bias) -> concat [upsampled, skip] -> ConvBlock(2*out -> out).
 /// Names `{name}.transp_conv.{weight,bias}`, `{name}.conv_block.conv{1,2}.*`.
+///
+/// Training does not keep the concatenation (the largest tensor of each level): backward recomputes the
+/// upsampling just before the first convolution's weight gradient needs it, and gives it back before its
+/// input gradient is allocated.
 final class UpsampleBlock {
     let transposed: ConvUnit
     let block: ConvBlock
-    private var x: Tensor?, joined: Tensor?
+    private var x: Tensor?, skip: Tensor?
 
     init(_ ps: ParameterSet, name: String, rank: Int, input: Int, output: Int, kernel: Int, stride: Int, norm: NormKind, slope: Float) {
         let s = [Int](repeating: stride, count: rank)
@@ -425,24 +493,37 @@ final class UpsampleBlock {
         block = ConvBlock(ps, name: name + ".conv_block", rank: rank, input: 2 * output, output: output, kernel: kernel, stride: 1, norm: norm, slope: slope)
     }
 
-    func forward(_ x: Tensor, skip: Tensor, _ c: Context) throws -> Tensor {
+    /// upsample(x) and skip concatenated along channels (a new workspace tensor).
+    private func join(_ x: Tensor, _ skip: Tensor, _ c: Context) throws -> Tensor {
         let u = try transposed.forward(x, c)
         guard u.spatial == skip.spatial else {
+            c.workspace.give(u)
             throw NetworkError.invalidArgument("upsampled size \(u.spatial) does not match the skip connection's \(skip.spatial): input sizes must be divisible by the total stride")
         }
         let joined = try c.workspace.take([u.batch, u.channels + skip.channels] + u.spatial, layout: u.layout)
         try Profile.measure("concatenate") { try Elementwise.concatenateChannels(u, skip, into: joined) }
         c.workspace.give(u)
+        return joined
+    }
+
+    func forward(_ x: Tensor, skip: Tensor, _ c: Context) throws -> Tensor {
+        let joined = try join(x, skip, c)
         let y = try block.forward(joined, c)
-        if c.training { (self.x, self.joined) = (x, joined) } else { c.workspace.give(joined) }
+        c.workspace.give(joined)
+        if c.training {
+            (self.x, self.skip) = (x, skip)
+            block.conv1.dropInput()
+        }
         return y
     }
 
     /// Returns (input gradient, skip gradient).
     func backward(_ dy: Tensor, _ c: Context) throws -> (Tensor, Tensor) {
-        guard let x, let joined else { throw NetworkError.invalidArgument("backward without a training forward") }
-        let dj = try block.backward(dy, needInput: true, c)!
-        c.workspace.give(joined)
+        guard let x, let skip else { throw NetworkError.invalidArgument("backward without a training forward") }
+        let dm = try block.conv2.backward(dy, needInput: true, c)!
+        block.conv1.restoreInput(try Profile.measure("upsample recompute") { try join(x, skip, c) })
+        let dj = try block.conv1.backward(dm, needInput: true, c)!
+        c.workspace.give(dm)
         let out = transposed.geometry.outputChannels
         let du = try c.workspace.take([dj.batch, out] + dj.spatial, layout: dj.layout)
         let dskip = try c.workspace.take([dj.batch, dj.channels - out] + dj.spatial, layout: dj.layout)
@@ -450,14 +531,13 @@ final class UpsampleBlock {
         c.workspace.give(dj)
         let dx = try transposed.backward(input: x, outputGradient: du, needInput: true, c)!
         c.workspace.give(du)
-        (self.x, self.joined) = (nil, nil)
+        (self.x, self.skip) = (nil, nil)
         return (dx, dskip)
     }
 
     func release(_ c: Context) {
         block.release(c)
-        c.workspace.give(joined)
-        (x, joined) = (nil, nil)
+        (x, skip) = (nil, nil)
     }
 }
 

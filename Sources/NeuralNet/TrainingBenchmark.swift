@@ -54,7 +54,11 @@ public enum TrainingBenchmark {
             }
             if step > 0 { times.append(Date().timeIntervalSince(start)) } else { Profile.reset() }
         }
-        if Profile.enabled { FileHandle.standardError.write(Data((Profile.report() + "\n").utf8)) }
+        if Profile.enabled {
+            let w = net.workspaceBytes
+            FileHandle.standardError.write(Data((Profile.report() + String(format: "\nworkspace: peak in use %.0f MB, held %.0f MB; peak RSS %.0f MB\n",
+                Double(w.peakInUse) / 1e6, Double(w.held) / 1e6, Double(peakResidentBytes()) / 1e6)).utf8))
+        }
         times.sort()
         let median = times[times.count / 2]
         let flops = net.lastForwardFlops * (training ? 3 : 1)

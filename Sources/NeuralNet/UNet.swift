@@ -291,6 +291,9 @@ public final class UNet {
         return units
     }
 
+    /// Workspace memory in bytes: the most ever in use at once, and what it holds now.
+    public var workspaceBytes: (peakInUse: Int, held: Int) { (context.workspace.peakInUse * 4, context.workspace.held * 4) }
+
     /// Drops cached activation memory (e.g. before switching between very different input shapes).
     public func clearWorkspace() { context.workspace.clear() }
 }
