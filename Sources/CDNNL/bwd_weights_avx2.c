@@ -1,4 +1,5 @@
-// Backward-weights of a 3D convolution on nCdhw8c activations with AVX2 + FMA.
+// Backward-weights of a 3D convolution on nCdhw8c activations with AVX2 + FMA (2D convolutions run
+// through it as 3D ones of depth 1: nChw8c is nCdhw8c with D = 1).
 //
 // Why this exists: oneDNN 2.6 has no direct (jit) 3D backward-weights kernel below AVX-512 and
 // falls back to im2col + GEMM, which reaches about a third of the machine's peak. Here the
@@ -18,7 +19,7 @@ typedef struct {
     const cdnnl_conv_desc *d;
     const float *x, *dy;
     float *acc;          // private accumulator: [KD][KH][KW][ICp][OCp]
-    int64_t od_begin, od_end;
+    int64_t begin, end;  // range of (sample, output depth) pairs, flattened as n * OD + od
 } job;
 
 static inline int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
@@ -74,10 +75,10 @@ static void run_job(job *j) {
     const int64_t ICB = (d->in_channels + 7) / 8, OCB = (d->out_channels + 7) / 8;
     const int64_t ICp = ICB * 8, OCp = OCB * 8;
     const int64_t xstep = SW * 8;
-    for (int64_t n = 0; n < d->batch; n++)
-    for (int64_t od = j->od_begin; od < j->od_end; od++)
+    for (int64_t u = j->begin; u < j->end; u++)
     for (int64_t oh = 0; oh < OH; oh++)
     for (int64_t kd = 0; kd < KD; kd++) {
+        const int64_t n = u / OD, od = u % OD;
         int64_t id = od * SD - PD + kd;
         if (id < 0 || id >= ID) continue;
         for (int64_t kh = 0; kh < KH; kh++) {
@@ -126,16 +127,16 @@ int cdnnl_bwd_weights_avx2_3d(const cdnnl_conv_desc *d, int threads, const float
                               float *dw, float *db) {
     const int64_t ICp = (d->in_channels + 7) / 8 * 8, OCp = (d->out_channels + 7) / 8 * 8;
     const int64_t K = d->kernel[0] * d->kernel[1] * d->kernel[2];
-    const int64_t OD = d->out_size[0];
+    const int64_t units = d->batch * d->out_size[0];
     if (threads < 1) threads = 1;
-    if (threads > OD) threads = (int)OD;
+    if (threads > units) threads = (int)units;
     if (threads > 64) threads = 64;
     const size_t acc_floats = (size_t)(K * ICp * OCp);
     int rc = 0;
     job jobs[64];
     for (int t = 0; t < threads; t++) {
         jobs[t] = (job){d, x, dy, aligned_alloc(64, (acc_floats * sizeof(float) + 63) / 64 * 64),
-                        OD * t / threads, OD * (t + 1) / threads};
+                        units * t / threads, units * (t + 1) / threads};
         if (!jobs[t].acc) { rc = -1; continue; }
         memset(jobs[t].acc, 0, acc_floats * sizeof(float));
     }

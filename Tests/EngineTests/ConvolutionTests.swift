@@ -133,14 +133,17 @@ struct ConvolutionTests {
 
 @Suite("Convolution kernels")
 struct ConvolutionKernelTests {
-    /// On AVX2 machines 3D backward-weights on rows of >= 32 outputs runs on SwiftUNet's own
-    /// kernel (oneDNN only has a slow GEMM path there): check it against the reference on shapes
-    /// that exercise its edges (odd sizes, stride 2, padded channels, a 4x8 tail tile, batch 2, bias).
+    /// On AVX2 machines backward-weights on blocked8 rows of >= 32 outputs (3D) or >= 64 (2D) runs on
+    /// SwiftUNet's own kernel: check it against the reference on shapes that exercise its edges (odd
+    /// sizes, stride 2, padded channels, a 4x8 tail tile, batch > 1, bias).
     @Test("3D backward weights on blocked8 matches the reference", arguments: [
         ConvCase.make("24->40 on 3x2x33", [1, 24, 3, 2, 33], out: 40, k: 3),
         ConvCase.make("4->16 stride 2 on 3x4x67", [1, 4, 3, 4, 67], out: 16, k: 3, s: 2),
         ConvCase.make("13->5 1x1 with bias, batch 2", [2, 13, 2, 2, 40], out: 5, k: 1, bias: true),
         ConvCase.make("8->8 on 1x1x32", [1, 8, 1, 1, 32], out: 8, k: 3),
+        // 2D runs through the same kernel as depth-1 3D when output rows are >= 64 wide.
+        ConvCase.make("2D 12->24 on 3x70, batch 3", [3, 12, 3, 70], out: 24, k: 3),
+        ConvCase.make("2D 4->16 stride 2 on 5x131 with bias", [2, 4, 5, 131], out: 16, k: 3, s: 2, bias: true),
     ])
     func backwardWeightsBlocked8(_ c: ConvCase) throws {
         var rng = SeededRandom(31)
@@ -159,6 +162,7 @@ struct ConvolutionKernelTests {
         if let db { expectClose(try db.toArray(), ref.bias, "\(c.name): bias") }
         let impl = conv.implementation(.backwardWeights)
         #expect(!impl.isEmpty && !impl.contains("gemm"), "\(c.name) ran on \(impl)")
+        if c.name.hasPrefix("2D") { #expect(impl.hasPrefix("SwiftUNet"), "\(c.name) ran on \(impl)") }
     }
 }
 
