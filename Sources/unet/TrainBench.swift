@@ -34,7 +34,9 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "composer-2d or nvidia-3d.") var preset: String
     @Option(help: "Training batch (default: 16 in 2D, 1 in 3D).") var batch: Int?
     @Option(help: "Inference batch (default: 64 in 2D, 1 in 3D).") var inferenceBatch: Int?
-    @Option(help: "Timed steps per phase (median reported), after one untimed step.") var steps: Int = 3
+    @Option(help: "Timed steps per phase run (median kept), after one untimed step.") var steps: Int = 3
+    @Option(help: "Rounds: every implementation runs once per round, alternating; the best round counts (the machine's speed drifts).")
+    var rounds: Int = 2
     @Flag(help: "Skip the PyTorch reference.") var noTorch = false
     @Flag(help: "Print one JSON object instead of the table.") var json = false
     @OptionGroup var compute: ComputeOptions
@@ -42,7 +44,7 @@ struct BenchTrain: ParsableCommand {
     func validate() throws {
         guard let c = UNetConfig.preset(preset) else { throw ValidationError("--preset must be composer-2d or nvidia-3d") }
         _ = c
-        guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
+        guard steps >= 1, rounds >= 1 else { throw ValidationError("--steps and --rounds must be at least 1") }
     }
 
     struct Report: Codable {
@@ -65,19 +67,29 @@ struct BenchTrain: ParsableCommand {
             FileHandle.standardError.write(Data("PyTorch not available (pip install \"torch==2.13.0+cpu\"): SwiftUNet only\n".utf8))
         }
         var results: [TrainingBenchmark.Result] = []
-        for (phase, b) in [("train", trainBatch), ("infer", inferBatch)] {
-            let common = ["--preset", preset, "--phase", phase, "--batch", "\(b)", "--steps", "\(steps)"]
-            FileHandle.standardError.write(Data("SwiftUNet \(phase), batch \(b)...\n".utf8))
-            results.append(try decode(runChild(me, ["bench", "train-phase"] + common + ["--threads", "\(threads)", "--spatial"] + spatial.map(String.init))))
-            if torch {
-                for layout in [[], ["--channels-last"]] {
-                    FileHandle.standardError.write(Data("PyTorch \(phase) \(layout.isEmpty ? "default" : "channels-last"), batch \(b)...\n".utf8))
-                    let out = try runChild("/usr/bin/env", ["OMP_NUM_THREADS=\(threads)", "python3", script] + common +
-                                           ["--threads", "\(threads)", "--spatial"] + spatial.map(String.init) + layout)
-                    results.append(try decode(out))
+        func keep(_ r: TrainingBenchmark.Result) {
+            if let i = results.firstIndex(where: { $0.phase == r.phase && $0.implementation == r.implementation }) {
+                if r.seconds < results[i].seconds { results[i] = r }
+            } else {
+                results.append(r)
+            }
+        }
+        for round in 1 ... rounds {
+            for (phase, b) in [("train", trainBatch), ("infer", inferBatch)] {
+                let common = ["--preset", preset, "--phase", phase, "--batch", "\(b)", "--steps", "\(steps)"]
+                FileHandle.standardError.write(Data("round \(round)/\(rounds): SwiftUNet \(phase), batch \(b)...\n".utf8))
+                keep(try decode(runChild(me, ["bench", "train-phase"] + common + ["--threads", "\(threads)", "--spatial"] + spatial.map(String.init))))
+                if torch {
+                    for layout in [[], ["--channels-last"]] {
+                        FileHandle.standardError.write(Data("round \(round)/\(rounds): PyTorch \(phase) \(layout.isEmpty ? "default" : "channels-last"), batch \(b)...\n".utf8))
+                        let out = try runChild("/usr/bin/env", ["OMP_NUM_THREADS=\(threads)", "python3", script] + common +
+                                               ["--threads", "\(threads)", "--spatial"] + spatial.map(String.init) + layout)
+                        keep(try decode(out))
+                    }
                 }
             }
         }
+        results.sort { ($0.phase == "train" ? 0 : 1, $0.implementation) < ($1.phase == "train" ? 0 : 1, $1.implementation) }
         // Ratios: SwiftUNet over the better PyTorch layout (throughput), and peak memory over PyTorch's (same layout).
         var ratios: [String: Double] = [:]
         for phase in ["train", "infer"] {
@@ -94,13 +106,14 @@ struct BenchTrain: ParsableCommand {
             print(String(decoding: try e.encode(report), as: UTF8.self))
             return
         }
-        print("\(preset), \(threads) threads; training batch \(trainBatch), inference batch \(inferBatch) of \(spatial.map(String.init).joined(separator: "x"))")
+        print("\(preset), \(threads) threads; training batch \(trainBatch), inference batch \(inferBatch) of \(spatial.map(String.init).joined(separator: "x")); best of \(rounds) round(s), median of \(steps) steps each")
         let header = ["phase", "implementation", "batch", "s/step", "img/s", "GFLOP/s", "peak RSS MB"]
-        print(header.map { $0.padding(toLength: $0 == "implementation" ? 32 : 12, withPad: " ", startingAt: 0) }.joined())
+        func width(_ h: String) -> Int { h == "implementation" ? 34 : (h == "phase" ? 7 : 12) }
+        print(header.map { $0.padding(toLength: width($0), withPad: " ", startingAt: 0) }.joined())
         for r in results {
             let cells = [r.phase, r.implementation, "\(r.batch)", String(format: "%.3f", r.seconds), String(format: "%.2f", r.imagesPerSecond),
                          String(format: "%.1f", r.gflops), String(format: "%.0f", r.peakRSSMB)]
-            print(zip(header, cells).map { $1.padding(toLength: $0 == "implementation" ? 32 : 12, withPad: " ", startingAt: 0) }.joined())
+            print(zip(header, cells).map { $1.padding(toLength: width($0), withPad: " ", startingAt: 0) }.joined())
         }
         for (k, v) in ratios.sorted(by: { $0.key < $1.key }) { print(String(format: "%@: %.2fx", k, v)) }
     }

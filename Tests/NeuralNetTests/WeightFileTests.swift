@@ -122,3 +122,43 @@ import Testing
         #expect(error < 1e-6, "\(name): \(error)")
     }
 }
+
+@Suite struct CheckpointTests {
+    /// Stopping after 2 steps and resuming from the checkpoint gives exactly the losses of 4 uninterrupted steps.
+    @Test func resumeReproducesTheUninterruptedRun() throws {
+        let io = try Safetensors.read(fixtures + "/unet2d_resid_batch_io.safetensors")
+        let x = io.entry("input")!, y = io.entry("target")!
+        let input = try Tensor(dims: x.shape, values: x.floats())
+        let target = try Labels(dims: y.shape, values: y.bytes)
+        func steps(_ net: UNet, _ opt: Optimizer, _ k: Int) throws -> [Float] {
+            net.training = true
+            var losses: [Float] = []
+            for _ in 0 ..< k {
+                let out = try net.forward(input)
+                net.parameters.zeroGradients()
+                let (l, g) = try SegmentationLoss.evaluate(out, target: target)
+                try net.backward(g)
+                opt.update()
+                losses.append(l)
+            }
+            return losses
+        }
+        let weights = fixtures + "/unet2d_resid_batch_weights.safetensors"
+        let (a, _) = try UNet.load(weights)
+        let straight = try steps(a, try Optimizer(.recipe, parameters: a.parameters), 4)
+
+        let (b, _) = try UNet.load(weights)
+        let optB = try Optimizer(.recipe, parameters: b.parameters)
+        let first = try steps(b, optB, 2)
+        let path = NSTemporaryDirectory() + "swiftunet-checkpoint-\(UInt32.random(in: 0 ... .max)).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Checkpoint(step: 2, epoch: 1, rngState: [7, 9], extra: ["best": "0.5"]).save(network: b, optimizer: optB, to: path)
+        let (c, optC, state) = try Checkpoint.load(path)
+        #expect(state.step == 2 && state.epoch == 1 && state.rngState == [7, 9] && state.extra["best"] == "0.5")
+        #expect(optC.step == 2)
+        let rest = try steps(c, optC, 2)
+        #expect(first + rest == straight, "\(first + rest) vs \(straight)")
+        // The checkpoint's weights still load as plain weights.
+        #expect(try UNet.load(path).0.config == c.config)
+    }
+}
