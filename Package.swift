@@ -45,7 +45,7 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "MedicalImagingTests", dependencies: ["MedicalImaging", "CZlib"], exclude: ["Fixtures"]),
         .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet", "Engine"], exclude: ["Fixtures"]),
-        .testTarget(name: "SegmentationTests", dependencies: ["Segmentation", "MedicalImaging"], exclude: ["kfold_sklearn.json"]),
+        .testTarget(name: "SegmentationTests", dependencies: ["Segmentation", "MedicalImaging"], exclude: ["kfold_sklearn.json", "Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -26,6 +26,12 @@ echo "$again" | grep -q "skipped 5" || fail "finished cases were not skipped: $a
 "$unet" info --json "$tmp/label.nii.gz" | grep -q '"shape":\[240,240,155\]' || fail "convert round trip lost the shape"
 "$unet" convert "$tmp/label.npy" "$tmp/label.nii.gz" >/dev/null 2>&1 && fail "convert overwrote its output"
 
+# Evaluation of labels against themselves: perfect scores, summary files written, not overwritten.
+ev=$("$unet" evaluate --gt "$tmp/data/labelsTr" --pred "$tmp/data/labelsTr" -o "$tmp/eval/summary.json" 2>/dev/null) || fail "evaluate: $ev"
+echo "$ev" | grep -q "recipe Dice (Composer/NVIDIA metric): 100.00" || fail "evaluate self-comparison: $ev"
+[ -f "$tmp/eval/summary.csv" ] || fail "evaluate wrote no CSV"
+"$unet" evaluate --gt "$tmp/data/labelsTr" --pred "$tmp/data/labelsTr" -o "$tmp/eval/summary.json" >/dev/null 2>&1 && fail "evaluate overwrote its summary"
+
 # The network: exact parameter counts, a forward, and steps on one batch that lower the loss.
 "$unet" init --preset composer-2d --seed 1 --out "$tmp/m.safetensors" | grep -q "24,543,268 parameters" || fail "composer-2d parameter count"
 "$unet" init --preset nvidia-3d --out "$tmp/m3.safetensors" | grep -q "31,192,868 parameters" || fail "nvidia-3d parameter count"

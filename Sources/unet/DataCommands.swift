@@ -97,3 +97,48 @@ enum BundledData {
         return candidates.first { FileManager.default.fileExists(atPath: $0) }
     }
 }
+
+struct Evaluate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Score predicted label maps against ground truth: Dice and HD95 per label and region, and the recipe's metric.",
+        discussion: """
+        Cases are matched by file name (CASE.nii.gz in both folders). Labels 1, 2, 3 (Decathlon: edema, \
+        non-enhancing, enhancing; BraTS values are mapped) and regions WT {1,2,3}, TC {2,3}, ET {3}. HD95 in mm \
+        (medpy's definition). Empty vs empty: Dice 1, HD95 0; empty vs non-empty: Dice 0, HD95 = the image \
+        diagonal in mm. The recipe's Dice: per class, 1 if absent from the truth and never predicted, else 0 \
+        when absent from the truth; mean over classes and cases, x100. Writes summary.json and summary.csv.
+        """
+    )
+
+    @Option(help: "Folder of ground-truth label files.") var gt: String
+    @Option(help: "Folder of predicted label files.") var pred: String
+    @Option(name: .shortAndLong, help: "Summary JSON (default: PRED/summary.json); the CSV goes beside it.") var output: String?
+    @Option(help: "Label convention: auto, decathlon or brats.") var labels: String = "auto"
+    @Flag(help: "Replace an existing summary.") var overwrite = false
+
+    func validate() throws {
+        guard ["auto", "decathlon", "brats"].contains(labels) else { throw ValidationError("--labels must be auto, decathlon or brats") }
+    }
+
+    func run() throws {
+        let json = output ?? pred + "/summary.json"
+        let csv = (json.hasSuffix(".json") ? String(json.dropLast(5)) : json) + ".csv"
+        if !overwrite { try refuseExisting(json, csv) }
+        try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: json).deletingLastPathComponent().path, withIntermediateDirectories: true)
+        let count = (try? FileManager.default.contentsOfDirectory(atPath: gt).filter { $0.hasSuffix(".nii.gz") || $0.hasSuffix(".nii") }.count) ?? 0
+        let summary = try Evaluation.run(truthFolder: gt, predictionFolder: pred, convention: LabelConvention(rawValue: labels),
+                                         progress: ProgressReporter(total: max(count, 1), label: "evaluate"))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(Array(try encoder.encode(summary)), to: json)
+        try AtomicFile.write(text: Evaluation.csv(summary), to: csv)
+        let names = Evaluation.structures.map(\.name)
+        print("\(summary.cases.count) case(s), labels \(summary.labelConvention)")
+        print("        " + names.map { $0.padding(toLength: 8, withPad: " ", startingAt: 0) }.joined())
+        print("Dice    " + names.map { String(format: "%-8.4f", summary.meanDice[$0]!) }.joined())
+        print("HD95 mm " + names.map { String(format: "%-8.2f", summary.meanHD95[$0]!) }.joined())
+        print(String(format: "recipe Dice (Composer/NVIDIA metric): %.2f", summary.recipeDice))
+        for n in summary.notes { print("note: \(n)") }
+        print("wrote \(json) and \(csv)")
+    }
+}
