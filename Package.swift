@@ -31,7 +31,7 @@ let package = Package(
         // Layers with forward/backward, the UNet, losses, optimizers, weight files (safetensors).
         .target(name: "NeuralNet", dependencies: ["Engine", "FileSupport"]),
         // The pipeline: preprocessing, folds, phantom data (later: loader, trainer, predictor, metrics).
-        .target(name: "Segmentation", dependencies: ["MedicalImaging"]),
+        .target(name: "Segmentation", dependencies: ["MedicalImaging", "NeuralNet", "Engine"]),
         .executableTarget(
             name: "unet",
             dependencies: [
@@ -45,7 +45,7 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "MedicalImagingTests", dependencies: ["MedicalImaging", "CZlib"], exclude: ["Fixtures"]),
         .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet", "Engine"], exclude: ["Fixtures"]),
-        .testTarget(name: "SegmentationTests", dependencies: ["Segmentation", "MedicalImaging"], exclude: ["kfold_sklearn.json", "Fixtures"]),
+        .testTarget(name: "SegmentationTests", dependencies: ["Segmentation", "MedicalImaging", "NeuralNet", "Engine"], exclude: ["kfold_sklearn.json", "Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

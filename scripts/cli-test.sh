@@ -52,6 +52,12 @@ PY
   --out "$tmp/m2.safetensors" --losses "$tmp/losses.json" >/dev/null 2>&1 || fail "step"
 python3 -c "import json,sys; l=json.load(open(sys.argv[1])); sys.exit(0 if len(l) == 4 and l[-1] < l[0] else 1)" "$tmp/losses.json" \
   || fail "loss did not fall: $(cat "$tmp/losses.json")"
+# Prediction on a raw case: a label file on the input's grid, then scored.
+mkdir -p "$tmp/one" && cp "$tmp/data/imagesTr/BRATS_002.nii.gz" "$tmp/one/"
+"$unet" predict --model "$tmp/m.safetensors" -i "$tmp/one" -o "$tmp/pred" >/dev/null || fail "predict"
+"$unet" info --json "$tmp/pred/BRATS_002.nii.gz" | grep -q '"shape":\[240,240,155\]' || fail "prediction shape"
+"$unet" evaluate --gt "$tmp/data/labelsTr" --pred "$tmp/pred" >/dev/null 2>&1 || fail "evaluate a prediction"
+
 set +e
 out=$("$unet" forward --model "$tmp/x.npy" --input "$tmp/x.npy" --output "$tmp/l2.npy" 2>&1); status=$?
 set -e

@@ -224,6 +224,14 @@ public struct LoadedCase: Sendable {
     public var label: [UInt8]?
     /// Header of the first image file: the geometry outputs copy.
     public var header: NiftiHeader
+
+    public init(id: String, shape: [Int], channels: [[Float]], label: [UInt8]?, header: NiftiHeader) {
+        self.id = id
+        self.shape = shape
+        self.channels = channels
+        self.label = label
+        self.header = header
+    }
 }
 
 extension Dataset {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Engine
 import Foundation
 import MedicalImaging
+import Segmentation
 import NeuralNet
 
 /// Refuses to replace a file the user already has.
@@ -150,5 +151,56 @@ struct Step: ParsableCommand {
         try net.save(to: out, metadata: ["steps": "\(steps)", "optimizer": optimizer])
         try AtomicFile.write(text: "[" + values.map { String(format: "%.9g", $0) }.joined(separator: ", ") + "]\n", to: losses)
         print(String(format: "%d steps in %.2f s, loss %.6f -> %.6f; wrote %@ and %@", steps, Date().timeIntervalSince(start), values.first!, values.last!, out, losses))
+    }
+}
+
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Segment raw NIfTI cases: the training preprocessing, 2D slices or a 3D sliding window, back to the input's grid.",
+        discussion: """
+        -i takes a 4D image (X, Y, Z, channels, Decathlon style), a folder of them, or a folder of nnU-Net channel \
+        files (CASE_0000.nii.gz ...). Writes OUT/CASE.nii.gz with exactly the input's geometry. --model takes a \
+        weight file or checkpoint, or a run folder (its checkpoint_best.safetensors, else checkpoint_last).
+        """
+    )
+
+    @Option(help: "Weight file, checkpoint or run folder.") var model: String
+    @Option(name: .shortAndLong, help: "Input file or folder.") var input: String
+    @Option(name: .shortAndLong, help: "Output folder.") var output: String
+    @Flag(help: "Average over flips of every spatial axis (4 in 2D, 8 in 3D).") var tta = false
+    @Option(help: "Overlap of 3D windows (0-0.9).") var overlap: Double = 0.5
+    @Option(help: "Slices per forward pass (2D).") var sliceBatch: Int = 16
+    @Option(help: "Label values to write: decathlon (0-3) or brats (0, 1, 2, 4).") var labels: String = "decathlon"
+    @Flag(help: "Replace existing outputs.") var overwrite = false
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        guard (0 ... 0.9).contains(overlap) else { throw ValidationError("--overlap must be within 0...0.9") }
+        guard sliceBatch >= 1 else { throw ValidationError("--slice-batch must be at least 1") }
+        guard LabelConvention(rawValue: labels) != nil else { throw ValidationError("--labels must be decathlon or brats") }
+    }
+
+    func run() throws {
+        compute.apply()
+        var path = model
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: model, isDirectory: &isDirectory), isDirectory.boolValue {
+            guard let found = ["checkpoint_best.safetensors", "checkpoint_last.safetensors"].map({ model + "/" + $0 })
+                .first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+                throw ValidationError("\(model) holds no checkpoint_best.safetensors or checkpoint_last.safetensors")
+            }
+            path = found
+        }
+        let (net, _) = try UNet.load(path)
+        var options = Predictor.Options()
+        options.overlap = overlap
+        options.testTimeAugmentation = tta
+        options.sliceBatch = sliceBatch
+        options.convention = LabelConvention(rawValue: labels)!
+        options.overwrite = overwrite
+        let times = try Predictor.run(network: net, input: input, output: output, options: options) { id, seconds in
+            print(String(format: "%@: %.1f s", id, seconds))
+        }
+        print("wrote \(times.count) segmentation(s) to \(output)")
     }
 }

@@ -1,0 +1,213 @@
+import Engine
+import Foundation
+import MedicalImaging
+import NeuralNet
+
+/// Segments raw NIfTI cases with a trained network: the training preprocessing, 2D slice batches or a
+/// 3D sliding window, optional flip test-time augmentation, back to the original grid, argmax, and a
+/// label NIfTI with exactly the input's geometry.
+public enum Predictor {
+    public struct Options: Sendable {
+        /// 3D windows overlap by this fraction of the patch.
+        public var overlap = 0.5
+        /// Average logits over flips of every spatial axis (2D: 4 combinations, 3D: 8).
+        public var testTimeAugmentation = false
+        /// Slices per forward pass in 2D.
+        public var sliceBatch = 16
+        public var patch3D = [128, 128, 128]
+        /// Label values written: the Decathlon's (0-3) or BraTS (0, 1, 2, 4).
+        public var convention = LabelConvention.decathlon
+        public var overwrite = false
+        public init() {}
+    }
+
+    /// Cases under `path`: one 4D file, a folder of 4D files, or a folder of nnU-Net channel files
+    /// (`CASE_0000.nii.gz`...). macOS `._*` files are ignored.
+    public static func inputs(_ path: String) throws -> [(id: String, files: [String])] {
+        func id(_ name: String) -> String {
+            for ext in [".nii.gz", ".nii"] where name.hasSuffix(ext) { return String(name.dropLast(ext.count)) }
+            return name
+        }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw SegmentationError.invalidFile(path, "no such file or folder")
+        }
+        if !isDirectory.boolValue { return [(id(URL(fileURLWithPath: path).lastPathComponent), [path])] }
+        let names = try FileManager.default.contentsOfDirectory(atPath: path)
+            .filter { !$0.hasPrefix("._") && ($0.hasSuffix(".nii.gz") || $0.hasSuffix(".nii")) }.sorted()
+        guard !names.isEmpty else { throw SegmentationError.invalidFile(path, "holds no .nii or .nii.gz files") }
+        // nnU-Net channel files: every stem ends in _XXXX.
+        let stems = names.map(id)
+        if stems.allSatisfy({ $0.count > 5 && $0.dropLast(4).last == "_" && Int($0.suffix(4)) != nil }) {
+            var groups: [String: [String]] = [:]
+            for (n, s) in zip(names, stems) { groups[String(s.dropLast(5)), default: []].append(path + "/" + n) }
+            return groups.keys.sorted().map { ($0, groups[$0]!.sorted()) }
+        }
+        return zip(stems, names).map { ($0, [path + "/" + $1]) }
+    }
+
+    /// Reads a case's channels (one 4D file or one 3D file per channel) and checks their grids agree.
+    public static func load(id: String, files: [String], channels: Int) throws -> LoadedCase {
+        var values: [[Float]] = []
+        var header = NiftiHeader()
+        var shape: [Int] = []
+        for (k, file) in files.enumerated() {
+            let image = try NiftiImage.read(file)
+            if k == 0 { header = image.header; shape = Array(image.shape.prefix(3)) }
+            guard image.shape.count >= 3, Array(image.shape.prefix(3)) == shape else {
+                throw SegmentationError.invalidFile(file, "shape \(image.shape) differs from \(files[0])'s \(shape)")
+            }
+            let all = image.floatValues()
+            let n = shape.reduce(1, *)
+            let count = image.shape.count > 3 ? image.shape[3...].reduce(1, *) : 1
+            for c in 0 ..< count { values.append(Array(all[c * n ..< (c + 1) * n])) }
+        }
+        guard values.count == channels else {
+            throw SegmentationError.invalidFile(files[0], "\(values.count) channel(s) for case \(id); the model takes \(channels)")
+        }
+        return LoadedCase(id: id, shape: shape, channels: values, label: nil, header: header)
+    }
+
+    /// Training-class labels (0-3) on the original grid (x fastest).
+    public static func segment(_ loaded: LoadedCase, network: UNet, options: Options) throws -> [UInt8] {
+        let config = network.config
+        let pre = try Preprocessing.transform(loaded, options: PreprocessOptions(dim: config.dimension), channelNames: [],
+                                              convention: .decathlon)
+        network.training = false
+        let (C, D, H, W) = (pre.meta.shape[0], pre.meta.shape[1], pre.meta.shape[2], pre.meta.shape[3])
+        let K = config.classes
+        var labels = [UInt8](repeating: 0, count: D * H * W)
+        let flips: [[Int]] = options.testTimeAugmentation
+            ? (config.dimension == 2 ? [[], [2], [3], [2, 3]] : [[], [2], [3], [4], [2, 3], [2, 4], [3, 4], [2, 3, 4]]) : [[]]
+        if config.dimension == 2 {
+            // Slices d of (C, D, H, W) become a batch (n, C, H, W).
+            var start = 0
+            while start < D {
+                let n = min(options.sliceBatch, D - start)
+                var batch = [Float](repeating: 0, count: n * C * H * W)
+                for s in 0 ..< n { for c in 0 ..< C {
+                    let src = (c * D + start + s) * H * W, dst = (s * C + c) * H * W
+                    for i in 0 ..< H * W { batch[dst + i] = pre.image[src + i] }
+                } }
+                let logits = try averagedLogits(network, batch, dims: [n, C, H, W], flips: flips)
+                for s in 0 ..< n { for i in 0 ..< H * W {
+                    var best = 0
+                    for k in 1 ..< K where logits[(s * K + k) * H * W + i] > logits[(s * K + best) * H * W + i] { best = k }
+                    labels[(start + s) * H * W + i] = UInt8(best)
+                } }
+                start += n
+            }
+        } else {
+            let patch = options.patch3D
+            let size = [D, H, W]
+            let positions = (0 ..< 3).map { windowStarts(size[$0], patch[$0], overlap: options.overlap) }
+            let importance = gaussian(patch)
+            var sum = [Float](repeating: 0, count: K * D * H * W), weight = [Float](repeating: 0, count: D * H * W)
+            let pv = patch.reduce(1, *)
+            for z0 in positions[0] { for y0 in positions[1] { for x0 in positions[2] {
+                var window = [Float](repeating: 0, count: C * pv)
+                for c in 0 ..< C { for z in 0 ..< patch[0] { for y in 0 ..< patch[1] {
+                    let src = ((c * D + z0 + z) * H + y0 + y) * W + x0, dst = ((c * patch[0] + z) * patch[1] + y) * patch[2]
+                    for x in 0 ..< patch[2] { window[dst + x] = pre.image[src + x] }
+                } } }
+                let logits = try averagedLogits(network, window, dims: [1, C] + patch, flips: flips)
+                for z in 0 ..< patch[0] { for y in 0 ..< patch[1] { for x in 0 ..< patch[2] {
+                    let p = (z * patch[1] + y) * patch[2] + x
+                    let g = ((z0 + z) * H + y0 + y) * W + x0 + x
+                    let w = importance[p]
+                    weight[g] += w
+                    for k in 0 ..< K { sum[k * D * H * W + g] += w * logits[k * pv + p] }
+                } } }
+            } } }
+            let v = D * H * W
+            for g in 0 ..< v {
+                var best = 0
+                for k in 1 ..< K where sum[k * v + g] > sum[best * v + g] { best = k }
+                labels[g] = UInt8(best)
+            }
+        }
+        return try Preprocessing.restore(labels, meta: pre.meta, fill: 0)
+    }
+
+    /// Logits (plain, same dims with classes) averaged over the flipped inputs.
+    static func averagedLogits(_ network: UNet, _ input: [Float], dims: [Int], flips: [[Int]]) throws -> [Float] {
+        var total: [Float] = []
+        for axes in flips {
+            let x = axes.isEmpty ? input : flip(input, dims: dims, axes: axes)
+            var out = try network.forward(try Tensor(dims: dims, values: x))[0].toArray()
+            if !axes.isEmpty { out = flip(out, dims: [dims[0], network.config.classes] + dims.dropFirst(2), axes: axes) }
+            if total.isEmpty { total = out } else { for i in 0 ..< total.count { total[i] += out[i] } }
+        }
+        if flips.count > 1 { let s = 1 / Float(flips.count); for i in 0 ..< total.count { total[i] *= s } }
+        return total
+    }
+
+    /// Reverses `axes` of a C-order array of `dims`.
+    static func flip(_ v: [Float], dims: [Int], axes: [Int]) -> [Float] {
+        var out = v
+        var strides = [Int](repeating: 1, count: dims.count)
+        for i in stride(from: dims.count - 2, through: 0, by: -1) { strides[i] = strides[i + 1] * dims[i + 1] }
+        for i in 0 ..< v.count {
+            var j = 0
+            for a in 0 ..< dims.count {
+                let idx = i / strides[a] % dims[a]
+                j += (axes.contains(a) ? dims[a] - 1 - idx : idx) * strides[a]
+            }
+            out[j] = v[i]
+        }
+        return out
+    }
+
+    /// Window starts covering [0, size) with windows of `patch` overlapping by `overlap` (evenly spread).
+    static func windowStarts(_ size: Int, _ patch: Int, overlap: Double) -> [Int] {
+        guard size > patch else { return [0] }
+        let step = max(1.0, Double(patch) * (1 - overlap))
+        let count = Int((Double(size - patch) / step).rounded(.up)) + 1
+        return (0 ..< count).map { Int((Double(size - patch) * Double($0) / Double(count - 1)).rounded()) }
+    }
+
+    /// Gaussian importance weights over a patch (sigma = patch / 8 per axis), maximum 1, no zeros.
+    static func gaussian(_ patch: [Int]) -> [Float] {
+        let sigma = patch.map { Double($0) / 8 }
+        var g = [Float](repeating: 0, count: patch.reduce(1, *))
+        var i = 0
+        for z in 0 ..< patch[0] { for y in 0 ..< patch[1] { for x in 0 ..< patch[2] {
+            let coordinates: [Double] = [Double(z), Double(y), Double(x)]
+            var d = 0.0
+            for a in 0 ..< 3 {
+                let centre = (Double(patch[a]) - 1) / 2
+                let offset = coordinates[a] - centre
+                d += offset * offset / (2 * sigma[a] * sigma[a])
+            }
+            g[i] = Float(Foundation.exp(-d))
+            i += 1
+        } } }
+        let smallest = g.filter { $0 > 0 }.min() ?? 1
+        return g.map { max($0, smallest) }
+    }
+
+    /// Segments every case under `input` into `output` (CASE.nii.gz, the input's geometry). Returns seconds per case.
+    public static func run(network: UNet, input: String, output: String, options: Options,
+                           report: (String, Double) -> Void = { _, _ in }) throws -> [(String, Double)] {
+        let cases = try inputs(input)
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        var times: [(String, Double)] = []
+        for c in cases {
+            let path = output + "/\(c.id).nii.gz"
+            if !options.overwrite, FileManager.default.fileExists(atPath: path) {
+                throw SegmentationError.invalidFile(path, "exists; pass --overwrite to replace it")
+            }
+            let start = Date()
+            let loaded = try load(id: c.id, files: c.files, channels: network.config.inputChannels)
+            let classes = try segment(loaded, network: network, options: options)
+            var header = loaded.header
+            header.shape = loaded.shape
+            let stored = classes.map { options.convention.storedValue(of: $0) }
+            try NiftiImage(shape: loaded.shape, voxels: .uint8(stored), like: header).write(to: path, compressionLevel: 6)
+            let seconds = Date().timeIntervalSince(start)
+            times.append((c.id, seconds))
+            report(c.id, seconds)
+        }
+        return times
+    }
+}

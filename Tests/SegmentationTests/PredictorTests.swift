@@ -1,0 +1,52 @@
+import Foundation
+import Testing
+@testable import MedicalImaging
+@testable import NeuralNet
+@testable import Segmentation
+
+@Suite struct PredictorTests {
+    @Test func windowsCoverTheVolume() {
+        #expect(Predictor.windowStarts(128, 128, overlap: 0.5) == [0])
+        #expect(Predictor.windowStarts(167, 128, overlap: 0.5) == [0, 39])
+        #expect(Predictor.windowStarts(300, 128, overlap: 0.5) == [0, 57, 115, 172])
+        let g = Predictor.gaussian([8, 8, 8])
+        #expect(g.max()! <= 1 && g.min()! > 0 && g[(4 * 8 + 4) * 8 + 4] > g[0])
+        let v: [Float] = (0 ..< 24).map(Float.init)
+        #expect(Predictor.flip(Predictor.flip(v, dims: [1, 2, 3, 4], axes: [2, 3]), dims: [1, 2, 3, 4], axes: [2, 3]) == v)
+        #expect(Predictor.flip(v, dims: [1, 1, 2, 12], axes: [3])[0] == 11)
+    }
+
+    /// A 4D Decathlon-style file and nnU-Net channel files give a label file on the input's exact grid
+    /// (shape, affine, codes), in 2D and 3D, with and without test-time flips.
+    @Test(arguments: [2, 3])
+    func outputHasTheInputsGeometry(dimension: Int) throws {
+        let folder = try temporaryFolder()
+        defer { removeTemporary(folder) }
+        let tiny = TinyCase(seed: 9)
+        var reference = NiftiHeader()
+        reference.shape = tiny.shape
+        reference.setAffine(Affine(rows: [[-1.2, 0, 0, 90], [0, -0.9, 0, 100], [0, 0, 2, -50], [0, 0, 0, 1]]))
+        try FileManager.default.createDirectory(atPath: folder + "/in", withIntermediateDirectories: true)
+        try NiftiImage(shape: tiny.shape + [4], voxels: .float32(tiny.channels.flatMap { $0 }), like: reference).write(to: folder + "/in/CASE_A.nii.gz")
+        var config = UNetConfig(dimension: dimension, depth: 3, filterCap: 16, residual: dimension == 2, norm: dimension == 2 ? .batch : .instance)
+        config.filters = [8, 8, 16]
+        let net = try UNet(config: config)
+        var options = Predictor.Options()
+        options.patch3D = [64, 64, 64]
+        options.testTimeAugmentation = dimension == 2
+        options.convention = .brats
+        let times = try Predictor.run(network: net, input: folder + "/in", output: folder + "/out", options: options)
+        #expect(times.count == 1)
+        let out = try NiftiImage.read(folder + "/out/CASE_A.nii.gz")
+        #expect(out.shape == tiny.shape)
+        #expect(out.header.datatype == .uint8)
+        for i in 0 ..< 4 { for j in 0 ..< 4 { #expect(abs(out.affine.rows[i][j] - reference.affine.rows[i][j]) < 1e-5) } }
+        #expect(out.affine.orientation == "LPS")
+        let values = Set(out.floatValues())
+        #expect(values.isSubset(of: [0, 1, 2, 4]), "BraTS values expected, got \(values)")
+        // Background outside the brain box stays 0 (restored from the crop).
+        #expect(out.floatValues()[0] == 0)
+        // Existing outputs are not replaced.
+        #expect(throws: SegmentationError.self) { try Predictor.run(network: net, input: folder + "/in", output: folder + "/out", options: options) }
+    }
+}
