@@ -39,10 +39,43 @@ public enum Npy {
         }
     }
 
-    /// Reads a `.npy` file; sizes are checked against the file before copying.
-    public static func read(_ path: String) throws -> NpyArray {
+    /// Where a `.npy` file's values are and what they are.
+    public struct Layout: Sendable {
+        public var shape: [Int]
+        public var datatype: NiftiDatatype
+        public var bigEndian: Bool
+        public var fortranOrder: Bool
+        /// Offset of the first value in the file, in bytes.
+        public var dataStart: Int
+        public var count: Int
+    }
+
+    /// A memory-mapped `.npy` file (values read in place, e.g. one slice of a preprocessed case).
+    public final class Mapped: @unchecked Sendable {
+        public let layout: Layout
+        let file: MappedFile
+        init(file: MappedFile, layout: Layout) { self.file = file; self.layout = layout }
+
+        /// Copies `count` little-endian float32 values starting at value index `start` into `destination`.
+        public func copyFloats(from start: Int, count: Int, into destination: UnsafeMutablePointer<Float>) {
+            precondition(layout.datatype == .float32 && !layout.bigEndian && start >= 0 && start + count <= layout.count)
+            UnsafeMutableRawPointer(destination).copyMemory(from: file.bytes.baseAddress! + layout.dataStart + 4 * start, byteCount: 4 * count)
+        }
+
+        /// Copies `count` uint8 values starting at value index `start`.
+        public func copyBytes(from start: Int, count: Int, into destination: UnsafeMutablePointer<UInt8>) {
+            precondition(layout.datatype == .uint8 && start >= 0 && start + count <= layout.count)
+            UnsafeMutableRawPointer(destination).copyMemory(from: file.bytes.baseAddress! + layout.dataStart + start, byteCount: count)
+        }
+    }
+
+    /// Maps a `.npy` file after checking its header and size.
+    public static func map(_ path: String) throws -> Mapped {
         let file = try mapFile(path)
-        let bytes = file.bytes
+        return Mapped(file: file, layout: try layout(file.bytes, path: path))
+    }
+
+    static func layout(_ bytes: UnsafeRawBufferPointer, path: String) throws -> Layout {
         func bad(_ reason: String) -> ImagingError { .notRecognized(file: path, reason: reason) }
         guard bytes.count >= 10, Array(bytes[0 ..< 6]) == magic else { throw bad("missing the NumPy .npy magic") }
         let major = bytes[6]
@@ -70,7 +103,6 @@ public enum Npy {
         guard descr.count == 3, let order = descr.first, "<>|=".contains(order),
               let type = NiftiDatatype.allCases.first(where: { self.descr($0).dropFirst() == descr.dropFirst() })
         else { throw bad("dtype '\(descr)' is not supported (numeric types up to 8 bytes)") }
-        let bigEndian = order == ">" && type.bytesPerVoxel > 1
         var count = 1
         for n in shape {
             let (p, o) = count.multipliedReportingOverflow(by: n)
@@ -82,6 +114,17 @@ public enum Npy {
         guard !overflow, byteCount <= bytes.count - dataStart else {
             throw ImagingError.truncated(file: path, expectedBytes: overflow ? Int.max : byteCount, availableBytes: bytes.count - dataStart)
         }
+        return Layout(shape: shape, datatype: type, bigEndian: order == ">" && type.bytesPerVoxel > 1, fortranOrder: fortran,
+                      dataStart: dataStart, count: count)
+    }
+
+    /// Reads a `.npy` file; sizes are checked against the file before copying.
+    public static func read(_ path: String) throws -> NpyArray {
+        let file = try mapFile(path)
+        let bytes = file.bytes
+        let l = try layout(bytes, path: path)
+        let (type, count, bigEndian, dataStart, shape, fortran) = (l.datatype, l.count, l.bigEndian, l.dataStart, l.shape, l.fortranOrder)
+        let byteCount = count * type.bytesPerVoxel
         let raw = UnsafeRawBufferPointer(rebasing: bytes[dataStart ..< dataStart + byteCount])
         func load<T: FixedWidthInteger>(_: T.Type) -> [T] {
             [T](unsafeUninitializedCapacity: count) { buffer, initialized in
