@@ -204,3 +204,70 @@ struct Predict: ParsableCommand {
         print("wrote \(times.count) segmentation(s) to \(output)")
     }
 }
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train the 2D recipe on a preprocessed folder (fold K of its splits.json); resumable, Ctrl-C safe.",
+        discussion: """
+        Defaults are the recipe's (Composer): RAdam lr 1e-3, weight decay 1e-4, batch 64, constant LR, 200 epochs of one \
+        slice per training volume, Composer's augmentations. RUN gets config.json, log.jsonl (one line per epoch), \
+        checkpoint_last.safetensors and checkpoint_best.safetensors (best validation Dice). Ctrl-C stops after the \
+        current step with a checkpoint; --resume continues exactly where it stopped.
+        """
+    )
+
+    @Option(help: "Preprocessed folder (unet preprocess --dim 2).") var data: String
+    @Option(help: "Fold of splits.json to validate on.") var fold: Int = 0
+    @Option(help: "composer-2d (3D training is not implemented yet).") var preset: String = "composer-2d"
+    @Option(help: "Override the filters per level, e.g. 16,32,64,128 (a smaller, faster network).") var filters: String?
+    @Option(help: "Run folder.") var out: String
+    @Option(help: "Epochs.") var epochs: Int = 200
+    @Option(help: "Batch size.") var batch: Int = 64
+    @Option(help: "Learning rate.") var lr: Double = 1e-3
+    @Option(help: "radam, adam, adamw or sgd.") var optimizer: String = "radam"
+    @Option(help: "Weight decay.") var weightDecay: Double = 1e-4
+    @Option(help: "constant, cosine (warm restarts every 50 epochs) or poly (power 0.9).") var schedule: String = "constant"
+    @Option(help: "Seed (initialisation, data order, augmentations).") var seed: UInt64 = 0
+    @Option(help: "Validate every N epochs.") var valEvery: Int = 1
+    @Flag(help: "Continue the run in --out from its checkpoint_last.") var resume = false
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        guard UNetConfig.preset(preset) != nil else { throw ValidationError("--preset must be composer-2d") }
+        guard epochs >= 1, batch >= 1, valEvery >= 1, fold >= 0 else { throw ValidationError("--epochs, --batch, --val-every must be >= 1 and --fold >= 0") }
+        guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be radam, adam, adamw or sgd") }
+        guard ["constant", "cosine", "poly"].contains(schedule) else { throw ValidationError("--schedule must be constant, cosine or poly") }
+        if let filters { guard filters.split(separator: ",").allSatisfy({ Int($0).map { $0 > 0 } ?? false }) else { throw ValidationError("--filters must be positive integers separated by commas") } }
+    }
+
+    func run() throws {
+        compute.apply()
+        var config = UNetConfig.preset(preset)!
+        if let filters {
+            let f = filters.split(separator: ",").map { Int($0)! }
+            config = UNetConfig(dimension: config.dimension, depth: f.count, filterCap: Int.max, residual: config.residual, norm: config.norm)
+            config.filters = f
+        }
+        var options = TrainingOptions(network: config)
+        options.fold = fold
+        options.epochs = epochs
+        options.batch = batch
+        options.optimizer = Optimizer.Settings(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, weightDecay: weightDecay)
+        options.schedule = schedule == "constant" ? .constant : (schedule == "cosine" ? .cosineWarmRestarts(period: 50, multiplier: 1, minimum: 0) : .polynomial(total: epochs, power: 0.9, end: 0))
+        options.seed = seed
+        options.validateEvery = valEvery
+        signal(SIGINT) { _ in Trainer.requestStop() }
+        let trainer = Trainer(data: data, run: out, options: options)
+        let outcome = try trainer.train(resume: resume) { r in
+            var line = String(format: "epoch %d: loss %.4f, lr %.2g, %.1f s", r.epoch, r.loss, r.learningRate, r.seconds)
+            if let d = r.validationDice, let regions = r.regionDice {
+                line += String(format: "; validation Dice %.2f (WT %.1f, TC %.1f, ET %.1f)", d, regions["WT"] ?? 0, regions["TC"] ?? 0, regions["ET"] ?? 0)
+            }
+            print(line)
+        }
+        switch outcome {
+        case .finished: print("finished; \(trainer.bestCheckpoint) holds the best validation Dice")
+        case let .stopped(epoch, step): print("stopped in epoch \(epoch + 1) after step \(step); continue with --resume")
+        }
+    }
+}

@@ -1,0 +1,214 @@
+import Engine
+import Foundation
+import MedicalImaging
+import NeuralNet
+
+/// Everything that defines a training run (written to RUN/config.json; a resumed run must match it).
+public struct TrainingOptions: Codable, Sendable, Equatable {
+    public var network: UNetConfig
+    public var fold = 0
+    public var epochs = 200
+    public var batch = 64
+    public var optimizer = Optimizer.Settings.recipe
+    public var schedule = LearningRateSchedule.constant
+    public var seed: UInt64 = 0
+    public var validateEvery = 1
+    /// Slices per forward pass in validation.
+    public var validationBatch = 32
+    public var augmentations = Augmentations()
+
+    public init(network: UNetConfig) { self.network = network }
+}
+
+/// One line of RUN/log.jsonl.
+public struct EpochRecord: Codable, Sendable {
+    public var epoch: Int
+    public var step: Int
+    public var loss: Double
+    public var learningRate: Double
+    public var seconds: Double
+    /// The recipe's validation Dice (%), per class, and per region (WT, TC, ET), when validated this epoch.
+    public var validationDice: Double?
+    public var classDice: [Double]?
+    public var regionDice: [String: Double]?
+}
+
+/// Trains the 2D recipe on a preprocessed folder: one slice per training volume per epoch, the recipe's
+/// augmentations, validation on the fold's held-out cases with the recipe's Dice, checkpoints
+/// (`checkpoint_last`, `checkpoint_best`, atomic), a JSONL log, resumable to the exact same losses.
+public final class Trainer: @unchecked Sendable {
+    public let options: TrainingOptions
+    public let run: String
+    let data: String
+    nonisolated(unsafe) static var stopRequested = false
+
+    public init(data: String, run: String, options: TrainingOptions) {
+        self.data = data
+        self.run = run
+        self.options = options
+    }
+
+    public var lastCheckpoint: String { run + "/checkpoint_last.safetensors" }
+    public var bestCheckpoint: String { run + "/checkpoint_best.safetensors" }
+    public var log: String { run + "/log.jsonl" }
+
+    /// Asks a running `train` to stop after the current step (it saves checkpoint_last first). Safe from a signal handler.
+    public static func requestStop() { stopRequested = true }
+
+    public enum Outcome: Sendable, Equatable { case finished, stopped(epoch: Int, step: Int) }
+
+    /// Runs (or resumes, when `resume` and RUN/checkpoint_last exists) the training. `report` receives each epoch's record.
+    public func train(resume: Bool, report: (EpochRecord) -> Void = { _ in }) throws -> Outcome {
+        guard options.network.dimension == 2 else {
+            throw SegmentationError.invalidArgument("3D training is not implemented yet; use a 2D configuration (composer-2d)")
+        }
+        let fm = FileManager.default
+        let configPath = run + "/config.json"
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        if fm.fileExists(atPath: configPath) {
+            guard resume else { throw SegmentationError.invalidFile(run, "holds a run already; pass --resume to continue it or choose another --out") }
+            let old = try JSONDecoder().decode(TrainingOptions.self, from: Data(contentsOf: URL(fileURLWithPath: configPath)))
+            guard old == options else { throw SegmentationError.invalidFile(configPath, "the run was started with other options; resume it with the same ones") }
+        } else {
+            try fm.createDirectory(atPath: run, withIntermediateDirectories: true)
+            try AtomicFile.write(Array(try encoder.encode(options)), to: configPath)
+        }
+        let splitsData: Data
+        do { splitsData = try Data(contentsOf: URL(fileURLWithPath: data + "/splits.json")) } catch {
+            throw SegmentationError.invalidFile(data + "/splits.json", "missing: preprocess the dataset (5 or more cases) first")
+        }
+        let splits = try JSONDecoder().decode(FoldSplits.self, from: splitsData)
+        guard splits.folds.indices.contains(options.fold) else { throw SegmentationError.invalidArgument("fold \(options.fold) does not exist (0...\(splits.folds.count - 1))") }
+        let fold = splits.folds[options.fold]
+        let loader = try SliceLoader(folder: data, ids: fold.train, augmentations: options.augmentations, seed: options.seed)
+
+        // Start or resume.
+        var network: UNet, optimizer: Optimizer
+        var epoch = 0, stepInEpoch = 0, globalStep = 0
+        var best = -Double.infinity
+        if resume, fm.fileExists(atPath: lastCheckpoint) {
+            let (net, opt, state) = try Checkpoint.load(lastCheckpoint)
+            guard net.config == options.network else { throw SegmentationError.invalidFile(lastCheckpoint, "its network differs from the run's configuration") }
+            (network, optimizer) = (net, opt)
+            (epoch, globalStep) = (state.epoch, state.step)
+            stepInEpoch = Int(state.extra["step_in_epoch"] ?? "0") ?? 0
+            best = Double(state.extra["best_dice"] ?? "") ?? -Double.infinity
+        } else {
+            network = try UNet(config: options.network)
+            network.initialize(seed: options.seed)
+            optimizer = try Optimizer(options.optimizer, parameters: network.parameters)
+            if fm.fileExists(atPath: log) { try fm.removeItem(atPath: log) }  // a fresh run of an unstarted folder
+        }
+        Self.stopRequested = false
+        while epoch < options.epochs {
+            let plan = loader.epochPlan(epoch, batch: options.batch)
+            let start = Date()
+            var lossSum = 0.0, lossCount = 0
+            let lr = options.schedule.rate(base: options.optimizer.learningRate, at: epoch)
+            let progress = ProgressReporter(total: plan.count - stepInEpoch, label: "epoch \(epoch + 1)/\(options.epochs)", unit: "step")
+            // Prepare the next batch on a background thread while this one computes.
+            let queue = DispatchQueue(label: "swiftunet.loader")
+            final class Slot: @unchecked Sendable { var value: Result<(Tensor, Labels), Error>? }
+            let (currentEpoch, batchSize) = (epoch, options.batch)
+            func prefetch(_ step: Int) -> (Slot, DispatchGroup) {
+                let slot = Slot(), group = DispatchGroup()
+                queue.async(group: group) { slot.value = Result { try loader.batch(epoch: currentEpoch, step: step, size: batchSize) } }
+                return (slot, group)
+            }
+            var next = prefetch(stepInEpoch)
+            while stepInEpoch < plan.count {
+                next.1.wait()
+                let (x, y) = try next.0.value!.get()
+                if stepInEpoch + 1 < plan.count { next = prefetch(stepInEpoch + 1) }
+                network.training = true
+                let outputs = try network.forward(x)
+                network.parameters.zeroGradients()
+                let (loss, gradients) = try SegmentationLoss.evaluate(outputs, target: y)
+                guard loss.isFinite else {
+                    network.releaseSaved()
+                    throw SegmentationError.invalidArgument("loss became \(loss) at epoch \(epoch + 1), step \(stepInEpoch + 1); stopped, \(lastCheckpoint) keeps the last good state")
+                }
+                try network.backward(gradients)
+                optimizer.update(learningRate: lr)
+                lossSum += Double(loss)
+                lossCount += 1
+                stepInEpoch += 1
+                globalStep += 1
+                progress.advance(note: String(format: "loss %.4f", loss))
+                if Self.stopRequested {
+                    try save(network, optimizer, epoch: epoch, stepInEpoch: stepInEpoch, globalStep: globalStep, best: best)
+                    return .stopped(epoch: epoch, step: stepInEpoch)
+                }
+            }
+            epoch += 1
+            stepInEpoch = 0
+            var record = EpochRecord(epoch: epoch, step: globalStep, loss: lossSum / Double(max(lossCount, 1)), learningRate: lr,
+                                     seconds: Date().timeIntervalSince(start))
+            if epoch % options.validateEvery == 0 || epoch == options.epochs {
+                let v = try validate(network, ids: fold.val)
+                record.validationDice = v.dice
+                record.classDice = v.classes
+                record.regionDice = v.regions
+                if v.dice > best {
+                    best = v.dice
+                    try Checkpoint(step: globalStep, epoch: epoch, extra: ["best_dice": "\(best)", "step_in_epoch": "0"])
+                        .save(network: network, optimizer: optimizer, to: bestCheckpoint)
+                }
+            }
+            try save(network, optimizer, epoch: epoch, stepInEpoch: 0, globalStep: globalStep, best: best)
+            let line = String(decoding: try JSONEncoder().encode(record), as: UTF8.self) + "\n"
+            let handle = try? FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            if let handle { handle.seekToEndOfFile(); handle.write(Data(line.utf8)); try? handle.close() } else { try AtomicFile.write(text: line, to: log) }
+            report(record)
+        }
+        return .finished
+    }
+
+    private func save(_ network: UNet, _ optimizer: Optimizer, epoch: Int, stepInEpoch: Int, globalStep: Int, best: Double) throws {
+        try Checkpoint(step: globalStep, epoch: epoch, extra: ["best_dice": "\(best)", "step_in_epoch": "\(stepInEpoch)"])
+            .save(network: network, optimizer: optimizer, to: lastCheckpoint)
+    }
+
+    /// The recipe's validation metric on whole preprocessed volumes (slice batches, inference mode):
+    /// per class 1-3 Dice with the absent-class rule, mean over volumes then classes, x100; plus region Dice.
+    func validate(_ network: UNet, ids: [String]) throws -> (dice: Double, classes: [Double], regions: [String: Double]) {
+        network.training = false
+        var classTotals = [0.0, 0.0, 0.0]
+        var regionTotals: [String: Double] = [:]
+        for id in ids {
+            let files = Preprocessing.files(data, id)
+            let x = try Npy.map(files.image), y = try Npy.map(files.label)
+            let (C, D, H, W) = (x.layout.shape[0], x.layout.shape[1], x.layout.shape[2], x.layout.shape[3])
+            var truth = [UInt8](repeating: 0, count: D * H * W)
+            truth.withUnsafeMutableBufferPointer { y.copyBytes(from: 0, count: D * H * W, into: $0.baseAddress!) }
+            var prediction = [UInt8](repeating: 0, count: D * H * W)
+            var start = 0
+            while start < D {
+                let n = min(options.validationBatch, D - start)
+                var batch = [Float](repeating: 0, count: n * C * H * W)
+                batch.withUnsafeMutableBufferPointer { p in
+                    for s in 0 ..< n { for c in 0 ..< C { x.copyFloats(from: (c * D + start + s) * H * W, count: H * W, into: p.baseAddress! + (s * C + c) * H * W) } }
+                }
+                let logits = try network.forward(try Tensor(dims: [n, C, H, W], values: batch))[0].toArray()
+                let K = network.config.classes
+                for s in 0 ..< n { for i in 0 ..< H * W {
+                    var bestK = 0
+                    for k in 1 ..< K where logits[(s * K + k) * H * W + i] > logits[(s * K + bestK) * H * W + i] { bestK = k }
+                    prediction[(start + s) * H * W + i] = UInt8(bestK)
+                } }
+                start += n
+            }
+            for c in UInt8(1) ... 3 {
+                let inTruth = truth.contains(c)
+                classTotals[Int(c) - 1] += inTruth ? Metrics.dice(prediction.map { $0 == c }, truth.map { $0 == c }) : (prediction.contains(c) ? 0 : 1)
+            }
+            for s in Evaluation.structures where s.name.count == 2 {
+                regionTotals[s.name, default: 0] += Metrics.dice(prediction.map { s.classes.contains($0) }, truth.map { s.classes.contains($0) })
+            }
+        }
+        let n = Double(max(ids.count, 1))
+        let classes = classTotals.map { 100 * $0 / n }
+        return (classes.reduce(0, +) / 3, classes, regionTotals.mapValues { 100 * $0 / n })
+    }
+}
