@@ -233,50 +233,37 @@ public enum Preprocessing {
         }
         let start = Date()
         let cases = dataset.training
-        let lock = NSLock()
-        final class Shared: @unchecked Sendable {
-            var next = 0
-            var processed: [String] = []
-            var skipped: [String] = []
-            var errors: [String] = []
-        }
-        let shared = Shared()
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        DispatchQueue.concurrentPerform(iterations: max(1, min(options.workers, cases.count))) { _ in
-            while true {
-                lock.lock()
-                let index = shared.next
-                shared.next += 1
-                lock.unlock()
-                guard index < cases.count else { return }
-                let c = cases[index]
-                let paths = files(folder, c.id)
-                let fm = FileManager.default
-                if !options.overwrite, fm.fileExists(atPath: paths.meta), fm.fileExists(atPath: paths.image), fm.fileExists(atPath: paths.label) {
-                    lock.lock(); shared.skipped.append(c.id); lock.unlock()
-                    progress?.advance(note: "\(c.id) (done before)")
-                    continue
+        // true: processed now; false: finished before and skipped.
+        let results = Parallel.map(count: cases.count, workers: options.workers) { index -> Bool in
+            let c = cases[index]
+            let paths = files(folder, c.id)
+            let fm = FileManager.default
+            if !options.overwrite, fm.fileExists(atPath: paths.meta), fm.fileExists(atPath: paths.image), fm.fileExists(atPath: paths.label) {
+                progress?.advance(note: "\(c.id) (done before)")
+                return false
+            }
+            do {
+                let loaded = try dataset.load(c)
+                let p = try transform(loaded, options: options, channelNames: dataset.channelNames, convention: dataset.convention)
+                try Npy.write(NpyArray(shape: p.meta.shape, floats: p.image), to: paths.image)
+                if let label = p.label {
+                    try Npy.write(NpyArray(shape: [1] + p.meta.shape.dropFirst(), values: .uint8(label)), to: paths.label)
                 }
-                do {
-                    let loaded = try dataset.load(c)
-                    let p = try transform(loaded, options: options, channelNames: dataset.channelNames, convention: dataset.convention)
-                    try Npy.write(NpyArray(shape: p.meta.shape, floats: p.image), to: paths.image)
-                    if let label = p.label {
-                        try Npy.write(NpyArray(shape: [1] + p.meta.shape.dropFirst(), values: .uint8(label)), to: paths.label)
-                    }
-                    try AtomicFile.write(Array(try encoder.encode(p.meta)), to: paths.meta)
-                    lock.lock(); shared.processed.append(c.id); lock.unlock()
-                    progress?.advance(note: c.id)
-                } catch {
-                    lock.lock(); shared.errors.append("\(error)"); lock.unlock()
-                    progress?.advance(note: "\(c.id) FAILED")
-                }
+                try AtomicFile.write(Array(try encoder.encode(p.meta)), to: paths.meta)
+                progress?.advance(note: c.id)
+                return true
+            } catch {
+                progress?.advance(note: "\(c.id) FAILED")
+                throw error
             }
         }
-        if !shared.errors.isEmpty {
-            throw SegmentationError.invalidArgument("\(shared.errors.count) case(s) failed:\n" + shared.errors.joined(separator: "\n"))
+        let errors = results.compactMap { r -> String? in if case let .failure(e) = r { return "\(e)" } else { return nil } }
+        if !errors.isEmpty {
+            throw SegmentationError.invalidArgument("\(errors.count) case(s) failed:\n" + errors.joined(separator: "\n"))
         }
+        let done = results.map { (try? $0.get()) ?? false }
         let splits = cases.count >= 5 ? try FoldSplits.loadOrCreate(folder: folder, ids: cases.map(\.id), seed: options.splitSeed) : nil
         let config: [String: String] = [
             "source": dataset.root, "layout": dataset.layout.rawValue, "dim": "\(options.dim)",
@@ -286,7 +273,8 @@ public enum Preprocessing {
             "channels": dataset.channelNames.joined(separator: ","), "cases": "\(cases.count)",
         ]
         try AtomicFile.write(Array(try encoder.encode(config)), to: configPath)
-        return Summary(processed: shared.processed.sorted(), skipped: shared.skipped.sorted(),
+        return Summary(processed: zip(cases, done).filter { $1 }.map { $0.0.id }.sorted(),
+                       skipped: zip(cases, done).filter { !$1 }.map { $0.0.id }.sorted(),
                        seconds: Date().timeIntervalSince(start), splits: splits)
     }
 }

@@ -41,42 +41,24 @@ public enum Synth {
         let generator = PhantomGenerator(anatomy: anatomy)
         let reference = { var h = anatomy.header; h.shape = anatomy.shape; return h }()
         let ids = (1 ... options.cases).map { String(format: "BRATS_%03d", $0) }
-        final class Shared: @unchecked Sendable {
-            var next = 0
-            var records: [CaseRecord?]
-            var errors: [String] = []
-            init(_ n: Int) { records = [CaseRecord?](repeating: nil, count: n) }
-        }
-        let shared = Shared(ids.count)
-        let lock = NSLock()
-        DispatchQueue.concurrentPerform(iterations: max(1, min(options.workers, ids.count))) { _ in
-            while true {
-                lock.lock()
-                let k = shared.next
-                shared.next += 1
-                lock.unlock()
-                guard k < ids.count else { return }
-                // Each case's seed depends only on the dataset seed and its number: reproducible in any order.
-                let seed = options.seed &* 1_000_003 &+ UInt64(k + 1)
-                let c = generator.generate(seed: seed)
-                do {
-                    let voxels: VoxelArray = options.datatype == .int16
-                        ? .int16(c.image.map { Int16(clamping: Int(($0).rounded())) }) : .float32(c.image)
-                    let image = try NiftiImage(shape: anatomy.shape + [4], voxels: voxels, like: reference)
-                    try image.write(to: folder + "/imagesTr/\(ids[k]).nii.gz")
-                    let label = try NiftiImage(shape: anatomy.shape, voxels: .uint8(c.label), like: reference)
-                    try label.write(to: folder + "/labelsTr/\(ids[k]).nii.gz")
-                    lock.lock()
-                    shared.records[k] = CaseRecord(id: ids[k], seed: seed, lesions: c.lesions, labelCounts: c.labelCounts)
-                    lock.unlock()
-                    progress?.advance(note: ids[k])
-                } catch {
-                    lock.lock(); shared.errors.append("\(ids[k]): \(error)"); lock.unlock()
-                }
+        let results = Parallel.map(count: ids.count, workers: options.workers) { k -> CaseRecord in
+            // Each case's seed depends only on the dataset seed and its number: reproducible in any order.
+            let seed = options.seed &* 1_000_003 &+ UInt64(k + 1)
+            let c = generator.generate(seed: seed)
+            let voxels: VoxelArray = options.datatype == .int16
+                ? .int16(c.image.map { Int16(clamping: Int(($0).rounded())) }) : .float32(c.image)
+            do {
+                try NiftiImage(shape: anatomy.shape + [4], voxels: voxels, like: reference).write(to: folder + "/imagesTr/\(ids[k]).nii.gz")
+                try NiftiImage(shape: anatomy.shape, voxels: .uint8(c.label), like: reference).write(to: folder + "/labelsTr/\(ids[k]).nii.gz")
+            } catch {
+                throw SegmentationError.invalidArgument("\(ids[k]): \(error)")
             }
+            progress?.advance(note: ids[k])
+            return CaseRecord(id: ids[k], seed: seed, lesions: c.lesions, labelCounts: c.labelCounts)
         }
-        if !shared.errors.isEmpty { throw SegmentationError.invalidArgument(shared.errors.joined(separator: "\n")) }
-        let records = shared.records.compactMap { $0 }
+        let errors = results.compactMap { r -> String? in if case let .failure(e) = r { return "\(e)" } else { return nil } }
+        if !errors.isEmpty { throw SegmentationError.invalidArgument(errors.joined(separator: "\n")) }
+        let records = results.compactMap { try? $0.get() }
         let dataset: [String: Any] = [
             "name": "BRATS",
             "description": "SwiftUNet synthetic brain-tumour phantom (Task01-like; not patient data)",
