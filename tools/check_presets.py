@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file, load_file
 
 sys.path.insert(0, os.path.dirname(__file__))
-from torch_unet import preset  # noqa: E402
+from torch_unet import preset, randomize_norms  # noqa: E402
 
 UNET = os.path.join(os.path.dirname(__file__), "..", ".build", "release", "unet")
 SHAPES = {"composer-2d": (2, 4, 64, 96), "nvidia-3d": (1, 4, 32, 32, 64)}
@@ -36,15 +36,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for name, shape in SHAPES.items():
             model = preset(name)
-            with torch.no_grad():  # non-trivial norm parameters and running statistics
-                for n, p in model.named_parameters():
-                    if p.dim() == 1:
-                        p.add_(torch.randn_like(p) * 0.1)
-                for n, b in model.named_buffers():
-                    if n.endswith("running_mean"):
-                        b.copy_(torch.randn_like(b) * 0.1)
-                    elif n.endswith("running_var"):
-                        b.copy_(1 + torch.rand_like(b))
+            randomize_norms(model)
             model.eval()
             x = torch.randn(shape)
             np.save(f"{tmp}/x.npy", x.numpy())

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(__file__))
-from torch_unet import UNet, dice_ce_loss, RAdam  # noqa: E402
+from torch_unet import UNet, dice_ce_loss, RAdam, randomize_norms  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "Tests", "NeuralNetTests", "Fixtures")
 
@@ -21,16 +21,7 @@ OUT = os.path.join(os.path.dirname(__file__), "..", "Tests", "NeuralNetTests", "
 def make(name, model, shape, seed):
     torch.manual_seed(seed)
     model = model.double()  # fixtures in float64, stored as float32: the reference's own rounding stays out
-    # Non-trivial norm parameters and running statistics, so their handling is exercised.
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.1)
-        for n, b in model.named_buffers():
-            if n.endswith("running_mean"):
-                b.copy_(torch.randn_like(b) * 0.1)
-            elif n.endswith("running_var"):
-                b.copy_(1 + torch.rand_like(b))
+    randomize_norms(model)
     x = torch.randn(shape).double()  # float32 values, so the stored input is exact
     y = torch.randint(0, 4, (shape[0], 1) + tuple(shape[2:]))
     # Keep every class present in the target.

@@ -131,6 +131,20 @@ def preset(name):
     raise ValueError(name)
 
 
+@torch.no_grad()
+def randomize_norms(model):
+    """Non-trivial norm weights, biases and running statistics (fresh ones are 1, 0, 0, 1), so tests
+    exercise their handling."""
+    for _, p in model.named_parameters():
+        if p.dim() == 1:
+            p.add_(torch.randn_like(p) * 0.1)
+    for n, b in model.named_buffers():
+        if n.endswith("running_mean"):
+            b.copy_(torch.randn_like(b) * 0.1)
+        elif n.endswith("running_var"):
+            b.copy_(1 + torch.rand_like(b))
+
+
 def dice_ce_loss(logits, target):
     """Soft Dice (MONAI DiceLoss: softmax, one-hot, no background, batch sums, smoothing 1e-5) + CE."""
     classes = logits.shape[1]
