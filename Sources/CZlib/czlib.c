@@ -100,15 +100,19 @@ struct czlib_deflater {
     uint8_t chunk[1 << 18];
 };
 
-czlib_deflater *czlib_deflater_create(int level) {
+static czlib_deflater *deflater_create(int level, int window_bits) {
     czlib_deflater *z = calloc(1, sizeof *z);
     if (!z) return NULL;
-    if (deflateInit2(&z->stream, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+    if (deflateInit2(&z->stream, level, Z_DEFLATED, window_bits, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
         free(z);
         return NULL;
     }
     return z;
 }
+
+czlib_deflater *czlib_deflater_create(int level) { return deflater_create(level, 16 + MAX_WBITS); }
+
+czlib_deflater *czlib_deflater_create_zlib(int level) { return deflater_create(level, MAX_WBITS); }
 
 void czlib_deflater_destroy(czlib_deflater *z) {
     if (!z) return;

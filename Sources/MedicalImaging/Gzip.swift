@@ -96,9 +96,11 @@ final class GzipWriter {
     private let deflater: OpaquePointer
     private let path: String
 
-    init(level: Int, path: String) throws {
+    /// `zlib`: a zlib stream (PNG) instead of a gzip member.
+    init(level: Int, path: String, zlib: Bool = false) throws {
         self.path = path
-        guard let d = czlib_deflater_create(Int32(max(0, min(9, level)))) else {
+        let l = Int32(max(0, min(9, level)))
+        guard let d = zlib ? czlib_deflater_create_zlib(l) : czlib_deflater_create(l) else {
             throw ImagingError.io(file: path, reason: "cannot start gzip compression")
         }
         deflater = d

@@ -142,3 +142,29 @@ struct Evaluate: ParsableCommand {
         print("wrote \(json) and \(csv)")
     }
 }
+
+struct OverlayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "overlay",
+        abstract: "Write a PNG: axial, coronal and sagittal slices through the tumour, an image channel in grey, labels in colour.",
+        discussion: "Columns: the image, the ground truth, the prediction (those given). Edema green, non-enhancing core red, enhancing yellow."
+    )
+
+    @Option(help: "Image (.nii/.nii.gz, 3D or 4D).") var image: String
+    @Option(help: "Channel shown (0 = FLAIR in the Decathlon's order).") var channel: Int = 0
+    @Option(help: "Ground-truth label file.") var truth: String?
+    @Option(help: "Predicted label file.") var prediction: String?
+    @Option(help: "Label convention of the files: decathlon or brats.") var labels: String = "decathlon"
+    @Option(name: .shortAndLong, help: "Output PNG (must not exist).") var output: String
+
+    func validate() throws {
+        guard LabelConvention(rawValue: labels) != nil else { throw ValidationError("--labels must be decathlon or brats") }
+        try refuseExisting(output)
+    }
+
+    func run() throws {
+        try Overlay.write(image: image, channel: channel, truth: truth, prediction: prediction,
+                          convention: LabelConvention(rawValue: labels)!, to: output)
+        print("wrote \(output)")
+    }
+}

@@ -36,6 +36,8 @@ const char *czlib_inflater_message(const czlib_inflater *inflater);
 typedef struct czlib_deflater czlib_deflater;
 
 czlib_deflater *czlib_deflater_create(int level);
+/// A compressor producing a zlib stream (RFC 1950, as PNG's IDAT chunks hold) instead of gzip.
+czlib_deflater *czlib_deflater_create_zlib(int level);
 void czlib_deflater_destroy(czlib_deflater *deflater);
 /// Compresses `input` (all of it is consumed before the call returns CZLIB_OK) and hands every
 /// compressed chunk to `sink`; `finish` != 0 writes the trailer. `sink` returns 0 on success;
