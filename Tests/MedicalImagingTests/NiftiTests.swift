@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import MedicalImaging
+import CZlib
 
 private struct Expected: Decodable {
     let file: String
@@ -134,5 +135,28 @@ private func expectedCases() throws -> [String: Expected] {
         #expect(try Npy.read(folder + "/y.npy") == labels)
         // The data starts on a 64-byte boundary, as numpy writes it.
         #expect(try readBytes(folder + "/a.npy").count == 128 + 24 * 4)
+    }
+}
+
+@Suite struct PNGTests {
+    /// The encoder writes a valid PNG: signature, IHDR with the size, chunk CRCs that check, IEND last.
+    @Test func writesValidChunks() throws {
+        var image = RGBImage(width: 7, height: 5, fill: (10, 20, 30))
+        image[3, 2] = (255, 0, 0)
+        #expect(image[3, 2] == (255, 0, 0) && image[0, 0] == (10, 20, 30))
+        let bytes = try image.png()
+        #expect(Array(bytes[0 ..< 8]) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        var offset = 8
+        var types: [String] = []
+        while offset < bytes.count {
+            let length = Int(bytes[offset]) << 24 | Int(bytes[offset + 1]) << 16 | Int(bytes[offset + 2]) << 8 | Int(bytes[offset + 3])
+            let body = Array(bytes[offset + 4 ..< offset + 8 + length])
+            let crc = bytes[offset + 8 + length ..< offset + 12 + length].reduce(0) { $0 << 8 | UInt32($1) }
+            #expect(crc == body.withUnsafeBufferPointer { czlib_crc32(0, $0.baseAddress, $0.count) })
+            types.append(String(decoding: body[0 ..< 4], as: UTF8.self))
+            if types.last == "IHDR" { #expect(Array(body[4 ..< 12]) == [0, 0, 0, 7, 0, 0, 0, 5]) }
+            offset += 12 + length
+        }
+        #expect(types == ["IHDR", "IDAT", "IEND"])
     }
 }
