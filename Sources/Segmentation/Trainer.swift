@@ -160,6 +160,7 @@ public final class Trainer: @unchecked Sendable {
             let line = String(decoding: try JSONEncoder().encode(record), as: UTF8.self) + "\n"
             let handle = try? FileHandle(forWritingTo: URL(fileURLWithPath: log))
             if let handle { handle.seekToEndOfFile(); handle.write(Data(line.utf8)); try? handle.close() } else { try AtomicFile.write(text: line, to: log) }
+            try Self.drawProgress(records(), to: run + "/progress.png")
             report(record)
         }
         return .finished
@@ -210,5 +211,33 @@ public final class Trainer: @unchecked Sendable {
         let n = Double(max(ids.count, 1))
         let classes = classTotals.map { 100 * $0 / n }
         return (classes.reduce(0, +) / 3, classes, regionTotals.mapValues { 100 * $0 / n })
+    }
+}
+
+extension Trainer {
+    /// RUN/progress.png: training loss, validation Dice (recipe metric and WT/TC/ET) and learning rate per epoch.
+    public static func drawProgress(_ records: [EpochRecord], to path: String) throws {
+        let epochs = records.map { Double($0.epoch) }
+        let validated = records.filter { $0.validationDice != nil }
+        let charts = [
+            LineChart(title: "Training loss", series: [("loss", Array(zip(epochs, records.map(\.loss))), (30, 90, 200))]),
+            LineChart(title: "Validation Dice (%): mean black, WT green, TC red, ET yellow", series: [
+                ("dice", validated.map { (Double($0.epoch), $0.validationDice!) }, (0, 0, 0)),
+                ("WT", validated.map { (Double($0.epoch), $0.regionDice?["WT"] ?? .nan) }, (40, 170, 40)),
+                ("TC", validated.map { (Double($0.epoch), $0.regionDice?["TC"] ?? .nan) }, (220, 40, 40)),
+                ("ET", validated.map { (Double($0.epoch), $0.regionDice?["ET"] ?? .nan) }, (230, 180, 0)),
+            ]),
+            LineChart(title: "Learning rate", series: [("lr", Array(zip(epochs, records.map(\.learningRate))), (120, 60, 160))]),
+        ]
+        let (w, h) = (480, 220)
+        var out = RGBImage(width: w, height: h * charts.count, fill: (255, 255, 255))
+        for (i, c) in charts.enumerated() { out.paste(c.render(width: w, height: h), x: 0, y: i * h) }
+        try out.write(to: path)
+    }
+
+    /// The records of RUN/log.jsonl.
+    public func records() -> [EpochRecord] {
+        guard let text = try? String(contentsOfFile: log, encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { try? JSONDecoder().decode(EpochRecord.self, from: Data($0.utf8)) }
     }
 }

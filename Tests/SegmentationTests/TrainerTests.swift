@@ -48,3 +48,22 @@ import Testing
         for h in wa.parameters.entries.indices { #expect(try wa.parameters.value(h).toArray() == wb.parameters.value(h).toArray()) }
     }
 }
+
+@Suite struct ChartTests {
+    @Test func progressPictureDrawsEveryPanel() throws {
+        let records = (1 ... 6).map { e in
+            EpochRecord(epoch: e, step: 2 * e, loss: 3 - 0.3 * Double(e), learningRate: 1e-3, seconds: 1,
+                        validationDice: e % 2 == 0 ? Double(10 * e) : nil, classDice: nil,
+                        regionDice: e % 2 == 0 ? ["WT": Double(12 * e), "TC": Double(5 * e), "ET": Double(3 * e)] : nil)
+        }
+        let folder = try temporaryFolder()
+        defer { removeTemporary(folder) }
+        try Trainer.drawProgress(records, to: folder + "/progress.png")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: folder + "/progress.png"))
+        #expect(bytes.prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]))
+        // Each panel has its curve: the loss line's colour appears in the first, the WT colour in the second.
+        let chart = LineChart(title: "Loss", series: [("loss", [(1, 3), (2, 2), (3, 1)], (30, 90, 200))]).render(width: 200, height: 100)
+        #expect(chart.pixels.indices.contains { $0 % 3 == 0 && chart.pixels[$0] == 30 && chart.pixels[$0 + 1] == 90 && chart.pixels[$0 + 2] == 200 })
+        #expect(Font.number(0.001) == "1.0E-3" && Font.number(69.123) == "69.1" && Font.number(1234) == "1234")
+    }
+}
