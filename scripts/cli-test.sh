@@ -52,6 +52,15 @@ PY
   --out "$tmp/m2.safetensors" --losses "$tmp/losses.json" >/dev/null 2>&1 || fail "step"
 python3 -c "import json,sys; l=json.load(open(sys.argv[1])); sys.exit(0 if len(l) == 4 and l[-1] < l[0] else 1)" "$tmp/losses.json" \
   || fail "loss did not fall: $(cat "$tmp/losses.json")"
+# Training: a run stopped after epoch 1 and resumed to epoch 2 ends with the same checkpoint as a run of 2.
+train() { "$unet" train --data "$tmp/pre" --batch 2 --filters 8,16,16,16,16 --lr 3e-3 --seed 5 "$@" >/dev/null 2>&1; }
+train --out "$tmp/runA" --epochs 2 || fail "train"
+train --out "$tmp/runB" --epochs 1 || fail "train (first part)"
+train --out "$tmp/runB" --epochs 1 && fail "train reused a run folder without --resume"
+train --out "$tmp/runB" --epochs 2 --resume || fail "train --resume"
+cmp -s "$tmp/runA/checkpoint_last.safetensors" "$tmp/runB/checkpoint_last.safetensors" || fail "resumed run differs from the uninterrupted one"
+for f in config.json log.jsonl progress.png checkpoint_best.safetensors; do [ -f "$tmp/runA/$f" ] || fail "train wrote no $f"; done
+
 # Prediction on a raw case: a label file on the input's grid, then scored.
 mkdir -p "$tmp/one" && cp "$tmp/data/imagesTr/BRATS_002.nii.gz" "$tmp/one/"
 "$unet" predict --model "$tmp/m.safetensors" -i "$tmp/one" -o "$tmp/pred" >/dev/null || fail "predict"

@@ -28,7 +28,7 @@ public struct Checkpoint {
         meta["checkpoint.epoch"] = "\(epoch)"
         meta["checkpoint.rng"] = rngState.map { String($0) }.joined(separator: ",")
         meta["checkpoint.optimizer_step"] = "\(optimizer.step)"
-        meta["checkpoint.optimizer"] = String(decoding: try JSONEncoder().encode(optimizer.settings), as: UTF8.self)
+        meta["checkpoint.optimizer"] = String(decoding: try sortedJSON.encode(optimizer.settings), as: UTF8.self)
         let moments = [Safetensors.Entry(name: Self.firstMoment, floats: optimizer.first, shape: [optimizer.first.count]),
                        Safetensors.Entry(name: Self.secondMoment, floats: optimizer.second, shape: [optimizer.second.count])]
         try network.save(to: path, metadata: meta, extra: moments)

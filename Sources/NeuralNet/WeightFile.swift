@@ -1,6 +1,13 @@
 import Engine
 import Foundation
 
+/// JSON with sorted keys, so files written from the same state are byte-identical.
+public let sortedJSON: JSONEncoder = {
+    let e = JSONEncoder()
+    e.outputFormatting = [.sortedKeys]
+    return e
+}()
+
 /// UNet weights as safetensors under PyTorch's state_dict names, so files move both ways:
 /// `safetensors.torch.save_file(model.state_dict(), path)` loads here, and our files load with
 /// `model.load_state_dict(safetensors.torch.load_file(path))`.
@@ -29,7 +36,7 @@ extension UNet {
     public func save(to path: String, metadata: [String: String] = [:], extra: [Safetensors.Entry] = []) throws {
         var meta = metadata
         meta["format"] = "pt"
-        meta[Self.configKey] = String(decoding: try JSONEncoder().encode(config), as: UTF8.self)
+        meta[Self.configKey] = String(decoding: try sortedJSON.encode(config), as: UTF8.self)
         try Safetensors.write(try stateEntries() + extra, metadata: meta, to: path)
     }
 

@@ -68,8 +68,10 @@ public final class Trainer: @unchecked Sendable {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         if fm.fileExists(atPath: configPath) {
             guard resume else { throw SegmentationError.invalidFile(run, "holds a run already; pass --resume to continue it or choose another --out") }
-            let old = try JSONDecoder().decode(TrainingOptions.self, from: Data(contentsOf: URL(fileURLWithPath: configPath)))
-            guard old == options else { throw SegmentationError.invalidFile(configPath, "the run was started with other options; resume it with the same ones") }
+            var old = try JSONDecoder().decode(TrainingOptions.self, from: Data(contentsOf: URL(fileURLWithPath: configPath)))
+            old.epochs = options.epochs  // a resumed run may be extended (or shortened); nothing else may change
+            guard old == options else { throw SegmentationError.invalidFile(configPath, "the run was started with other options; resume it with the same ones (only --epochs may change)") }
+            try AtomicFile.write(Array(try encoder.encode(options)), to: configPath)
         } else {
             try fm.createDirectory(atPath: run, withIntermediateDirectories: true)
             try AtomicFile.write(Array(try encoder.encode(options)), to: configPath)
@@ -157,7 +159,7 @@ public final class Trainer: @unchecked Sendable {
                 }
             }
             try save(network, optimizer, epoch: epoch, stepInEpoch: 0, globalStep: globalStep, best: best)
-            let line = String(decoding: try JSONEncoder().encode(record), as: UTF8.self) + "\n"
+            let line = String(decoding: try sortedJSON.encode(record), as: UTF8.self) + "\n"
             let handle = try? FileHandle(forWritingTo: URL(fileURLWithPath: log))
             if let handle { handle.seekToEndOfFile(); handle.write(Data(line.utf8)); try? handle.close() } else { try AtomicFile.write(text: line, to: log) }
             try Self.drawProgress(records(), to: run + "/progress.png")

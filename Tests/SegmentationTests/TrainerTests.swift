@@ -67,3 +67,36 @@ import Testing
         #expect(Font.number(0.001) == "1.0E-3" && Font.number(69.123) == "69.1" && Font.number(1234) == "1234")
     }
 }
+
+@Suite(.serialized) struct TrainerFailureTests {
+    /// A NaN loss stops training with a clear message and writes no checkpoint from the broken state.
+    @Test func nanLossStopsTraining() throws {
+        let folder = try temporaryFolder()
+        defer { removeTemporary(folder) }
+        let ids = (1 ... 5).map { String(format: "BRATS_%03d", $0) }
+        try TinyCase(seed: 31).writeDecathlon(folder + "/raw", ids: ids)
+        var pre = PreprocessOptions(dim: 2)
+        pre.patch2D = [16, 12]
+        _ = try Preprocessing.run(dataset: try Dataset.open(folder + "/raw"), folder: folder + "/pre", options: pre)
+        // Poison every training case's image with NaN.
+        for id in ids {
+            let path = Preprocessing.files(folder + "/pre", id).image
+            let x = try Npy.read(path)
+            try FileManager.default.removeItem(atPath: path)
+            try Npy.write(try NpyArray(shape: x.shape, floats: [Float](repeating: .nan, count: x.values.count)), to: path)
+        }
+        var config = UNetConfig(dimension: 2, depth: 3, filterCap: 16, residual: false, norm: .batch)
+        config.filters = [8, 8, 16]
+        var options = TrainingOptions(network: config)
+        options.epochs = 2
+        options.batch = 2
+        let trainer = Trainer(data: folder + "/pre", run: folder + "/run", options: options)
+        do {
+            _ = try trainer.train(resume: false)
+            Issue.record("training on NaN data did not stop")
+        } catch let SegmentationError.invalidArgument(message) {
+            #expect(message.contains("loss became nan") && message.contains("epoch 1"), "\(message)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: trainer.lastCheckpoint))
+    }
+}
