@@ -44,11 +44,7 @@ public enum TrainingBenchmark {
         for step in 0 ..< steps + 1 {  // the first step builds primitives and memory: not timed
             let start = Date()
             if training {
-                let out = try Profile.measure("forward (total)") { try net.forward(input) }
-                Profile.measure("zero gradients") { net.parameters.zeroGradients() }
-                let (_, gradients) = try Profile.measure("loss") { try SegmentationLoss.evaluate(out, target: target) }
-                try Profile.measure("backward (total)") { try net.backward(gradients) }
-                _ = Profile.measure("optimizer") { optimizer.update() }
+                _ = try net.trainingStep(input: input, target: target, optimizer: optimizer)
             } else {
                 _ = try Profile.measure("forward (total)") { try net.forward(input) } as [Tensor]
             }

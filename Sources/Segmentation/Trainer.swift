@@ -123,16 +123,10 @@ public final class Trainer: @unchecked Sendable {
                 next.1.wait()
                 let (x, y) = try next.0.value!.get()
                 if stepInEpoch + 1 < plan.count { next = prefetch(stepInEpoch + 1) }
-                network.training = true
-                let outputs = try network.forward(x)
-                network.parameters.zeroGradients()
-                let (loss, gradients) = try SegmentationLoss.evaluate(outputs, target: y)
+                let loss = try network.trainingStep(input: x, target: y, optimizer: optimizer, learningRate: lr)
                 guard loss.isFinite else {
-                    network.releaseSaved()
                     throw SegmentationError.invalidArgument("loss became \(loss) at epoch \(epoch + 1), step \(stepInEpoch + 1); stopped, \(lastCheckpoint) keeps the last good state")
                 }
-                try network.backward(gradients)
-                optimizer.update(learningRate: lr)
                 lossSum += Double(loss)
                 lossCount += 1
                 stepInEpoch += 1

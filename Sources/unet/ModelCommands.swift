@@ -135,16 +135,11 @@ struct Step: ParsableCommand {
         settings.nesterov = nesterov
         settings.clipNorm = clipNorm
         let opt = try Optimizer(settings, parameters: net.parameters)
-        net.training = true
         var values: [Float] = []
         let start = Date()
         for k in 0 ..< steps {
-            let outputs = try net.forward(x)
-            net.parameters.zeroGradients()
-            let (loss, gradients) = try SegmentationLoss.evaluate(outputs, target: y)
+            let loss = try net.trainingStep(input: x, target: y, optimizer: opt)
             guard loss.isFinite else { throw ValidationError("loss became \(loss) at step \(k + 1); weights not written") }
-            try net.backward(gradients)
-            opt.update()
             values.append(loss)
             FileHandle.standardError.write(Data(String(format: "step %d/%d loss %.6f\n", k + 1, steps, loss).utf8))
         }

@@ -66,17 +66,8 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Double {
 
         // Five RAdam steps from the stored weights.
         let (fresh, _) = try UNet.load(fixtures + "/\(c.name)_weights.safetensors")
-        fresh.training = true
         let optimizer = try Optimizer(.recipe, parameters: fresh.parameters)
-        var losses: [Float] = []
-        for _ in 0 ..< 5 {
-            let out = try fresh.forward(input)
-            fresh.parameters.zeroGradients()
-            let (l, g) = try SegmentationLoss.evaluate(out, target: target)
-            try fresh.backward(g)
-            optimizer.update()
-            losses.append(l)
-        }
+        let losses = try (0 ..< 5).map { _ in try fresh.trainingStep(input: input, target: target, optimizer: optimizer) }
         let expected = io.entry("radam_losses")!.floats()
         for (a, b) in zip(losses, expected) { #expect(abs(a - b) <= 1e-4 * abs(b), "RAdam losses \(losses) vs \(expected)") }
     }

@@ -131,17 +131,7 @@ import Testing
         let input = try Tensor(dims: x.shape, values: x.floats())
         let target = try Labels(dims: y.shape, values: y.bytes)
         func steps(_ net: UNet, _ opt: Optimizer, _ k: Int) throws -> [Float] {
-            net.training = true
-            var losses: [Float] = []
-            for _ in 0 ..< k {
-                let out = try net.forward(input)
-                net.parameters.zeroGradients()
-                let (l, g) = try SegmentationLoss.evaluate(out, target: target)
-                try net.backward(g)
-                opt.update()
-                losses.append(l)
-            }
-            return losses
+            try (0 ..< k).map { _ in try net.trainingStep(input: input, target: target, optimizer: opt) }
         }
         let weights = fixtures + "/unet2d_resid_batch_weights.safetensors"
         let (a, _) = try UNet.load(weights)

@@ -1,0 +1,21 @@
+import Engine
+
+extension UNet {
+    /// One training step on a batch: training-mode forward, the recipe's loss, backward into freshly zeroed
+    /// gradients, optimizer update (at `learningRate`, default the optimizer's). Returns the loss before the
+    /// update. A non-finite loss leaves weights and optimizer untouched (no backward, no update); the
+    /// caller decides what to do about it.
+    public func trainingStep(input: Tensor, target: Labels, optimizer: Optimizer, learningRate: Double? = nil) throws -> Float {
+        training = true
+        let outputs = try Profile.measure("forward (total)") { try forward(input) }
+        let (loss, gradients) = try Profile.measure("loss") { try SegmentationLoss.evaluate(outputs, target: target) }
+        guard loss.isFinite else {
+            releaseSaved()
+            return loss
+        }
+        Profile.measure("zero gradients") { parameters.zeroGradients() }
+        try Profile.measure("backward (total)") { try backward(gradients) }
+        _ = Profile.measure("optimizer") { optimizer.update(learningRate: learningRate) }
+        return loss
+    }
+}
