@@ -117,25 +117,3 @@ public enum NetworkError: Error, CustomStringConvertible, Equatable {
         }
     }
 }
-
-/// Seeded normal and uniform draws for initialisation (SplitMix64 + Box-Muller).
-struct InitRandom {
-    private var state: UInt64
-    private var spare: Double?
-    init(seed: UInt64) { state = seed ^ 0x5DEE_CE66_D1CE_4E5B }
-    mutating func nextUInt() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform() -> Double { Double(nextUInt() >> 11) * 0x1p-53 }
-    mutating func normal() -> Double {
-        if let s = spare { spare = nil; return s }
-        let u = max(uniform(), 1e-300), v = uniform()
-        let r = (-2 * log(u)).squareRoot()
-        spare = r * sin(2 * .pi * v)
-        return r * cos(2 * .pi * v)
-    }
-}

@@ -33,10 +33,10 @@ public enum TrainingBenchmark {
         net.initialize(seed: 1)
         let dims = [batch, config.inputChannels] + spatial
         let count = dims.reduce(1, *)
-        var rng = InitRandom(seed: 2)
+        var rng = SplitMix64(state: 0x5DEE_CE66_D1CE_4E5B ^ 2)
         let input = try Tensor(dims: dims, values: (0 ..< count).map { _ in Float(rng.normal()) })
         let voxels = batch * spatial.reduce(1, *)
-        let target = try Labels(dims: [batch, 1] + spatial, values: (0 ..< voxels).map { _ in UInt8(rng.nextUInt() % UInt64(config.classes)) })
+        let target = try Labels(dims: [batch, 1] + spatial, values: (0 ..< voxels).map { _ in UInt8(rng.next() % UInt64(config.classes)) })
         let training = phase == "train"
         net.training = training
         let optimizer = try Optimizer(.recipe, parameters: net.parameters)

@@ -124,7 +124,7 @@ public final class UNet {
     /// weight 1 and bias 0, running mean 0 / variance 1; transposed convolutions keep PyTorch's default
     /// (uniform in +-1/sqrt(fan_in), fan_in = out * k^d, as the reference leaves them). Seeded.
     public func initialize(seed: UInt64) {
-        var rng = InitRandom(seed: seed)
+        var rng = SplitMix64(state: 0x5DEE_CE66_D1CE_4E5B ^ seed)
         let gain = (2 / (1 + Double(config.negativeSlope * config.negativeSlope))).squareRoot()
         let transposedBiases = Set(upsamples.compactMap { $0.transposed.bias })
         for (h, e) in parameters.entries.enumerated() {

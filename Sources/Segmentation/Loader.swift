@@ -42,7 +42,7 @@ public struct Augmentations: Codable, Sendable, Equatable {
 
     /// Intensity and flip augmentations of one 2D sample in place: image (C, H, W), label (H, W).
     func apply(image: inout [Float], label: inout [UInt8], channels C: Int, height H: Int, width W: Int,
-               rng: inout PhantomRandom) -> Applied {
+               rng: inout SplitMix64) -> Applied {
         var applied: Applied = []
         for axis in flipAxes where rng.chance(0.5) {
             applied.insert(.flip)
@@ -61,7 +61,7 @@ public struct Augmentations: Codable, Sendable, Equatable {
             let std = Float(rng.uniform(0, 0.33))
             var i = 0
             while i < image.count {
-                let (a, b) = rng.normalPair()
+                let (a, b) = rng.normalFloats()
                 image[i] += std * a
                 if i + 1 < image.count { image[i + 1] += std * b }
                 i += 2
@@ -178,7 +178,7 @@ public final class SliceLoader: @unchecked Sendable {
     /// (one sample per training volume per epoch).
     public func epochPlan(_ epoch: Int, batch: Int) -> [[Int]] {
         var order = Array(cases.indices)
-        var rng = PhantomRandom(seed: seed &* 0x9E37_79B9 &+ UInt64(epoch))
+        var rng = SplitMix64(mixing: seed &* 0x9E37_79B9 &+ UInt64(epoch))
         order.shuffle(using: &rng)
         let steps = max(1, order.count / batch)
         return (0 ..< steps).map { s in (0 ..< batch).map { order[(s * batch + $0) % order.count] } }
@@ -186,7 +186,7 @@ public final class SliceLoader: @unchecked Sendable {
 
     /// One sample: case `index` at epoch `epoch`, position `position` in the epoch (for its random stream).
     public func sample(case index: Int, epoch: Int, position: Int) -> (image: [Float], label: [UInt8], applied: Augmentations.Applied) {
-        var rng = PhantomRandom(seed: (seed &* 1_000_003 &+ UInt64(epoch)) &* 1_000_033 &+ UInt64(position))
+        var rng = SplitMix64(mixing: (seed &* 1_000_003 &+ UInt64(epoch)) &* 1_000_033 &+ UInt64(position))
         let c = cases[index]
         var applied: Augmentations.Applied = []
         let z: Int

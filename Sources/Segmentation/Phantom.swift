@@ -1,31 +1,12 @@
+import Engine
 import Foundation
 import MedicalImaging
 
-/// A fast seeded generator (SplitMix64) for phantom data: reproducible across machines.
-struct PhantomRandom: RandomNumberGenerator {
-    private var state: UInt64
-    /// Nearby seeds give unrelated streams: the seed is mixed before use (otherwise seed s + 1 would
-    /// replay seed s's stream shifted by one draw).
-    init(seed: UInt64) {
-        var z = seed &+ 0x632B_E59B_D9B4_E019
-        z = (z ^ (z >> 33)) &* 0xFF51_AFD7_ED55_8CCD
-        z = (z ^ (z >> 33)) &* 0xC4CE_B9FE_1A85_EC53
-        state = z ^ (z >> 33)
-    }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform(_ lo: Double, _ hi: Double) -> Double { lo + (hi - lo) * Double(next() >> 11) * 0x1p-53 }
-    mutating func chance(_ p: Double) -> Bool { uniform(0, 1) < p }
-    /// Standard normal pair by Box-Muller.
-    mutating func normalPair() -> (Float, Float) {
-        let u = max(Double(next() >> 11) * 0x1p-53, 1e-300), v = Double(next() >> 11) * 0x1p-53
-        let r = (-2 * log(u)).squareRoot()
-        return (Float(r * cos(2 * .pi * v)), Float(r * sin(2 * .pi * v)))
+extension SplitMix64 {
+    /// Two standard normal values as Float (phantom noise, augmentation).
+    mutating func normalFloats() -> (Float, Float) {
+        let (a, b) = normalPair()
+        return (Float(a), Float(b))
     }
 }
 
@@ -164,11 +145,11 @@ public struct PhantomGenerator: Sendable {
     public init(anatomy: Anatomy) { self.anatomy = anatomy }
 
     /// Picks 1-2 lesions, placed in white matter, of varied size and kind.
-    func lesions(_ rng: inout PhantomRandom) -> [Lesion] {
+    func lesions(_ rng: inout SplitMix64) -> [Lesion] {
         let (X, Y) = (anatomy.shape[0], anatomy.shape[1])
         var result: [Lesion] = []
         let count = rng.chance(0.3) ? 2 : 1
-        func harmonics(_ rng: inout PhantomRandom, amplitude: Double) -> [[Double]] {
+        func harmonics(_ rng: inout SplitMix64, amplitude: Double) -> [[Double]] {
             (0 ..< 6).map { _ in
                 var v = [rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(-1, 1)]
                 let n = max(1e-6, (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).squareRoot())
@@ -221,7 +202,7 @@ public struct PhantomGenerator: Sendable {
     /// four contrasts with partial-volume edges, a smooth multiplicative bias field per channel,
     /// Gaussian noise inside the brain, a random intensity scale per channel, and a random shift / left-right flip.
     public func generate(seed: UInt64) -> Case {
-        var rng = PhantomRandom(seed: seed)
+        var rng = SplitMix64(mixing: seed)
         let (X, Y, Z) = (anatomy.shape[0], anatomy.shape[1], anatomy.shape[2])
         let n = X * Y * Z
         let lesions = lesions(&rng)
@@ -262,7 +243,7 @@ public struct PhantomGenerator: Sendable {
         let scale = (0 ..< 4).map { _ in Float(rng.uniform(0.6, 1.7) * 1000) }
         let noise = Float(rng.uniform(0.015, 0.04))
         // Separable smooth bias field per channel: exp of low-frequency sines along each axis.
-        func axisField(_ length: Int, _ rng: inout PhantomRandom) -> [Float] {
+        func axisField(_ length: Int, _ rng: inout SplitMix64) -> [Float] {
             let a1 = rng.uniform(-0.12, 0.12), a2 = rng.uniform(-0.06, 0.06), p1 = rng.uniform(0, 6.3), p2 = rng.uniform(0, 6.3)
             return (0 ..< length).map { t in
                 let s = Double(t) / Double(length) * .pi
@@ -286,7 +267,7 @@ public struct PhantomGenerator: Sendable {
                     v += share * (edemaW[i] * Contrast.edema[ch] + coreW[i] * Contrast.necrosis[ch] + rimW[i] * Contrast.enhancing[ch])
                     let x = i % X, y = i / X % Y, z = i / (X * Y)
                     let z0: Float
-                    if let p = pending { z0 = p; pending = nil } else { let (a, b) = rng.normalPair(); z0 = a; pending = b }
+                    if let p = pending { z0 = p; pending = nil } else { let (a, b) = rng.normalFloats(); z0 = a; pending = b }
                     // Partial-volume voxels at the brain edge fade to 0, as skull-stripped scans do.
                     let value = v * scale[ch] * fx[x] * fy[y] * fz[z] + sigma * z0 * min(1, total)
                     out[base + i] = max(value, total < 1 ? 0 : 1e-3 * scale[ch])

@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 import Testing
 @testable import MedicalImaging
@@ -56,7 +57,7 @@ import Testing
     }
 
     @Test func flipsKeepImageAndLabelAlignedAndContrastClamps() {
-        var rng = PhantomRandom(seed: 1)
+        var rng = SplitMix64(mixing: 1)
         var aug = Augmentations.none
         aug.flipAxes = [0, 1]
         for _ in 0 ..< 20 {

@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 @testable import MedicalImaging
 @testable import Segmentation
@@ -20,7 +21,7 @@ struct TinyCase {
     var label: [UInt8] = []
 
     init(seed: UInt64) {
-        var g = PhantomRandom(seed: seed)
+        var g = SplitMix64(mixing: seed)
         let n = shape.reduce(1, *)
         for c in 0 ..< 4 {
             var v = [Float](repeating: 0, count: n)
