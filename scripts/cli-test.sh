@@ -60,12 +60,25 @@ train --out "$tmp/runB" --epochs 1 && fail "train reused a run folder without --
 train --out "$tmp/runB" --epochs 2 --resume || fail "train --resume"
 cmp -s "$tmp/runA/checkpoint_last.safetensors" "$tmp/runB/checkpoint_last.safetensors" || fail "resumed run differs from the uninterrupted one"
 for f in config.json log.jsonl progress.png checkpoint_best.safetensors; do [ -f "$tmp/runA/$f" ] || fail "train wrote no $f"; done
+"$unet" plot "$tmp/runA" -o "$tmp/replot.png" | grep -q "2 epochs" || fail "plot"
 
 # Prediction on a raw case: a label file on the input's grid, then scored.
 mkdir -p "$tmp/one" && cp "$tmp/data/imagesTr/BRATS_002.nii.gz" "$tmp/one/"
-"$unet" predict --model "$tmp/m.safetensors" -i "$tmp/one" -o "$tmp/pred" >/dev/null || fail "predict"
+"$unet" predict --model "$tmp/runA" -i "$tmp/one" -o "$tmp/pred" --png --save-probabilities >/dev/null || fail "predict"
 "$unet" info --json "$tmp/pred/BRATS_002.nii.gz" | grep -q '"shape":\[240,240,155\]' || fail "prediction shape"
-"$unet" evaluate --gt "$tmp/data/labelsTr" --pred "$tmp/pred" >/dev/null 2>&1 || fail "evaluate a prediction"
+"$unet" info --json "$tmp/pred/BRATS_002_probabilities.nii.gz" | grep -q '"shape":\[240,240,155,4\]' || fail "probabilities shape"
+[ -f "$tmp/pred/BRATS_002.png" ] || fail "predict --png wrote no picture"
+"$unet" evaluate --gt "$tmp/data/labelsTr" --pred "$tmp/pred" --png "$tmp/pictures" --images "$tmp/data/imagesTr" >/dev/null 2>&1 \
+  || fail "evaluate a prediction"
+[ -f "$tmp/pictures/BRATS_002.png" ] || fail "evaluate --png wrote no picture"
+
+# 3D: patches, sliding-window validation and prediction, on the same raw case.
+"$unet" preprocess --data "$tmp/data" --out "$tmp/pre3d" --dim 3 >/dev/null 2>&1 || fail "preprocess --dim 3"
+"$unet" train --data "$tmp/pre3d" --preset nvidia-3d --filters 4,8,8,8 --patch 32,32,32 --epochs 1 --out "$tmp/run3d" >/dev/null 2>&1 \
+  || fail "train nvidia-3d"
+grep -q '"validationDice"' "$tmp/run3d/log.jsonl" || fail "3D run not validated"
+"$unet" predict --model "$tmp/run3d" -i "$tmp/one" -o "$tmp/pred3d" >/dev/null || fail "predict 3D"
+"$unet" info --json "$tmp/pred3d/BRATS_002.nii.gz" | grep -q '"shape":\[240,240,155\]' || fail "3D prediction shape"
 
 set +e
 out=$("$unet" forward --model "$tmp/x.npy" --input "$tmp/x.npy" --output "$tmp/l2.npy" 2>&1); status=$?

@@ -3,7 +3,7 @@ import Foundation
 import MedicalImaging
 
 /// The recipe's training augmentations (Composer's set by default), applied per sample in this order:
-/// crop -> flips -> noise -> blur -> brightness -> contrast.
+/// crop -> (zoom) -> flips -> noise -> blur -> brightness -> contrast.
 public struct Augmentations: Codable, Sendable, Equatable {
     /// Probability that a sample is centred on foreground (a random present class, within its largest
     /// connected component); otherwise a uniformly random slice / position.
@@ -19,9 +19,14 @@ public struct Augmentations: Codable, Sendable, Equatable {
     public var brightness = true
     /// Contrast: probability 0.15, multiply by U(0.65, 1.5), then clamp to the sample's original range.
     public var contrast = true
+    /// Zoom (NVIDIA's; Composer omits it): probability 0.15, scale ~ U(0.7, 1.0): the centred scale x sample
+    /// box resized back (cubic for the image, nearest for the label). Applied after the crop, before flips.
+    public var zoom = false
 
     public static let probability = 0.15
     public static let none = Augmentations(foregroundProbability: 0, flipAxes: [], noise: false, blur: false, brightness: false, contrast: false)
+    /// NVIDIA's 3D set: foreground probability 0.4 (its newer code), flips on every axis (zoom is an option).
+    public static let nvidia3D = Augmentations(foregroundProbability: 0.4, flipAxes: [0, 1, 2], noise: true, blur: true, brightness: true, contrast: true)
     public init() {}
     public init(foregroundProbability: Double, flipAxes: [Int], noise: Bool, blur: Bool, brightness: Bool, contrast: Bool) {
         self.foregroundProbability = foregroundProbability
@@ -38,23 +43,37 @@ public struct Augmentations: Codable, Sendable, Equatable {
         public init(rawValue: Int) { self.rawValue = rawValue }
         public static let foreground = Applied(rawValue: 1), flip = Applied(rawValue: 2), noise = Applied(rawValue: 4)
         public static let blur = Applied(rawValue: 8), brightness = Applied(rawValue: 16), contrast = Applied(rawValue: 32)
+        public static let zoom = Applied(rawValue: 64)
     }
 
     /// Intensity and flip augmentations of one 2D sample in place: image (C, H, W), label (H, W).
     func apply(image: inout [Float], label: inout [UInt8], channels C: Int, height H: Int, width W: Int,
                rng: inout SplitMix64) -> Applied {
+        apply(image: &image, label: &label, channels: C, spatial: [H, W], rng: &rng)
+    }
+
+    /// The augmentations after the crop, in place: image (C, spatial...), label (spatial...), C order, 2 or 3
+    /// spatial axes. Random draws happen in a fixed order, so a seeded stream gives the same sample.
+    func apply(image: inout [Float], label: inout [UInt8], channels C: Int, spatial: [Int],
+               rng: inout SplitMix64) -> Applied {
         var applied: Applied = []
-        for axis in flipAxes where rng.chance(0.5) {
+        if zoom && rng.chance(Self.probability) {
+            applied.insert(.zoom)
+            let scale = rng.uniform(0.7, 1.0)
+            Resampling.zoom(image: &image, label: &label, channels: C, spatial: spatial, scale: scale)
+        }
+        for axis in flipAxes where axis < spatial.count && rng.chance(0.5) {
             applied.insert(.flip)
-            if axis == 0 {
-                for c in 0 ... C { for y in 0 ..< H / 2 { for x in 0 ..< W {
-                    if c < C { image.swapAt((c * H + y) * W + x, (c * H + H - 1 - y) * W + x) } else { label.swapAt(y * W + x, (H - 1 - y) * W + x) }
-                } } }
-            } else {
-                for c in 0 ... C { for y in 0 ..< H { for x in 0 ..< W / 2 {
-                    if c < C { image.swapAt((c * H + y) * W + x, (c * H + y) * W + W - 1 - x) } else { label.swapAt(y * W + x, y * W + W - 1 - x) }
-                } } }
+            let inner = spatial[(axis + 1)...].reduce(1, *), n = spatial[axis]
+            let outer = spatial[..<axis].reduce(1, *)
+            func flip<T>(_ v: inout [T], blocks: Int) {
+                for o in 0 ..< blocks { for i in 0 ..< n / 2 {
+                    let (a, b) = ((o * n + i) * inner, (o * n + n - 1 - i) * inner)
+                    for k in 0 ..< inner { v.swapAt(a + k, b + k) }
+                } }
             }
+            flip(&image, blocks: C * outer)
+            flip(&label, blocks: outer)
         }
         if noise && rng.chance(Self.probability) {
             applied.insert(.noise)
@@ -72,16 +91,18 @@ public struct Augmentations: Codable, Sendable, Equatable {
             let sigma = rng.uniform(0.5, 1.5)
             let side = Float(exp(-1 / (2 * sigma * sigma)))
             let (k0, k1) = (side / (1 + 2 * side), 1 / (1 + 2 * side))
+            // Separable 3-tap Gaussian, last axis first, borders reflected (d c b | a b c d | c b a).
             var tmp = image
-            for c in 0 ..< C { for y in 0 ..< H { for x in 0 ..< W {  // along W, reflecting borders
-                let row = (c * H + y) * W
-                let l = x > 0 ? x - 1 : min(1, W - 1), r = x < W - 1 ? x + 1 : max(W - 2, 0)
-                tmp[row + x] = k0 * image[row + l] + k1 * image[row + x] + k0 * image[row + r]
-            } } }
-            for c in 0 ..< C { for y in 0 ..< H { for x in 0 ..< W {  // along H
-                let u = y > 0 ? y - 1 : min(1, H - 1), d = y < H - 1 ? y + 1 : max(H - 2, 0)
-                image[(c * H + y) * W + x] = k0 * tmp[(c * H + u) * W + x] + k1 * tmp[(c * H + y) * W + x] + k0 * tmp[(c * H + d) * W + x]
-            } } }
+            for axis in spatial.indices.reversed() {
+                let inner = spatial[(axis + 1)...].reduce(1, *), n = spatial[axis]
+                let outer = C * spatial[..<axis].reduce(1, *)
+                swap(&tmp, &image)  // tmp: input of this pass, image: its output
+                for o in 0 ..< outer { for i in 0 ..< n {
+                    let l = i > 0 ? i - 1 : min(1, n - 1), r = i < n - 1 ? i + 1 : max(n - 2, 0)
+                    let (base, lo, hi) = ((o * n + i) * inner, (o * n + l) * inner, (o * n + r) * inner)
+                    for k in 0 ..< inner { image[base + k] = k0 * tmp[lo + k] + k1 * tmp[base + k] + k0 * tmp[hi + k] }
+                } }
+            }
         }
         if brightness && rng.chance(Self.probability) {
             applied.insert(.brightness)
@@ -98,30 +119,41 @@ public struct Augmentations: Codable, Sendable, Equatable {
     }
 }
 
-/// 2D training batches from a preprocessed folder (CASE_x.npy (C, D, H, W), CASE_y.npy (1, D, H, W)), read in
-/// place from memory-mapped files: one slice per case per epoch (the recipe's epoch), shuffled, seeded, with
-/// the recipe's augmentations. Every sample's randomness derives from (seed, epoch, position), so batches do
-/// not depend on timing or threads, and a run resumed at an epoch boundary sees the same data.
-public final class SliceLoader: @unchecked Sendable {
+/// Training batches from a preprocessed folder (CASE_x.npy (C, D, H, W), CASE_y.npy (1, D, H, W)), read in
+/// place from memory-mapped files: one sample per training volume per epoch (the recipe's epoch), shuffled,
+/// seeded, with the recipe's augmentations. A sample is a whole slice (H, W) in 2D, a patch (pd, ph, pw) in 3D.
+/// Every sample's randomness derives from (seed, epoch, position), so batches do not depend on timing or
+/// threads, and a run resumed at an epoch boundary sees the same data.
+public final class TrainingLoader: @unchecked Sendable {
     struct Case {
         let id: String
         let x: Npy.Mapped
         let y: Npy.Mapped
-        let depth: Int
-        /// For each class 1...3 present: slice index of every voxel of its largest connected component.
-        var foregroundSlices: [[Int]]
+        /// (D, H, W).
+        let size: [Int]
+        /// For each class 1...3 present: the linear index of every voxel of its largest connected component.
+        var foreground: [[Int]]
     }
 
-    public let channels: Int, height: Int, width: Int
+    public let dimension: Int
+    public let channels: Int
+    /// Spatial shape of a sample: (H, W) in 2D, the patch (pd, ph, pw) in 3D.
+    public let sampleShape: [Int]
     public let augmentations: Augmentations
     public let seed: UInt64
     private var cases: [Case] = []
     public var ids: [String] { cases.map(\.id) }
 
-    public init(folder: String, ids: [String], augmentations: Augmentations, seed: UInt64) throws {
+    /// `patch`: the 3D patch (every case must be at least this large; `unet preprocess --dim 3` pads to 128^3);
+    /// nil for 2D slices.
+    public init(folder: String, ids: [String], patch: [Int]? = nil, augmentations: Augmentations, seed: UInt64) throws {
+        self.dimension = patch == nil ? 2 : 3
         self.augmentations = augmentations
         self.seed = seed
-        var shape: [Int]?
+        if let patch, patch.count != 3 || patch.contains(where: { $0 < 1 }) {
+            throw SegmentationError.invalidArgument("a 3D patch has 3 positive sizes, got \(patch)")
+        }
+        var first: (file: String, channels: Int, slice: [Int])?
         for id in ids {
             let files = Preprocessing.files(folder, id)
             let x = try Npy.map(files.image), y = try Npy.map(files.label)
@@ -131,19 +163,27 @@ public final class SliceLoader: @unchecked Sendable {
             guard y.layout.datatype == .uint8, !y.layout.fortranOrder, y.layout.shape == [1] + x.layout.shape.dropFirst() else {
                 throw SegmentationError.invalidFile(files.label, "expected uint8 (1, D, H, W) matching \(x.layout.shape), found \(y.layout.datatype) \(y.layout.shape)")
             }
-            let s = [x.layout.shape[0]] + x.layout.shape.dropFirst(2)
-            if let shape, shape != s {
-                throw SegmentationError.invalidFile(files.image, "slices are \(s) (C, H, W), other cases have \(shape): preprocess for 2D first")
+            let size = Array(x.layout.shape.dropFirst())
+            if let first, first.channels != x.layout.shape[0] {
+                throw SegmentationError.invalidFile(files.image, "has \(x.layout.shape[0]) channels, \(first.file) has \(first.channels)")
             }
-            shape = s
-            cases.append(Case(id: id, x: x, y: y, depth: x.layout.shape[1], foregroundSlices: try Self.foreground(y, file: files.label)))
+            if let patch {
+                guard zip(size, patch).allSatisfy({ $0 >= $1 }) else {
+                    throw SegmentationError.invalidFile(files.image, "volume \(size) (D, H, W) is smaller than the patch \(patch): preprocess with --dim 3")
+                }
+            } else if let first, first.slice != Array(size.dropFirst()) {
+                throw SegmentationError.invalidFile(files.image, "slices are \(Array(size.dropFirst())) (H, W), \(first.file) has \(first.slice): preprocess for 2D first")
+            }
+            if first == nil { first = (files.image, x.layout.shape[0], Array(size.dropFirst())) }
+            cases.append(Case(id: id, x: x, y: y, size: size, foreground: try Self.foreground(y)))
         }
-        guard let shape else { throw SegmentationError.invalidArgument("no training cases") }
-        (channels, height, width) = (shape[0], shape[1], shape[2])
+        guard let first else { throw SegmentationError.invalidArgument("no training cases") }
+        channels = first.channels
+        sampleShape = patch ?? first.slice
     }
 
-    /// Slice indices of the voxels of each present class's largest 6-connected component.
-    static func foreground(_ y: Npy.Mapped, file: String) throws -> [[Int]] {
+    /// Linear voxel indices of each present class's largest 6-connected component.
+    static func foreground(_ y: Npy.Mapped) throws -> [[Int]] {
         let (D, H, W) = (y.layout.shape[1], y.layout.shape[2], y.layout.shape[3])
         var labels = [UInt8](repeating: 0, count: D * H * W)
         labels.withUnsafeMutableBufferPointer { y.copyBytes(from: 0, count: D * H * W, into: $0.baseAddress!) }
@@ -169,7 +209,7 @@ public final class SliceLoader: @unchecked Sendable {
                 }
                 if component.count > best.count { best = component }
             }
-            result.append(best.map { $0 / (H * W) })
+            result.append(best)
         }
         return result
     }
@@ -185,41 +225,57 @@ public final class SliceLoader: @unchecked Sendable {
     }
 
     /// One sample: case `index` at epoch `epoch`, position `position` in the epoch (for its random stream).
+    /// Image (C, sampleShape...), label (sampleShape...), C order.
     public func sample(case index: Int, epoch: Int, position: Int) -> (image: [Float], label: [UInt8], applied: Augmentations.Applied) {
         var rng = SplitMix64(mixing: (seed &* 1_000_003 &+ UInt64(epoch)) &* 1_000_033 &+ UInt64(position))
         let c = cases[index]
+        let (D, H, W) = (c.size[0], c.size[1], c.size[2])
         var applied: Augmentations.Applied = []
-        let z: Int
-        if !c.foregroundSlices.isEmpty && rng.chance(augmentations.foregroundProbability) {
+        // The sample's corner (z, y, x): a whole slice in 2D, a patch in 3D.
+        let extent = dimension == 2 ? [1, H, W] : sampleShape
+        var corner: [Int]
+        if !c.foreground.isEmpty && rng.chance(augmentations.foregroundProbability) {
             applied.insert(.foreground)
-            let voxels = c.foregroundSlices[Int.random(in: 0 ..< c.foregroundSlices.count, using: &rng)]
-            z = voxels[Int.random(in: 0 ..< voxels.count, using: &rng)]
+            let voxels = c.foreground[Int.random(in: 0 ..< c.foreground.count, using: &rng)]
+            let v = voxels[Int.random(in: 0 ..< voxels.count, using: &rng)]
+            let centre = [v / (H * W), v / W % H, v % W]
+            corner = (0 ..< 3).map { a in min(max(centre[a] - extent[a] / 2, 0), c.size[a] - extent[a]) }
+        } else if dimension == 2 {
+            corner = [Int.random(in: 0 ..< D, using: &rng), 0, 0]
         } else {
-            z = Int.random(in: 0 ..< c.depth, using: &rng)
+            corner = (0 ..< 3).map { a in Int.random(in: 0 ... c.size[a] - extent[a], using: &rng) }
         }
-        let plane = height * width
-        var image = [Float](repeating: 0, count: channels * plane)
+        if dimension == 2 { corner[1] = 0; corner[2] = 0 }
+        let count = extent.reduce(1, *)
+        var image = [Float](repeating: 0, count: channels * count)
+        var label = [UInt8](repeating: 0, count: count)
         image.withUnsafeMutableBufferPointer { p in
-            for ch in 0 ..< channels { c.x.copyFloats(from: (ch * c.depth + z) * plane, count: plane, into: p.baseAddress! + ch * plane) }
+            label.withUnsafeMutableBufferPointer { l in
+                // Rows of the box, each extent[2] contiguous voxels.
+                for z in 0 ..< extent[0] { for y in 0 ..< extent[1] {
+                    let source = ((corner[0] + z) * H + corner[1] + y) * W + corner[2]
+                    let row = (z * extent[1] + y) * extent[2]
+                    for ch in 0 ..< channels { c.x.copyFloats(from: ch * D * H * W + source, count: extent[2], into: p.baseAddress! + ch * count + row) }
+                    c.y.copyBytes(from: source, count: extent[2], into: l.baseAddress! + row)
+                } }
+            }
         }
-        var label = [UInt8](repeating: 0, count: plane)
-        label.withUnsafeMutableBufferPointer { c.y.copyBytes(from: z * plane, count: plane, into: $0.baseAddress!) }
-        applied.formUnion(augmentations.apply(image: &image, label: &label, channels: channels, height: height, width: width, rng: &rng))
+        applied.formUnion(augmentations.apply(image: &image, label: &label, channels: channels, spatial: sampleShape, rng: &rng))
         return (image, label, applied)
     }
 
-    /// The batch of step `step` in `epoch` as tensors: input (N, C, H, W), labels (N, 1, H, W).
+    /// The batch of step `step` in `epoch` as tensors: input (N, C, sampleShape...), labels (N, 1, sampleShape...).
     public func batch(epoch: Int, step: Int, size: Int) throws -> (Tensor, Labels) {
         let plan = epochPlan(epoch, batch: size)
         let items = plan[step % plan.count]
         var image = [Float](), label = [UInt8]()
-        image.reserveCapacity(items.count * channels * height * width)
+        image.reserveCapacity(items.count * channels * sampleShape.reduce(1, *))
         for (k, index) in items.enumerated() {
             let s = sample(case: index, epoch: epoch, position: step * size + k)
             image += s.image
             label += s.label
         }
-        return (try Tensor(dims: [items.count, channels, height, width], values: image),
-                try Labels(dims: [items.count, 1, height, width], values: label))
+        return (try Tensor(dims: [items.count, channels] + sampleShape, values: image),
+                try Labels(dims: [items.count, 1] + sampleShape, values: label))
     }
 }

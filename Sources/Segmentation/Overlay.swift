@@ -53,21 +53,33 @@ public enum Overlay {
     }
 
     /// Reads the files, renders, writes `output` (PNG). Labels are read as training classes via `convention`.
-    public static func write(image path: String, channel: Int, truth: String?, prediction: String?,
+    /// Without an image the labels are drawn on black.
+    public static func write(image path: String?, channel: Int, truth: String?, prediction: String?,
                              convention: LabelConvention = .decathlon, to output: String) throws {
-        let img = try NiftiImage.read(path)
-        let spatial = Array(img.shape.prefix(3))
-        guard spatial.count == 3 else { throw SegmentationError.invalidFile(path, "expected a 3D or 4D image, shape \(img.shape)") }
-        let n = spatial.reduce(1, *)
-        let channels = img.header.voxelCount / n
-        guard channel >= 0, channel < channels else { throw SegmentationError.invalidFile(path, "has \(channels) channel(s); --channel \(channel) does not exist") }
-        let values = Array(img.floatValues()[channel * n ..< (channel + 1) * n])
+        var spatial: [Int]?
+        var values: [Float]?
+        if let path {
+            let img = try NiftiImage.read(path)
+            let shape = Array(img.shape.prefix(3))
+            guard shape.count == 3 else { throw SegmentationError.invalidFile(path, "expected a 3D or 4D image, shape \(img.shape)") }
+            let n = shape.reduce(1, *)
+            let channels = img.header.voxelCount / n
+            guard channel >= 0, channel < channels else { throw SegmentationError.invalidFile(path, "has \(channels) channel(s); --channel \(channel) does not exist") }
+            values = Array(img.floatValues()[channel * n ..< (channel + 1) * n])
+            spatial = shape
+        }
         func labels(_ p: String?) throws -> [UInt8]? {
             guard let p else { return nil }
             let l = try NiftiImage.read(p)
-            guard Array(l.shape.prefix(3)) == spatial else { throw SegmentationError.invalidFile(p, "shape \(l.shape), the image has \(spatial)") }
+            let shape = Array(l.shape.prefix(3))
+            if let spatial { guard shape == spatial else { throw SegmentationError.invalidFile(p, "shape \(l.shape), the image has \(spatial)") } }
+            guard shape.count == 3 else { throw SegmentationError.invalidFile(p, "expected a 3D label map, shape \(l.shape)") }
+            spatial = shape
             return l.floatValues().map { convention.trainingClass(of: Int($0)) ?? 0 }
         }
-        try render(image: values, shape: spatial, truth: try labels(truth), prediction: try labels(prediction)).write(to: output)
+        let t = try labels(truth), p = try labels(prediction)
+        guard let spatial else { throw SegmentationError.invalidArgument("an overlay needs an image or a label map") }
+        let image = values ?? [Float](repeating: 0, count: spatial.reduce(1, *))
+        try render(image: image, shape: spatial, truth: t, prediction: p).write(to: output)
     }
 }

@@ -18,6 +18,9 @@ public enum Predictor {
         /// Label values written: the Decathlon's (0-3) or BraTS (0, 1, 2, 4).
         public var convention = LabelConvention.decathlon
         public var overwrite = false
+        /// Also write the softmax probabilities (CASE_probabilities.nii.gz) and an overlay picture (CASE.png).
+        public var saveProbabilities = false
+        public var png = false
         public init() {}
     }
 
@@ -68,17 +71,35 @@ public enum Predictor {
         return LoadedCase(id: id, shape: shape, channels: values, label: nil, header: header)
     }
 
-    /// Training-class labels (0-3) on the original grid (x fastest).
-    public static func segment(_ loaded: LoadedCase, network: UNet, options: Options) throws -> [UInt8] {
-        let config = network.config
-        let pre = try Preprocessing.transform(loaded, options: PreprocessOptions(dim: config.dimension), channelNames: [],
+    /// A case's segmentation on its original grid (x fastest): training classes 0-3, and with
+    /// `probabilities` the softmax probability of each class (K volumes; outside the crop, background 1).
+    public static func segment(_ loaded: LoadedCase, network: UNet, options: Options, probabilities: Bool = false) throws
+        -> (labels: [UInt8], probabilities: [[Float]]?) {
+        let pre = try Preprocessing.transform(loaded, options: PreprocessOptions(dim: network.config.dimension), channelNames: [],
                                               convention: .decathlon)
+        var out = try logits(pre.image, shape: pre.meta.shape, network: network, options: options)
+        let K = network.config.classes
+        let labels = try Preprocessing.restore(argmax(out, classes: K), meta: pre.meta, fill: 0)
+        guard probabilities else { return (labels, nil) }
+        softmax(&out, classes: K)
+        let v = out.count / K
+        let restored = try (0 ..< K).map { k in try Preprocessing.restore(Array(out[k * v ..< (k + 1) * v]), meta: pre.meta, fill: k == 0 ? 1 : 0) }
+        return (labels, restored)
+    }
+
+    /// Logits (K, D, H, W) of a preprocessed volume `image` of `shape` (C, D, H, W), inference mode: 2D slice
+    /// batches, or 3D sliding windows of `options.patch3D` with Gaussian weights; averaged over flips with TTA.
+    public static func logits(_ image: [Float], shape: [Int], network: UNet, options: Options) throws -> [Float] {
+        let config = network.config
         network.training = false
-        let (C, D, H, W) = (pre.meta.shape[0], pre.meta.shape[1], pre.meta.shape[2], pre.meta.shape[3])
+        let (C, D, H, W) = (shape[0], shape[1], shape[2], shape[3])
+        guard C == config.inputChannels, image.count == shape.reduce(1, *) else {
+            throw SegmentationError.invalidArgument("volume \(shape) (C, D, H, W) with \(image.count) values; the network takes \(config.inputChannels) channels")
+        }
         let K = config.classes
-        var labels = [UInt8](repeating: 0, count: D * H * W)
         let flips: [[Int]] = options.testTimeAugmentation
             ? (config.dimension == 2 ? [[], [2], [3], [2, 3]] : [[], [2], [3], [4], [2, 3], [2, 4], [3, 4], [2, 3, 4]]) : [[]]
+        var sum = [Float](repeating: 0, count: K * D * H * W)
         if config.dimension == 2 {
             // Slices d of (C, D, H, W) become a batch (n, C, H, W).
             var start = 0
@@ -87,46 +108,68 @@ public enum Predictor {
                 var batch = [Float](repeating: 0, count: n * C * H * W)
                 for s in 0 ..< n { for c in 0 ..< C {
                     let src = (c * D + start + s) * H * W, dst = (s * C + c) * H * W
-                    for i in 0 ..< H * W { batch[dst + i] = pre.image[src + i] }
+                    for i in 0 ..< H * W { batch[dst + i] = image[src + i] }
                 } }
-                let logits = try averagedLogits(network, batch, dims: [n, C, H, W], flips: flips)
-                for s in 0 ..< n { for i in 0 ..< H * W {
-                    var best = 0
-                    for k in 1 ..< K where logits[(s * K + k) * H * W + i] > logits[(s * K + best) * H * W + i] { best = k }
-                    labels[(start + s) * H * W + i] = UInt8(best)
+                let out = try averagedLogits(network, batch, dims: [n, C, H, W], flips: flips)
+                for s in 0 ..< n { for k in 0 ..< K {
+                    let src = (s * K + k) * H * W, dst = (k * D + start + s) * H * W
+                    for i in 0 ..< H * W { sum[dst + i] = out[src + i] }
                 } }
                 start += n
             }
-        } else {
-            let patch = options.patch3D
-            let size = [D, H, W]
-            let positions = (0 ..< 3).map { windowStarts(size[$0], patch[$0], overlap: options.overlap) }
-            let importance = gaussian(patch)
-            var sum = [Float](repeating: 0, count: K * D * H * W), weight = [Float](repeating: 0, count: D * H * W)
-            let pv = patch.reduce(1, *)
-            for z0 in positions[0] { for y0 in positions[1] { for x0 in positions[2] {
-                var window = [Float](repeating: 0, count: C * pv)
-                for c in 0 ..< C { for z in 0 ..< patch[0] { for y in 0 ..< patch[1] {
-                    let src = ((c * D + z0 + z) * H + y0 + y) * W + x0, dst = ((c * patch[0] + z) * patch[1] + y) * patch[2]
-                    for x in 0 ..< patch[2] { window[dst + x] = pre.image[src + x] }
-                } } }
-                let logits = try averagedLogits(network, window, dims: [1, C] + patch, flips: flips)
-                for z in 0 ..< patch[0] { for y in 0 ..< patch[1] { for x in 0 ..< patch[2] {
-                    let p = (z * patch[1] + y) * patch[2] + x
-                    let g = ((z0 + z) * H + y0 + y) * W + x0 + x
-                    let w = importance[p]
-                    weight[g] += w
-                    for k in 0 ..< K { sum[k * D * H * W + g] += w * logits[k * pv + p] }
-                } } }
-            } } }
-            let v = D * H * W
-            for g in 0 ..< v {
-                var best = 0
-                for k in 1 ..< K where sum[k * v + g] > sum[best * v + g] { best = k }
-                labels[g] = UInt8(best)
-            }
+            return sum
         }
-        return try Preprocessing.restore(labels, meta: pre.meta, fill: 0)
+        let patch = options.patch3D
+        let size = [D, H, W]
+        guard zip(size, patch).allSatisfy({ $0 >= $1 }) else {
+            throw SegmentationError.invalidArgument("volume \(size) (D, H, W) is smaller than the 3D patch \(patch)")
+        }
+        let positions = (0 ..< 3).map { windowStarts(size[$0], patch[$0], overlap: options.overlap) }
+        let importance = gaussian(patch)
+        var weight = [Float](repeating: 0, count: D * H * W)
+        let pv = patch.reduce(1, *)
+        for z0 in positions[0] { for y0 in positions[1] { for x0 in positions[2] {
+            var window = [Float](repeating: 0, count: C * pv)
+            for c in 0 ..< C { for z in 0 ..< patch[0] { for y in 0 ..< patch[1] {
+                let src = ((c * D + z0 + z) * H + y0 + y) * W + x0, dst = ((c * patch[0] + z) * patch[1] + y) * patch[2]
+                for x in 0 ..< patch[2] { window[dst + x] = image[src + x] }
+            } } }
+            let out = try averagedLogits(network, window, dims: [1, C] + patch, flips: flips)
+            for z in 0 ..< patch[0] { for y in 0 ..< patch[1] { for x in 0 ..< patch[2] {
+                let p = (z * patch[1] + y) * patch[2] + x
+                let g = ((z0 + z) * H + y0 + y) * W + x0 + x
+                let w = importance[p]
+                weight[g] += w
+                for k in 0 ..< K { sum[k * D * H * W + g] += w * out[k * pv + p] }
+            } } }
+        } } }
+        let v = D * H * W
+        for k in 0 ..< K { for g in 0 ..< v { sum[k * v + g] /= weight[g] } }
+        return sum
+    }
+
+    /// Per voxel, the class with the largest score of (K, V) scores (the first on ties).
+    public static func argmax(_ scores: [Float], classes K: Int) -> [UInt8] {
+        let v = scores.count / K
+        var labels = [UInt8](repeating: 0, count: v)
+        for g in 0 ..< v {
+            var best = 0
+            for k in 1 ..< K where scores[k * v + g] > scores[best * v + g] { best = k }
+            labels[g] = UInt8(best)
+        }
+        return labels
+    }
+
+    /// Softmax over the K rows of (K, V) scores, in place.
+    static func softmax(_ scores: inout [Float], classes K: Int) {
+        let v = scores.count / K
+        for g in 0 ..< v {
+            var m = -Float.infinity
+            for k in 0 ..< K { m = max(m, scores[k * v + g]) }
+            var total: Float = 0
+            for k in 0 ..< K { let e = Foundation.exp(scores[k * v + g] - m); scores[k * v + g] = e; total += e }
+            for k in 0 ..< K { scores[k * v + g] /= total }
+        }
     }
 
     /// Logits (plain, same dims with classes) averaged over the flipped inputs.
@@ -186,7 +229,9 @@ public enum Predictor {
         return g.map { max($0, smallest) }
     }
 
-    /// Segments every case under `input` into `output` (CASE.nii.gz, the input's geometry). Returns seconds per case.
+    /// Segments every case under `input` into `output`: CASE.nii.gz (labels, the input's geometry), with
+    /// `options.saveProbabilities` CASE_probabilities.nii.gz (float32 (X, Y, Z, K)), with `options.png`
+    /// CASE.png (first channel with the prediction, through the tumour). Returns seconds per case.
     public static func run(network: UNet, input: String, output: String, options: Options,
                            report: (String, Double) -> Void = { _, _ in }) throws -> [(String, Double)] {
         let cases = try inputs(input)
@@ -194,16 +239,25 @@ public enum Predictor {
         var times: [(String, Double)] = []
         for c in cases {
             let path = output + "/\(c.id).nii.gz"
-            if !options.overwrite, FileManager.default.fileExists(atPath: path) {
-                throw SegmentationError.invalidFile(path, "exists; pass --overwrite to replace it")
+            let extra = (options.saveProbabilities ? [output + "/\(c.id)_probabilities.nii.gz"] : []) + (options.png ? [output + "/\(c.id).png"] : [])
+            if !options.overwrite, let existing = ([path] + extra).first(where: { FileManager.default.fileExists(atPath: $0) }) {
+                throw SegmentationError.invalidFile(existing, "exists; pass --overwrite to replace it")
             }
             let start = Date()
             let loaded = try load(id: c.id, files: c.files, channels: network.config.inputChannels)
-            let classes = try segment(loaded, network: network, options: options)
+            let (classes, probabilities) = try segment(loaded, network: network, options: options, probabilities: options.saveProbabilities)
             var header = loaded.header
             header.shape = loaded.shape
             let stored = classes.map { options.convention.storedValue(of: $0) }
             try NiftiImage(shape: loaded.shape, voxels: .uint8(stored), like: header).write(to: path, compressionLevel: 6)
+            if let probabilities {
+                header.shape = loaded.shape + [probabilities.count]
+                try NiftiImage(shape: header.shape, voxels: .float32(Array(probabilities.joined())), like: header)
+                    .write(to: output + "/\(c.id)_probabilities.nii.gz", compressionLevel: 6)
+            }
+            if options.png {
+                try Overlay.render(image: loaded.channels[0], shape: loaded.shape, truth: nil, prediction: classes).write(to: output + "/\(c.id).png")
+            }
             let seconds = Date().timeIntervalSince(start)
             times.append((c.id, seconds))
             report(c.id, seconds)

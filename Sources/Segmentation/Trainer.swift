@@ -16,8 +16,23 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     /// Slices per forward pass in validation.
     public var validationBatch = 32
     public var augmentations = Augmentations()
+    /// Budget of training time in seconds (validation excluded), checked at the end of each epoch: the run
+    /// validates and finishes at the first epoch end past it. nil: no budget, run all epochs.
+    public var timeLimit: Double?
+    /// 3D: the training patch (pd, ph, pw), also the validation window; nil in 2D.
+    public var patch: [Int]?
 
-    public init(network: UNetConfig) { self.network = network }
+    /// The recipe's defaults for the network's dimension: Composer's 2D (batch 64, its augmentations) or
+    /// NVIDIA's 3D (batch 2 patches of 128^3, foreground 0.4, flips on every axis).
+    public init(network: UNetConfig) {
+        self.network = network
+        if network.dimension == 3 {
+            batch = 2
+            patch = [128, 128, 128]
+            augmentations = .nvidia3D
+            validationBatch = 1
+        }
+    }
 }
 
 /// One line of RUN/log.jsonl.
@@ -27,14 +42,16 @@ public struct EpochRecord: Codable, Sendable {
     public var loss: Double
     public var learningRate: Double
     public var seconds: Double
+    /// Training time so far (forward, loss, backward and update; validation and checkpoints excluded).
+    public var trainingSeconds: Double?
     /// The recipe's validation Dice (%), per class, and per region (WT, TC, ET), when validated this epoch.
     public var validationDice: Double?
     public var classDice: [Double]?
     public var regionDice: [String: Double]?
 }
 
-/// Trains the 2D recipe on a preprocessed folder: one slice per training volume per epoch, the recipe's
-/// augmentations, validation on the fold's held-out cases with the recipe's Dice, checkpoints
+/// Trains the recipe on a preprocessed folder: one sample (a 2D slice or a 3D patch) per training volume per
+/// epoch, the recipe's augmentations, validation on the fold's held-out cases with the recipe's Dice, checkpoints
 /// (`checkpoint_last`, `checkpoint_best`, atomic), a JSONL log, resumable to the exact same losses.
 public final class Trainer: @unchecked Sendable {
     public let options: TrainingOptions
@@ -59,8 +76,8 @@ public final class Trainer: @unchecked Sendable {
 
     /// Runs (or resumes, when `resume` and RUN/checkpoint_last exists) the training. `report` receives each epoch's record.
     public func train(resume: Bool, report: (EpochRecord) -> Void = { _ in }) throws -> Outcome {
-        guard options.network.dimension == 2 else {
-            throw SegmentationError.invalidArgument("3D training is not implemented yet; use a 2D configuration (composer-2d)")
+        guard (options.network.dimension == 3) == (options.patch != nil) else {
+            throw SegmentationError.invalidArgument("a 3D network trains on patches (set one) and a 2D network on whole slices (no patch)")
         }
         let fm = FileManager.default
         let configPath = run + "/config.json"
@@ -69,8 +86,9 @@ public final class Trainer: @unchecked Sendable {
         if fm.fileExists(atPath: configPath) {
             guard resume else { throw SegmentationError.invalidFile(run, "holds a run already; pass --resume to continue it or choose another --out") }
             var old = try JSONDecoder().decode(TrainingOptions.self, from: Data(contentsOf: URL(fileURLWithPath: configPath)))
-            old.epochs = options.epochs  // a resumed run may be extended (or shortened); nothing else may change
-            guard old == options else { throw SegmentationError.invalidFile(configPath, "the run was started with other options; resume it with the same ones (only --epochs may change)") }
+            // A resumed run may be extended (or shortened); nothing else may change.
+            (old.epochs, old.timeLimit) = (options.epochs, options.timeLimit)
+            guard old == options else { throw SegmentationError.invalidFile(configPath, "the run was started with other options; resume it with the same ones (only --epochs and --time-limit may change)") }
             try AtomicFile.write(Array(try encoder.encode(options)), to: configPath)
         } else {
             try fm.createDirectory(atPath: run, withIntermediateDirectories: true)
@@ -83,12 +101,13 @@ public final class Trainer: @unchecked Sendable {
         let splits = try JSONDecoder().decode(FoldSplits.self, from: splitsData)
         guard splits.folds.indices.contains(options.fold) else { throw SegmentationError.invalidArgument("fold \(options.fold) does not exist (0...\(splits.folds.count - 1))") }
         let fold = splits.folds[options.fold]
-        let loader = try SliceLoader(folder: data, ids: fold.train, augmentations: options.augmentations, seed: options.seed)
+        let loader = try TrainingLoader(folder: data, ids: fold.train, patch: options.patch, augmentations: options.augmentations, seed: options.seed)
 
         // Start or resume.
         var network: UNet, optimizer: Optimizer
         var epoch = 0, stepInEpoch = 0, globalStep = 0
         var best = -Double.infinity
+        var trained = 0.0
         if resume, fm.fileExists(atPath: lastCheckpoint) {
             let (net, opt, state) = try Checkpoint.load(lastCheckpoint)
             guard net.config == options.network else { throw SegmentationError.invalidFile(lastCheckpoint, "its network differs from the run's configuration") }
@@ -96,6 +115,7 @@ public final class Trainer: @unchecked Sendable {
             (epoch, globalStep) = (state.epoch, state.step)
             stepInEpoch = Int(state.extra["step_in_epoch"] ?? "0") ?? 0
             best = Double(state.extra["best_dice"] ?? "") ?? -Double.infinity
+            trained = Double(state.extra["training_seconds"] ?? "0") ?? 0
         } else {
             network = try UNet(config: options.network)
             network.initialize(seed: options.seed)
@@ -103,7 +123,7 @@ public final class Trainer: @unchecked Sendable {
             if fm.fileExists(atPath: log) { try fm.removeItem(atPath: log) }  // a fresh run of an unstarted folder
         }
         Self.stopRequested = false
-        while epoch < options.epochs {
+        while epoch < options.epochs && trained < options.timeLimit ?? .infinity {
             let plan = loader.epochPlan(epoch, batch: options.batch)
             let start = Date()
             var lossSum = 0.0, lossCount = 0
@@ -123,7 +143,9 @@ public final class Trainer: @unchecked Sendable {
                 next.1.wait()
                 let (x, y) = try next.0.value!.get()
                 if stepInEpoch + 1 < plan.count { next = prefetch(stepInEpoch + 1) }
+                let stepStart = Date()
                 let loss = try network.trainingStep(input: x, target: y, optimizer: optimizer, learningRate: lr)
+                trained += Date().timeIntervalSince(stepStart)
                 guard loss.isFinite else {
                     throw SegmentationError.invalidArgument("loss became \(loss) at epoch \(epoch + 1), step \(stepInEpoch + 1); stopped, \(lastCheckpoint) keeps the last good state")
                 }
@@ -133,26 +155,27 @@ public final class Trainer: @unchecked Sendable {
                 globalStep += 1
                 progress.advance(note: String(format: "loss %.4f", loss))
                 if Self.stopRequested {
-                    try save(network, optimizer, epoch: epoch, stepInEpoch: stepInEpoch, globalStep: globalStep, best: best)
+                    try save(network, optimizer, epoch: epoch, stepInEpoch: stepInEpoch, globalStep: globalStep, best: best, trained: trained)
                     return .stopped(epoch: epoch, step: stepInEpoch)
                 }
             }
             epoch += 1
             stepInEpoch = 0
             var record = EpochRecord(epoch: epoch, step: globalStep, loss: lossSum / Double(max(lossCount, 1)), learningRate: lr,
-                                     seconds: Date().timeIntervalSince(start))
-            if epoch % options.validateEvery == 0 || epoch == options.epochs {
+                                     seconds: Date().timeIntervalSince(start), trainingSeconds: trained)
+            let last = epoch == options.epochs || trained >= options.timeLimit ?? .infinity
+            if epoch % options.validateEvery == 0 || last {
                 let v = try validate(network, ids: fold.val)
                 record.validationDice = v.dice
                 record.classDice = v.classes
                 record.regionDice = v.regions
                 if v.dice > best {
                     best = v.dice
-                    try Checkpoint(step: globalStep, epoch: epoch, extra: ["best_dice": "\(best)", "step_in_epoch": "0"])
+                    try Checkpoint(step: globalStep, epoch: epoch, extra: checkpointState(best: best, stepInEpoch: 0, trained: trained))
                         .save(network: network, optimizer: optimizer, to: bestCheckpoint)
                 }
             }
-            try save(network, optimizer, epoch: epoch, stepInEpoch: 0, globalStep: globalStep, best: best)
+            try save(network, optimizer, epoch: epoch, stepInEpoch: 0, globalStep: globalStep, best: best, trained: trained)
             let line = String(decoding: try sortedJSON.encode(record), as: UTF8.self) + "\n"
             let handle = try? FileHandle(forWritingTo: URL(fileURLWithPath: log))
             if let handle { handle.seekToEndOfFile(); handle.write(Data(line.utf8)); try? handle.close() } else { try AtomicFile.write(text: line, to: log) }
@@ -162,40 +185,43 @@ public final class Trainer: @unchecked Sendable {
         return .finished
     }
 
-    private func save(_ network: UNet, _ optimizer: Optimizer, epoch: Int, stepInEpoch: Int, globalStep: Int, best: Double) throws {
-        try Checkpoint(step: globalStep, epoch: epoch, extra: ["best_dice": "\(best)", "step_in_epoch": "\(stepInEpoch)"])
+    /// The run's state in a checkpoint. The training time is kept only under a time budget (it needs it to
+    /// resume), so that otherwise identical states give byte-identical checkpoints.
+    private func checkpointState(best: Double, stepInEpoch: Int, trained: Double) -> [String: String] {
+        var extra = ["best_dice": "\(best)", "step_in_epoch": "\(stepInEpoch)"]
+        if options.timeLimit != nil { extra["training_seconds"] = "\(trained)" }
+        return extra
+    }
+
+    private func save(_ network: UNet, _ optimizer: Optimizer, epoch: Int, stepInEpoch: Int, globalStep: Int, best: Double, trained: Double) throws {
+        try Checkpoint(step: globalStep, epoch: epoch, extra: checkpointState(best: best, stepInEpoch: stepInEpoch, trained: trained))
             .save(network: network, optimizer: optimizer, to: lastCheckpoint)
     }
 
-    /// The recipe's validation metric on whole preprocessed volumes (slice batches, inference mode):
-    /// per class 1-3 Dice with the absent-class rule, mean over volumes then classes, x100; plus region Dice.
+    /// The recipe's validation metric on whole preprocessed volumes (inference mode; 2D slice batches or 3D
+    /// sliding windows as `unet predict`): per class 1-3 Dice with the absent-class rule, mean over volumes
+    /// then classes, x100; plus region Dice.
     func validate(_ network: UNet, ids: [String]) throws -> (dice: Double, classes: [Double], regions: [String: Double]) {
-        network.training = false
+        var predictorOptions = Predictor.Options()
+        predictorOptions.sliceBatch = options.validationBatch
+        if let patch = options.patch { predictorOptions.patch3D = patch }
         var classTotals = [0.0, 0.0, 0.0]
         var regionTotals: [String: Double] = [:]
+        let progress = ProgressReporter(total: ids.count, label: "validation")
         for id in ids {
             let files = Preprocessing.files(data, id)
             let x = try Npy.map(files.image), y = try Npy.map(files.label)
-            let (C, D, H, W) = (x.layout.shape[0], x.layout.shape[1], x.layout.shape[2], x.layout.shape[3])
-            var truth = [UInt8](repeating: 0, count: D * H * W)
-            truth.withUnsafeMutableBufferPointer { y.copyBytes(from: 0, count: D * H * W, into: $0.baseAddress!) }
-            var prediction = [UInt8](repeating: 0, count: D * H * W)
-            var start = 0
-            while start < D {
-                let n = min(options.validationBatch, D - start)
-                var batch = [Float](repeating: 0, count: n * C * H * W)
-                batch.withUnsafeMutableBufferPointer { p in
-                    for s in 0 ..< n { for c in 0 ..< C { x.copyFloats(from: (c * D + start + s) * H * W, count: H * W, into: p.baseAddress! + (s * C + c) * H * W) } }
-                }
-                let logits = try network.forward(try Tensor(dims: [n, C, H, W], values: batch))[0].toArray()
-                let K = network.config.classes
-                for s in 0 ..< n { for i in 0 ..< H * W {
-                    var bestK = 0
-                    for k in 1 ..< K where logits[(s * K + k) * H * W + i] > logits[(s * K + bestK) * H * W + i] { bestK = k }
-                    prediction[(start + s) * H * W + i] = UInt8(bestK)
-                } }
-                start += n
+            guard x.layout.datatype == .float32, !x.layout.bigEndian, !x.layout.fortranOrder, x.layout.shape.count == 4,
+                  y.layout.datatype == .uint8, y.layout.shape == [1] + x.layout.shape.dropFirst() else {
+                throw SegmentationError.invalidFile(files.image, "expected float32 (C, D, H, W) with a uint8 (1, D, H, W) label file, found \(x.layout.shape) and \(y.layout.shape)")
             }
+            let count = x.layout.shape.reduce(1, *), voxels = count / x.layout.shape[0]
+            var image = [Float](repeating: 0, count: count)
+            image.withUnsafeMutableBufferPointer { x.copyFloats(from: 0, count: count, into: $0.baseAddress!) }
+            var truth = [UInt8](repeating: 0, count: voxels)
+            truth.withUnsafeMutableBufferPointer { y.copyBytes(from: 0, count: voxels, into: $0.baseAddress!) }
+            let scores = try Predictor.logits(image, shape: x.layout.shape, network: network, options: predictorOptions)
+            let prediction = Predictor.argmax(scores, classes: network.config.classes)
             for c in UInt8(1) ... 3 {
                 let inTruth = truth.contains(c)
                 classTotals[Int(c) - 1] += inTruth ? Metrics.dice(prediction.map { $0 == c }, truth.map { $0 == c }) : (prediction.contains(c) ? 0 : 1)
@@ -203,7 +229,9 @@ public final class Trainer: @unchecked Sendable {
             for s in Evaluation.structures where s.name.count == 2 {
                 regionTotals[s.name, default: 0] += Metrics.dice(prediction.map { s.classes.contains($0) }, truth.map { s.classes.contains($0) })
             }
+            progress.advance(note: id)
         }
+        network.training = true
         let n = Double(max(ids.count, 1))
         let classes = classTotals.map { 100 * $0 / n }
         return (classes.reduce(0, +) / 3, classes, regionTotals.mapValues { 100 * $0 / n })
@@ -232,8 +260,16 @@ extension Trainer {
     }
 
     /// The records of RUN/log.jsonl.
-    public func records() -> [EpochRecord] {
-        guard let text = try? String(contentsOfFile: log, encoding: .utf8) else { return [] }
-        return text.split(separator: "\n").compactMap { try? JSONDecoder().decode(EpochRecord.self, from: Data($0.utf8)) }
+    public func records() -> [EpochRecord] { (try? Self.records(log: log)) ?? [] }
+
+    /// The records of a log.jsonl (ours, or tools/torch_train.py's in the same format).
+    public static func records(log: String) throws -> [EpochRecord] {
+        let text: String
+        do { text = try String(contentsOfFile: log, encoding: .utf8) } catch { throw SegmentationError.invalidFile(log, "cannot be read: \(error.localizedDescription)") }
+        return try text.split(separator: "\n").enumerated().map { i, line in
+            do { return try JSONDecoder().decode(EpochRecord.self, from: Data(line.utf8)) } catch {
+                throw SegmentationError.invalidFile(log, "line \(i + 1) is not an epoch record: \(error)")
+            }
+        }
     }
 }

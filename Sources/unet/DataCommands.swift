@@ -114,7 +114,9 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Folder of predicted label files.") var pred: String
     @Option(name: .shortAndLong, help: "Summary JSON (default: PRED/summary.json); the CSV goes beside it.") var output: String?
     @Option(help: "Label convention: auto, decathlon or brats.") var labels: String = "auto"
-    @Flag(help: "Replace an existing summary.") var overwrite = false
+    @Option(help: "Write DIR/CASE.png per case: ground truth beside prediction, through the tumour.") var png: String?
+    @Option(help: "Images for the pictures (a folder of 4D images or nnU-Net channel files; the first channel is shown).") var images: String?
+    @Flag(help: "Replace an existing summary (and pictures).") var overwrite = false
 
     func validate() throws {
         guard ["auto", "decathlon", "brats"].contains(labels) else { throw ValidationError("--labels must be auto, decathlon or brats") }
@@ -140,6 +142,24 @@ struct Evaluate: ParsableCommand {
         print(String(format: "recipe Dice (Composer/NVIDIA metric): %.2f", summary.recipeDice))
         for n in summary.notes { print("note: \(n)") }
         print("wrote \(json) and \(csv)")
+        if let png { try pictures(summary, to: png) }
+    }
+
+    /// DIR/CASE.png for every scored case.
+    func pictures(_ summary: Evaluation.Summary, to folder: String) throws {
+        let imageFiles = try images.map { Dictionary(uniqueKeysWithValues: try Predictor.inputs($0).map { ($0.id, $0.files[0]) }) } ?? [:]
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        func labelFile(_ dir: String, _ id: String) -> String {
+            [".nii.gz", ".nii"].map { dir + "/" + id + $0 }.first { FileManager.default.fileExists(atPath: $0) } ?? dir + "/" + id + ".nii.gz"
+        }
+        for c in summary.cases {
+            let out = folder + "/\(c.id).png"
+            if !overwrite, FileManager.default.fileExists(atPath: out) { throw ValidationError("\(out) exists; pass --overwrite to replace it") }
+            if images != nil && imageFiles[c.id] == nil { print("note: no image for \(c.id) in \(images!); labels drawn on black") }
+            try Overlay.write(image: imageFiles[c.id], channel: 0, truth: labelFile(gt, c.id), prediction: labelFile(pred, c.id),
+                              convention: LabelConvention(rawValue: summary.labelConvention) ?? .decathlon, to: out)
+        }
+        print("wrote \(summary.cases.count) picture(s) to \(folder)")
     }
 }
 

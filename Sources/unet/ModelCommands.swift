@@ -165,13 +165,17 @@ struct Predict: ParsableCommand {
     @Flag(help: "Average over flips of every spatial axis (4 in 2D, 8 in 3D).") var tta = false
     @Option(help: "Overlap of 3D windows (0-0.9).") var overlap: Double = 0.5
     @Option(help: "Slices per forward pass (2D).") var sliceBatch: Int = 16
+    @Option(help: "3D window (default: the run's training patch, else 128,128,128).") var patch: String?
     @Option(help: "Label values to write: decathlon (0-3) or brats (0, 1, 2, 4).") var labels: String = "decathlon"
+    @Flag(help: "Also write CASE_probabilities.nii.gz: float32 softmax probabilities (X, Y, Z, classes).") var saveProbabilities = false
+    @Flag(help: "Also write CASE.png: axial, coronal, sagittal slices through the tumour, first channel with the prediction.") var png = false
     @Flag(help: "Replace existing outputs.") var overwrite = false
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
         guard (0 ... 0.9).contains(overlap) else { throw ValidationError("--overlap must be within 0...0.9") }
         guard sliceBatch >= 1 else { throw ValidationError("--slice-batch must be at least 1") }
+        if let patch { guard parsePatch(patch) != nil else { throw ValidationError("--patch takes 3 positive sizes, e.g. 128,128,128") } }
         guard LabelConvention(rawValue: labels) != nil else { throw ValidationError("--labels must be decathlon or brats") }
     }
 
@@ -179,7 +183,12 @@ struct Predict: ParsableCommand {
         compute.apply()
         var path = model
         var isDirectory: ObjCBool = false
+        var runPatch: [Int]?
         if FileManager.default.fileExists(atPath: model, isDirectory: &isDirectory), isDirectory.boolValue {
+            // A run folder: its training patch is the default window.
+            if let data = FileManager.default.contents(atPath: model + "/config.json") {
+                runPatch = (try? JSONDecoder().decode(TrainingOptions.self, from: data))?.patch
+            }
             guard let found = ["checkpoint_best.safetensors", "checkpoint_last.safetensors"].map({ model + "/" + $0 })
                 .first(where: { FileManager.default.fileExists(atPath: $0) }) else {
                 throw ValidationError("\(model) holds no checkpoint_best.safetensors or checkpoint_last.safetensors")
@@ -191,6 +200,9 @@ struct Predict: ParsableCommand {
         options.overlap = overlap
         options.testTimeAugmentation = tta
         options.sliceBatch = sliceBatch
+        if let p = patch.flatMap(parsePatch) ?? runPatch { options.patch3D = p }
+        options.saveProbabilities = saveProbabilities
+        options.png = png
         options.convention = LabelConvention(rawValue: labels)!
         options.overwrite = overwrite
         let times = try Predictor.run(network: net, input: input, output: output, options: options) { id, seconds in
@@ -202,10 +214,12 @@ struct Predict: ParsableCommand {
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train the 2D recipe on a preprocessed folder (fold K of its splits.json); resumable, Ctrl-C safe.",
+        abstract: "Train the recipe on a preprocessed folder (fold K of its splits.json); resumable, Ctrl-C safe.",
         discussion: """
-        Defaults are the recipe's (Composer): RAdam lr 1e-3, weight decay 1e-4, batch 64, constant LR, 200 epochs of one \
-        slice per training volume, Composer's augmentations. RUN gets config.json, log.jsonl (one line per epoch), \
+        Defaults are the recipe's. composer-2d (data from `unet preprocess --dim 2`): RAdam lr 1e-3, weight decay 1e-4, \
+        batch 64, constant LR, 200 epochs of one slice per training volume, Composer's augmentations. nvidia-3d (data \
+        from `--dim 3`): the same optimizer, batch 2 patches of 128^3, foreground crops with probability 0.4, flips on \
+        every axis. RUN gets config.json, log.jsonl (one line per epoch), \
         checkpoint_last.safetensors and checkpoint_best.safetensors (best validation Dice). Ctrl-C stops after the \
         current step with a checkpoint; --resume continues exactly where it stopped.
         """
@@ -213,23 +227,34 @@ struct Train: ParsableCommand {
 
     @Option(help: "Preprocessed folder (unet preprocess --dim 2).") var data: String
     @Option(help: "Fold of splits.json to validate on.") var fold: Int = 0
-    @Option(help: "composer-2d (3D training is not implemented yet).") var preset: String = "composer-2d"
+    @Option(help: "composer-2d or nvidia-3d.") var preset: String = "composer-2d"
     @Option(help: "Override the filters per level, e.g. 16,32,64,128 (a smaller, faster network).") var filters: String?
     @Option(help: "Run folder.") var out: String
     @Option(help: "Epochs.") var epochs: Int = 200
-    @Option(help: "Batch size.") var batch: Int = 64
+    @Option(help: "Batch size (default 64 in 2D, 2 in 3D).") var batch: Int?
+    @Option(help: "3D patch, e.g. 128,128,128 (the default) or 64,64,64.") var patch: String?
     @Option(help: "Learning rate.") var lr: Double = 1e-3
     @Option(help: "radam, adam, adamw or sgd.") var optimizer: String = "radam"
     @Option(help: "Weight decay.") var weightDecay: Double = 1e-4
     @Option(help: "constant, cosine (warm restarts every 50 epochs) or poly (power 0.9).") var schedule: String = "constant"
     @Option(help: "Seed (initialisation, data order, augmentations).") var seed: UInt64 = 0
+    @Option(help: "Probability of a foreground-centred sample (default 0.33 in 2D, 0.4 in 3D).") var foregroundProbability: Double?
+    @Flag(help: "Flip every spatial axis with probability 0.5 (default in 3D; Composer's 2D flips H only).") var flipAllAxes = false
+    @Flag(help: "Add NVIDIA's zoom augmentation (p 0.15, scale 0.7-1.0).") var zoom = false
     @Option(help: "Validate every N epochs.") var valEvery: Int = 1
+    @Option(help: "Budget of training time in minutes (validation excluded): finish at the first epoch end past it.") var timeLimit: Double?
     @Flag(help: "Continue the run in --out from its checkpoint_last.") var resume = false
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
-        guard UNetConfig.preset(preset) != nil else { throw ValidationError("--preset must be composer-2d") }
-        guard epochs >= 1, batch >= 1, valEvery >= 1, fold >= 0 else { throw ValidationError("--epochs, --batch, --val-every must be >= 1 and --fold >= 0") }
+        guard UNetConfig.preset(preset) != nil else { throw ValidationError("--preset must be composer-2d or nvidia-3d") }
+        if let timeLimit { guard timeLimit > 0 else { throw ValidationError("--time-limit must be > 0 minutes") } }
+        guard epochs >= 1, (batch ?? 1) >= 1, valEvery >= 1, fold >= 0 else { throw ValidationError("--epochs, --batch, --val-every must be >= 1 and --fold >= 0") }
+        if let p = foregroundProbability { guard (0 ... 1).contains(p) else { throw ValidationError("--foreground-probability must be within 0...1") } }
+        if let patch {
+            guard UNetConfig.preset(preset)?.dimension == 3 else { throw ValidationError("--patch is for 3D networks (nvidia-3d)") }
+            guard parsePatch(patch) != nil else { throw ValidationError("--patch takes 3 positive sizes, e.g. 64,64,64") }
+        }
         guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be radam, adam, adamw or sgd") }
         guard ["constant", "cosine", "poly"].contains(schedule) else { throw ValidationError("--schedule must be constant, cosine or poly") }
         if let filters { guard filters.split(separator: ",").allSatisfy({ Int($0).map { $0 > 0 } ?? false }) else { throw ValidationError("--filters must be positive integers separated by commas") } }
@@ -246,11 +271,16 @@ struct Train: ParsableCommand {
         var options = TrainingOptions(network: config)
         options.fold = fold
         options.epochs = epochs
-        options.batch = batch
+        if let batch { options.batch = batch }
+        if let patch { options.patch = parsePatch(patch) }
+        if let foregroundProbability { options.augmentations.foregroundProbability = foregroundProbability }
+        if flipAllAxes { options.augmentations.flipAxes = Array(0 ..< config.dimension) }
+        options.augmentations.zoom = zoom
         options.optimizer = Optimizer.Settings(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, weightDecay: weightDecay)
         options.schedule = schedule == "constant" ? .constant : (schedule == "cosine" ? .cosineWarmRestarts(period: 50, multiplier: 1, minimum: 0) : .polynomial(total: epochs, power: 0.9, end: 0))
         options.seed = seed
         options.validateEvery = valEvery
+        options.timeLimit = timeLimit.map { $0 * 60 }
         signal(SIGINT) { _ in Trainer.requestStop() }
         let trainer = Trainer(data: data, run: out, options: options)
         let outcome = try trainer.train(resume: resume) { r in
@@ -265,4 +295,28 @@ struct Train: ParsableCommand {
         case let .stopped(epoch, step): print("stopped in epoch \(epoch + 1) after step \(step); continue with --resume")
         }
     }
+}
+
+struct Plot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Draw RUN/progress.png (loss, validation Dice, learning rate per epoch) from RUN/log.jsonl.",
+        discussion: "Works on runs of `unet train` and of tools/torch_train.py (same log format)."
+    )
+
+    @Argument(help: "Run folder (holding log.jsonl).") var folder: String
+    @Option(name: .shortAndLong, help: "Output PNG (default RUN/progress.png).") var output: String?
+
+    func run() throws {
+        let records = try Trainer.records(log: folder + "/log.jsonl")
+        guard !records.isEmpty else { throw ValidationError("\(folder)/log.jsonl has no epochs yet") }
+        let path = output ?? folder + "/progress.png"
+        try Trainer.drawProgress(records, to: path)
+        print("wrote \(path) (\(records.count) epochs)")
+    }
+}
+
+/// "64,64,64" -> [64, 64, 64]; nil unless 3 positive integers.
+func parsePatch(_ text: String) -> [Int]? {
+    let sizes = text.split(separator: ",").compactMap { Int($0) }
+    return sizes.count == 3 && sizes.allSatisfy({ $0 > 0 }) && text.split(separator: ",").count == 3 ? sizes : nil
 }

@@ -7,7 +7,7 @@ struct Unet: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "unet",
         abstract: "Train and run the UNet for brain-tumour segmentation on MRI, on the CPU.",
-        subcommands: [Demo.self, Info.self, Convert.self, Synthesize.self, Preprocess.self, Evaluate.self, Train.self, Predict.self, OverlayCommand.self, Init.self, Forward.self, Step.self, Bench.self]
+        subcommands: [Demo.self, Info.self, Convert.self, Synthesize.self, Preprocess.self, Evaluate.self, Train.self, Plot.self, Predict.self, OverlayCommand.self, Init.self, Forward.self, Step.self, Bench.self]
     )
 }
 

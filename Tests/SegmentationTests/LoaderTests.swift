@@ -19,8 +19,8 @@ import Testing
         let folder = try temporaryFolder()
         defer { removeTemporary(folder) }
         let ids = try preprocessed(folder)
-        let loader = try SliceLoader(folder: folder + "/pre", ids: ids, augmentations: Augmentations(), seed: 3)
-        #expect(loader.channels == 4 && loader.height == 16 && loader.width == 12)
+        let loader = try TrainingLoader(folder: folder + "/pre", ids: ids, augmentations: Augmentations(), seed: 3)
+        #expect(loader.channels == 4 && loader.sampleShape == [16, 12])
         var counts: [Int: Int] = [:]
         let n = 4000
         for k in 0 ..< n {
@@ -49,7 +49,7 @@ import Testing
         let ids = try preprocessed(folder)
         var aug = Augmentations.none
         aug.foregroundProbability = 1
-        let loader = try SliceLoader(folder: folder + "/pre", ids: ids, augmentations: aug, seed: 5)
+        let loader = try TrainingLoader(folder: folder + "/pre", ids: ids, augmentations: aug, seed: 5)
         for k in 0 ..< 200 {
             let s = loader.sample(case: k % 5, epoch: k, position: 0)
             #expect(s.applied == .foreground && s.label.contains { $0 > 0 })
@@ -78,5 +78,77 @@ import Testing
             }
         }
         #expect(seen > 10)
+    }
+
+    /// 3D: patches of the requested size inside the volume; foreground patches contain tumour; a volume smaller
+    /// than the patch is refused with the file named.
+    @Test func patchesIn3D() throws {
+        let folder = try temporaryFolder()
+        defer { removeTemporary(folder) }
+        let ids = (1 ... 3).map { String(format: "BRATS_%03d", $0) }
+        try TinyCase(seed: 12).writeDecathlon(folder + "/raw", ids: ids)
+        var options = PreprocessOptions(dim: 3)
+        options.minimum3D = [8, 8, 8]
+        _ = try Preprocessing.run(dataset: try Dataset.open(folder + "/raw"), folder: folder + "/pre", options: options)
+        var aug = Augmentations.nvidia3D
+        aug.foregroundProbability = 1
+        aug.zoom = true
+        let loader = try TrainingLoader(folder: folder + "/pre", ids: ids, patch: [6, 8, 8], augmentations: aug, seed: 2)
+        #expect(loader.dimension == 3 && loader.sampleShape == [6, 8, 8])
+        var zoomed = 0
+        for k in 0 ..< 100 {
+            let s = loader.sample(case: k % 3, epoch: k, position: 1)
+            #expect(s.image.count == 4 * 6 * 8 * 8 && s.label.count == 6 * 8 * 8)
+            #expect(s.applied.contains(.foreground) && s.label.contains { $0 > 0 })
+            if s.applied.contains(.zoom) { zoomed += 1 }
+        }
+        #expect(zoomed > 3 && zoomed < 35, "zoom applied \(zoomed) of 100 times")
+        let (x, y) = try loader.batch(epoch: 0, step: 0, size: 2)
+        #expect(x.dims == [2, 4, 6, 8, 8] && y.dims == [2, 1, 6, 8, 8])
+        #expect(throws: SegmentationError.self) {
+            try TrainingLoader(folder: folder + "/pre", ids: ids, patch: [64, 8, 8], augmentations: aug, seed: 2)
+        }
+    }
+
+    /// Flips on every axis of a 3D sample keep image and label aligned, and blur keeps a constant image constant.
+    @Test func threeDimensionalFlipsAndBlur() {
+        var rng = SplitMix64(mixing: 4)
+        var aug = Augmentations.none
+        aug.flipAxes = [0, 1, 2]
+        aug.blur = true
+        let spatial = [3, 4, 5], n = 60
+        var flipped = 0
+        for _ in 0 ..< 40 {
+            var label = (0 ..< n).map { UInt8($0 % 7) }
+            var image = label.map(Float.init) + [Float](repeating: 2, count: n)
+            let applied = aug.apply(image: &image, label: &label, channels: 2, spatial: spatial, rng: &rng)
+            if applied.contains(.flip) { flipped += 1 }
+            if !applied.contains(.blur) { #expect(Array(image[0 ..< n]) == label.map(Float.init)) }
+            #expect(image[n...].allSatisfy { abs($0 - 2) < 1e-5 })
+        }
+        #expect(flipped > 25)
+        // A flip of axis 1 maps (z, y, x) to (z, 3 - y, x).
+        var one = Augmentations.none
+        one.flipAxes = [1]
+        var label = (0 ..< n).map { UInt8($0) }, image = (0 ..< n).map(Float.init)
+        while !one.apply(image: &image, label: &label, channels: 1, spatial: spatial, rng: &rng).contains(.flip) {}
+        #expect(label[(1 * 4 + 0) * 5 + 2] == UInt8((1 * 4 + 3) * 5 + 2))
+    }
+
+    /// Zoom: the centred box resized back; cubic reproduces a linear ramp inside, the label takes nearest values,
+    /// a constant stays constant.
+    @Test func zoomResizesTheCentredBox() {
+        var image = (0 ..< 20).map(Float.init), label = (0 ..< 20).map { UInt8($0) }
+        Resampling.zoom(image: &image, label: &label, channels: 1, spatial: [20], scale: 0.5)
+        // Box [5, 15) to 20 voxels: out i samples 5 + (i + 0.5) / 2 - 0.5.
+        for i in 3 ..< 17 {
+            let expected: Float = 5 + (Float(i) + 0.5) / 2 - 0.5
+            #expect(abs(image[i] - expected) < 1e-4, "voxel \(i): \(image[i])")
+        }
+        let nearest: [UInt8] = (0 ..< 20).map { (i: Int) -> UInt8 in UInt8(5 + i / 2) }
+        #expect(label == nearest)
+        var constant = [Float](repeating: 3, count: 2 * 6 * 7), l = [UInt8](repeating: 1, count: 42)
+        Resampling.zoom(image: &constant, label: &l, channels: 2, spatial: [6, 7], scale: 0.7)
+        #expect(constant.allSatisfy { abs($0 - 3) < 1e-5 } && l.allSatisfy { $0 == 1 })
     }
 }

@@ -35,6 +35,8 @@ import Testing
         options.patch3D = [64, 64, 64]
         options.testTimeAugmentation = dimension == 2
         options.convention = .brats
+        options.saveProbabilities = true
+        options.png = true
         let times = try Predictor.run(network: net, input: folder + "/in", output: folder + "/out", options: options)
         #expect(times.count == 1)
         let out = try NiftiImage.read(folder + "/out/CASE_A.nii.gz")
@@ -46,6 +48,20 @@ import Testing
         #expect(values.isSubset(of: [0, 1, 2, 4]), "BraTS values expected, got \(values)")
         // Background outside the brain box stays 0 (restored from the crop).
         #expect(out.floatValues()[0] == 0)
+        // Probabilities: (X, Y, Z, classes) on the same grid, summing to 1, their argmax the written labels.
+        let probabilities = try NiftiImage.read(folder + "/out/CASE_A_probabilities.nii.gz")
+        #expect(probabilities.shape == tiny.shape + [4] && probabilities.header.datatype == .float32)
+        let p = probabilities.floatValues(), labels = out.floatValues().map { LabelConvention.brats.trainingClass(of: Int($0)) ?? 9 }
+        let v = labels.count
+        var agree = 0
+        for g in 0 ..< v {
+            let row = (0 ..< 4).map { p[$0 * v + g] }
+            #expect(abs(row.reduce(0, +) - 1) < 1e-4)
+            if row.indices.max(by: { row[$0] < row[$1] }) == Int(labels[g]) { agree += 1 }
+        }
+        #expect(agree == v)
+        let png = try Data(contentsOf: URL(fileURLWithPath: folder + "/out/CASE_A.png"))
+        #expect(png.prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]))
         // Existing outputs are not replaced.
         #expect(throws: SegmentationError.self) { try Predictor.run(network: net, input: folder + "/in", output: folder + "/out", options: options) }
     }

@@ -49,6 +49,40 @@ import Testing
     }
 }
 
+@Suite(.serialized) struct Trainer3DTests {
+    /// 3D: patches, instance norm, sliding-window validation; the loss falls, and a time budget finishes the run
+    /// early with a validated last epoch.
+    @Test func threeDimensionalRunTrainsAndValidates() throws {
+        let folder = try temporaryFolder()
+        defer { removeTemporary(folder) }
+        let ids = (1 ... 5).map { String(format: "BRATS_%03d", $0) }
+        try TinyCase(seed: 31).writeDecathlon(folder + "/raw", ids: ids)
+        var pre = PreprocessOptions(dim: 3)
+        pre.minimum3D = [8, 8, 8]
+        _ = try Preprocessing.run(dataset: try Dataset.open(folder + "/raw"), folder: folder + "/pre", options: pre)
+        var config = UNetConfig(dimension: 3, depth: 3, filterCap: 16, residual: false, norm: .instance)
+        config.filters = [4, 8, 8]
+        var options = TrainingOptions(network: config)
+        #expect(options.batch == 2 && options.patch == [128, 128, 128] && options.augmentations == .nvidia3D)
+        options.patch = [8, 8, 8]
+        options.epochs = 6
+        options.optimizer.learningRate = 1e-2
+        var records: [EpochRecord] = []
+        #expect(try Trainer(data: folder + "/pre", run: folder + "/run", options: options).train(resume: false) { records.append($0) } == .finished)
+        #expect(records.count == 6 && records.allSatisfy { $0.validationDice != nil })
+        #expect(records[5].loss < records[0].loss, "loss did not fall: \(records.map(\.loss))")
+        // A tiny budget: the first epoch passes it, so the run ends there, validated.
+        options.timeLimit = 1e-6
+        records = []
+        #expect(try Trainer(data: folder + "/pre", run: folder + "/timed", options: options).train(resume: false) { records.append($0) } == .finished)
+        #expect(records.count == 1 && records[0].validationDice != nil && (records[0].trainingSeconds ?? 0) > 0)
+        // A 2D network on 3D patches is refused.
+        var wrong = TrainingOptions(network: UNetConfig(dimension: 2, depth: 3, filterCap: 16, residual: true, norm: .batch))
+        wrong.patch = [8, 8, 8]
+        #expect(throws: SegmentationError.self) { try Trainer(data: folder + "/pre", run: folder + "/wrong", options: wrong).train(resume: false) }
+    }
+}
+
 @Suite struct ChartTests {
     @Test func progressPictureDrawsEveryPanel() throws {
         let records = (1 ... 6).map { e in
