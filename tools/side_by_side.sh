@@ -20,7 +20,10 @@ mkdir -p "$out"
 [ -f "$out/pre2d/splits.json" ] || "$unet" preprocess --data "$out/data" --out "$out/pre2d" --dim 2
 
 "$unet" train --data "$out/pre2d" --fold 0 --out "$out/swift" --time-limit "$minutes" --val-every "$every" --threads 2
-python3 tools/torch_train.py --data "$out/pre2d" --fold 0 --out "$out/torch" --minutes "$minutes" --val-every "$every" --threads 2
+# PyTorch starts from SwiftUNet's initial weights (unet train --seed 0 initialises exactly as unet init --seed 0).
+[ -f "$out/init.safetensors" ] || "$unet" init --preset composer-2d --seed 0 --out "$out/init.safetensors"
+python3 tools/torch_train.py --data "$out/pre2d" --fold 0 --out "$out/torch" --minutes "$minutes" --val-every "$every" --threads 2 \
+  --init "$out/init.safetensors"
 "$unet" plot "$out/torch"
 
 # The raw validation cases of fold 0, segmented by each final network and scored.

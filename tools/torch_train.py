@@ -138,6 +138,8 @@ def main():
     ap.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and at the end)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--init", help="start from these weights (e.g. `unet init --preset composer-2d --seed 0`, the "
+                                   "initial state of `unet train --seed 0`), so both runs start from the same network")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -149,6 +151,9 @@ def main():
     train = [Case(args.data, i) for i in fold["train"]]
     val = [Case(args.data, i) for i in fold["val"]]
     model = torch_unet.preset("composer-2d")
+    if args.init:
+        from safetensors.torch import load_file
+        model.load_state_dict(load_file(args.init), strict=True)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
