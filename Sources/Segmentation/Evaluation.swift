@@ -46,7 +46,8 @@ public enum Evaluation {
     }
 
     /// Label files of a folder by case id (`CASE.nii.gz` or `.nii`; macOS `._*` files ignored).
-    static func labelFiles(_ folder: String) throws -> [String: String] {
+    /// Case id -> label file (.nii or .nii.gz) of a folder.
+    public static func labelFiles(_ folder: String) throws -> [String: String] {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else {
             throw SegmentationError.invalidFile(folder, "cannot list the folder")
         }

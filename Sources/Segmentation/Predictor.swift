@@ -239,8 +239,9 @@ public enum Predictor {
         var times: [(String, Double)] = []
         for c in cases {
             let path = output + "/\(c.id).nii.gz"
-            let extra = (options.saveProbabilities ? [output + "/\(c.id)_probabilities.nii.gz"] : []) + (options.png ? [output + "/\(c.id).png"] : [])
-            if !options.overwrite, let existing = ([path] + extra).first(where: { FileManager.default.fileExists(atPath: $0) }) {
+            let (probabilitiesPath, picturePath) = (output + "/\(c.id)_probabilities.nii.gz", output + "/\(c.id).png")
+            let written = [path] + (options.saveProbabilities ? [probabilitiesPath] : []) + (options.png ? [picturePath] : [])
+            if !options.overwrite, let existing = written.first(where: { FileManager.default.fileExists(atPath: $0) }) {
                 throw SegmentationError.invalidFile(existing, "exists; pass --overwrite to replace it")
             }
             let start = Date()
@@ -253,10 +254,10 @@ public enum Predictor {
             if let probabilities {
                 header.shape = loaded.shape + [probabilities.count]
                 try NiftiImage(shape: header.shape, voxels: .float32(Array(probabilities.joined())), like: header)
-                    .write(to: output + "/\(c.id)_probabilities.nii.gz", compressionLevel: 6)
+                    .write(to: probabilitiesPath, compressionLevel: 6)
             }
             if options.png {
-                try Overlay.render(image: loaded.channels[0], shape: loaded.shape, truth: nil, prediction: classes).write(to: output + "/\(c.id).png")
+                try Overlay.render(image: loaded.channels[0], shape: loaded.shape, truth: nil, prediction: classes).write(to: picturePath)
             }
             let seconds = Date().timeIntervalSince(start)
             times.append((c.id, seconds))

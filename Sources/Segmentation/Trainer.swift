@@ -231,7 +231,6 @@ public final class Trainer: @unchecked Sendable {
             }
             progress.advance(note: id)
         }
-        network.training = true
         let n = Double(max(ids.count, 1))
         let classes = classTotals.map { 100 * $0 / n }
         return (classes.reduce(0, +) / 3, classes, regionTotals.mapValues { 100 * $0 / n })

@@ -148,15 +148,13 @@ struct Evaluate: ParsableCommand {
     /// DIR/CASE.png for every scored case.
     func pictures(_ summary: Evaluation.Summary, to folder: String) throws {
         let imageFiles = try images.map { Dictionary(uniqueKeysWithValues: try Predictor.inputs($0).map { ($0.id, $0.files[0]) }) } ?? [:]
+        let truths = try Evaluation.labelFiles(gt), predictions = try Evaluation.labelFiles(pred)
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        func labelFile(_ dir: String, _ id: String) -> String {
-            [".nii.gz", ".nii"].map { dir + "/" + id + $0 }.first { FileManager.default.fileExists(atPath: $0) } ?? dir + "/" + id + ".nii.gz"
-        }
         for c in summary.cases {
             let out = folder + "/\(c.id).png"
             if !overwrite, FileManager.default.fileExists(atPath: out) { throw ValidationError("\(out) exists; pass --overwrite to replace it") }
             if images != nil && imageFiles[c.id] == nil { print("note: no image for \(c.id) in \(images!); labels drawn on black") }
-            try Overlay.write(image: imageFiles[c.id], channel: 0, truth: labelFile(gt, c.id), prediction: labelFile(pred, c.id),
+            try Overlay.write(image: imageFiles[c.id], channel: 0, truth: truths[c.id], prediction: predictions[c.id],
                               convention: LabelConvention(rawValue: summary.labelConvention) ?? .decathlon, to: out)
         }
         print("wrote \(summary.cases.count) picture(s) to \(folder)")
