@@ -283,6 +283,7 @@ struct cdnnl_conv {
     dnnl_memory_t w_db;
     float *db_buffer;
     int own_bwd_weights;   // 1: our AVX2 kernel instead of oneDNN's GEMM fallback
+    int winograd;          // 1: forward and backward data run our AVX2 Winograd kernel
     char impl[3][64];      // implementation names: forward, backward data, backward weights
     // Transposed convolution with kernel == stride, run as a 1x1 convolution to K*O channels
     // (tap-major: channel k*O + o) and a shuffle of those channels into the upsampled grid.
@@ -491,6 +492,15 @@ int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
     // The oneDNN forward descriptor is built in every case: backward primitives take it as a hint.
     if (rc == 0) rc = conv_create_fwd(c);
     if (rc == 0 && shuffle_eligible(d)) rc = shuffle_create(c);
+    if (rc == 0 && d->algorithm == CDNNL_ALGO_WINOGRAD && !cdnnl_winograd_possible(d))
+        rc = fail(-1, "convolution: the Winograd algorithm needs a 3x3(x3) stride-1 padding-1 convolution on "
+                      "blocked8 activations with channel counts divisible by 8, and AVX2");
+    if (rc == 0 && (d->algorithm == CDNNL_ALGO_WINOGRAD || (d->algorithm == CDNNL_ALGO_AUTO && cdnnl_winograd_preferred(d)))) {
+        c->winograd = 1;
+        const char *name = r == 3 ? "SwiftUNet avx2 winograd F(2x2x2,3x3x3)" : "SwiftUNet avx2 winograd F(4x4,3x3)";
+        snprintf(c->impl[0], 64, "%s", name);
+        snprintf(c->impl[1], 64, "%s", name);
+    }
     if (rc != 0) { cdnnl_conv_destroy(c); return -1; }
     *out = c;
     return 0;
@@ -499,6 +509,12 @@ int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
 int cdnnl_conv_forward(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst) {
     const char *what = "convolution forward";
     if (c->w2) return shuffle_forward(c, src, weight, bias, dst);
+    if (c->winograd) {
+        if (c->d.has_bias && !bias) return fail(-1, "%s: bias missing", what);
+        if (cdnnl_winograd_avx2(&c->d, cdnnl_max_threads(), 0, src, weight, c->d.has_bias ? bias : NULL, dst))
+            return fail(-1, "%s: out of memory for the Winograd buffers", what);
+        return 0;
+    }
     dnnl_memory_t ms, mw, md;
     port *const fp[] = {&c->f_src, &c->f_w, &c->f_dst};
     if (ports_bind(fp, 3, what)) return -1;
@@ -542,6 +558,11 @@ static int conv_create_bwd_data(cdnnl_conv *c) {
 
 int cdnnl_conv_backward_data(cdnnl_conv *c, const float *diff_dst, const float *weight, float *diff_src) {
     const char *what = "convolution backward data";
+    if (c->winograd) {
+        if (cdnnl_winograd_avx2(&c->d, cdnnl_max_threads(), 1, diff_dst, weight, NULL, diff_src))
+            return fail(-1, "%s: out of memory for the Winograd buffers", what);
+        return 0;
+    }
     if (!c->bwd_data && conv_create_bwd_data(c)) return -1;
     dnnl_memory_t mdd, mw, mds;
     port *const dp[] = {&c->d_ddst, &c->d_w, &c->d_dsrc};

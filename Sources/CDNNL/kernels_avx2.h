@@ -19,4 +19,16 @@ void cdnnl_parallel(int threads, int64_t count, void (*fn)(void *ctx, int64_t be
 /// groups j = (o/8)*K + k (group j at offset (j%2)*8), zero where a panel has one group.
 int cdnnl_upsample_avx2(const cdnnl_conv_desc *d, int threads, const float *x, const float *w2,
                         const float *bias, float *y);
+/// 1 when a convolution can run through cdnnl_winograd_avx2: 3x3(x3), stride 1, padding 1, not
+/// transposed, blocked8 activations, channel counts multiples of 8, AVX2 present.
+int cdnnl_winograd_possible(const cdnnl_conv_desc *d);
+/// 1 when it is possible and worth it (tiles enough, little overhang; neither CDNNL_ONEDNN_ONLY
+/// nor CDNNL_NO_WINOGRAD set): the automatic choice.
+int cdnnl_winograd_preferred(const cdnnl_conv_desc *d);
+/// Winograd F(4x4,3x3) (2D) / F(2x2x2,3x3x3) (3D) convolution on blocked8 activations.
+/// backward 0: dst = conv(src, weight) + bias (src has I channels, dst O);
+/// backward 1: dst = d(loss)/d(input) from src = d(loss)/d(output) (bias ignored).
+/// weight plain (O, I, 3, 3[, 3]). Overwrites dst. Returns 0, or -1 when memory runs out.
+int cdnnl_winograd_avx2(const cdnnl_conv_desc *d, int threads, int backward, const float *src,
+                        const float *weight, const float *bias, float *dst);
 #endif

@@ -183,3 +183,61 @@ struct TransposedRouteTests {
         #expect(conv.implementation(.forward).hasPrefix("SwiftUNet"), "ran on \(conv.implementation(.forward))")
     }
 }
+
+@Suite("Winograd convolution")
+struct WinogradTests {
+    /// Edge tiles on every axis (sizes not multiples of the tile), output channels that half-fill
+    /// the last 16-wide GEMM panel, batch > 1, bias; both the per-thread (small kernel) and the
+    /// shared-chunk (kernel over 12 MB transformed: 296 x 296 channels) paths.
+    @Test("forward and backward data match the reference", arguments: [
+        ConvCase.make("2D 16->24 on 9x11, batch 2, bias", [2, 16, 9, 11], out: 24, k: 3, bias: true),
+        ConvCase.make("2D 8->8 on 1x1", [1, 8, 1, 1], out: 8, k: 3),
+        ConvCase.make("2D 296->296 on 5x6 (shared chunks)", [1, 296, 5, 6], out: 296, k: 3),
+        ConvCase.make("3D 8->16 on 5x3x7, bias", [1, 8, 5, 3, 7], out: 16, k: 3, bias: true),
+        ConvCase.make("3D 16->8 on 4x4x4, batch 2", [2, 16, 4, 4, 4], out: 8, k: 3),
+    ])
+    func matchesReference(_ c: ConvCase) throws {
+        var rng = SeededRandom(41)
+        let g = c.geometry
+        let x = rounded(rng.values(c.inputDims.reduce(1, *)))
+        let w = rounded(rng.values(g.weightDims.reduce(1, *), scale: 0.3))
+        let b = g.bias ? rounded(rng.values(g.outputChannels)) : nil
+        let conv = try Convolution(g, inputDims: c.inputDims, layout: .blocked8, algorithm: .winograd)
+        #expect(conv.implementation(.forward).contains("winograd"), "ran on \(conv.implementation(.forward))")
+        let ref = Reference.convolution(x, inputDims: c.inputDims, weight: w, bias: b, g)
+        let tw = try tensor(g.weightDims, w)
+        let y = try conv(tensor(c.inputDims, x, layout: .blocked8), weight: tw, bias: b.map { try tensor([g.outputChannels], $0) })
+        expectClose(try y.toArray(), ref.values, "\(c.name) forward")
+
+        let dy = rounded(rng.values(ref.values.count))
+        let refBack = Reference.convolutionBackward(x, inputDims: c.inputDims, weight: w, outputGradient: dy, g)
+        let dx = try Tensor(zeros: c.inputDims, layout: .blocked8)
+        try conv.backwardData(outputGradient: tensor(conv.outputDims, dy, layout: .blocked8), weight: tw, inputGradient: dx)
+        expectClose(try dx.toArray(), refBack.input, "\(c.name) backward data")
+        #expect(conv.implementation(.backwardData).contains("winograd"))
+    }
+
+    @Test("automatic choice: Winograd on a UNet-sized 3x3 layer, direct where it does not apply")
+    func automaticChoice() throws {
+        let unetLayer = ConvolutionGeometry(spatialRank: 2, inputChannels: 32, outputChannels: 32, kernel: 3)
+        let big = try Convolution(unetLayer, inputDims: [2, 32, 48, 40], layout: .blocked8)
+        #expect(big.implementation(.forward).contains("winograd"))
+        // Too few tiles (6x5: tiles would compute 8x8 for 30 outputs) and stride 2 stay direct.
+        let small = try Convolution(unetLayer, inputDims: [16, 32, 6, 5], layout: .blocked8)
+        #expect(!small.implementation(.forward).contains("winograd"))
+        let strided = ConvolutionGeometry(spatialRank: 2, inputChannels: 32, outputChannels: 32, kernel: 3, stride: 2)
+        #expect(!(try Convolution(strided, inputDims: [2, 32, 48, 40], layout: .blocked8)).implementation(.forward).contains("winograd"))
+        #expect(!(try Convolution(unetLayer, inputDims: [2, 32, 48, 40], layout: .blocked8, algorithm: .direct))
+            .implementation(.forward).contains("winograd"))
+    }
+
+    @Test("asking for Winograd where it cannot run is a clear error")
+    func refusesImpossible() {
+        let strided = ConvolutionGeometry(spatialRank: 2, inputChannels: 16, outputChannels: 16, kernel: 3, stride: 2)
+        #expect(throws: EngineError.self) { try Convolution(strided, inputDims: [1, 16, 8, 8], layout: .blocked8, algorithm: .winograd) }
+        let odd = ConvolutionGeometry(spatialRank: 2, inputChannels: 4, outputChannels: 16, kernel: 3)
+        #expect(throws: EngineError.self) { try Convolution(odd, inputDims: [1, 4, 8, 8], layout: .blocked8, algorithm: .winograd) }
+        let plain = ConvolutionGeometry(spatialRank: 2, inputChannels: 16, outputChannels: 16, kernel: 3)
+        #expect(throws: EngineError.self) { try Convolution(plain, inputDims: [1, 16, 8, 8], layout: .plain, algorithm: .winograd) }
+    }
+}

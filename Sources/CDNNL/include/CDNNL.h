@@ -57,7 +57,13 @@ typedef struct {
     int has_bias;
     int transposed;            // 1: transposed convolution (deconvolution), padding must be 0
     int layout;                // layout of input and output activations
+    int algorithm;             // CDNNL_ALGO_*: forward and backward-data algorithm
 } cdnnl_conv_desc;
+
+/// AUTO: SwiftUNet's AVX2 Winograd kernel where it is measured faster (3x3 stride-1 layers with
+/// enough tiles on blocked8), oneDNN otherwise. DIRECT: never Winograd. WINOGRAD: always
+/// (creating the convolution fails when the geometry or CPU does not allow it).
+enum { CDNNL_ALGO_AUTO = 0, CDNNL_ALGO_DIRECT = 1, CDNNL_ALGO_WINOGRAD = 2 };
 
 typedef struct cdnnl_conv cdnnl_conv;
 int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *desc);

@@ -1,0 +1,425 @@
+// Winograd convolution for the UNet's 3x3 (3x3x3) stride-1 padding-1 convolutions on blocked8
+// activations: forward and backward data (the latter is the same convolution of dY with the
+// kernel flipped and its channel axes swapped).
+//
+// Why: on AVX2 the direct kernels are already near the FMA peak, so the remaining speed comes from
+// doing fewer multiplications. F(4x4, 3x3) in 2D computes a 4x4 output tile with 36 products per
+// channel pair instead of 144 (4x fewer); F(2x2x2, 3x3x3) in 3D uses 64 instead of 216 (3.4x).
+// The transforms (Lavin & Gray, interpolation points 0, +-1, +-2) are applied one axis at a time:
+//   V = B^T d B (input tile), U = G g G^T (kernel), Y = A^T (sum over input channels of U V) A.
+// The sum over input channels is a GEMM per transform position:
+//   M[p] (tiles x CO) = V[p] (tiles x CI) * U[p] (CI x CO),
+// run over chunks of tiles small enough to stay in cache, one position per thread at a time.
+//
+// Layouts: src (N, CI/8, D, H, W, 8) and dst (N, CO/8, D, H, W, 8) (2D: D = 1); weights plain
+// (O, I, 3, 3[, 3]) as PyTorch stores them. Channel counts are multiples of 8.
+#include "kernels_avx2.h"
+
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+
+typedef float v8 __attribute__((vector_size(32)));
+
+// 1D transforms for the generic axis-by-axis path: B^T (4 -> 4), A^T (4 -> 2), G (3 -> alpha) for
+// alpha 4 (m 2) and 6 (m 4). The 2D input and output tiles have hand-scheduled versions below.
+enum { T_B4, T_A4, T_G4, T_G6 };
+
+static inline void line(int kind, const v8 *x, int64_t si, v8 *y, int64_t so) {
+    switch (kind) {
+    case T_B4: {
+        const v8 x0 = x[0], x1 = x[si], x2 = x[2 * si], x3 = x[3 * si];
+        y[0] = x0 - x2; y[so] = x1 + x2; y[2 * so] = x2 - x1; y[3 * so] = x1 - x3;
+        break;
+    }
+    case T_A4: {
+        const v8 x0 = x[0], x1 = x[si], x2 = x[2 * si], x3 = x[3 * si];
+        y[0] = x0 + x1 + x2; y[so] = x1 - x2 - x3;
+        break;
+    }
+    case T_G4: {
+        const v8 g0 = x[0], g1 = x[si], g2 = x[2 * si];
+        y[0] = g0; y[so] = 0.5f * (g0 + g1 + g2); y[2 * so] = 0.5f * (g0 - g1 + g2); y[3 * so] = g2;
+        break;
+    }
+    case T_G6: {
+        const v8 g0 = x[0], g1 = x[si], g2 = x[2 * si];
+        y[0] = 0.25f * g0;
+        y[so] = (-1.0f / 6.0f) * (g0 + g1 + g2); y[2 * so] = (-1.0f / 6.0f) * (g0 - g1 + g2);
+        const v8 s = (1.0f / 24.0f) * g0 + (1.0f / 6.0f) * g2, t = (1.0f / 12.0f) * g1;
+        y[3 * so] = s + t; y[4 * so] = s - t;
+        y[5 * so] = g2;
+        break;
+    }
+    }
+}
+
+/// Transforms axis `ax` of `in` (sizes s0 x s1 x s2, contiguous z-y-x) into `out`, whose size on that
+/// axis is n_out. Always inlined into the fixed-size tile transforms below, where it folds to
+/// straight-line code.
+static inline __attribute__((always_inline)) void axis(const v8 *in, v8 *out, int s0, int s1, int s2,
+                                                       int ax, int kind, int n_out) {
+    const int o0 = ax == 0 ? n_out : s0, o1 = ax == 1 ? n_out : s1, o2 = ax == 2 ? n_out : s2;
+    const int64_t si = ax == 2 ? 1 : ax == 1 ? s2 : s1 * s2;
+    const int64_t so = ax == 2 ? 1 : ax == 1 ? o2 : o1 * o2;
+    const int nz = ax == 0 ? 1 : s0, ny = ax == 1 ? 1 : s1, nx = ax == 2 ? 1 : s2;
+    for (int z = 0; z < nz; z++)
+        for (int y = 0; y < ny; y++)
+            for (int x = 0; x < nx; x++)
+                line(kind, in + (z * s1 + y) * s2 + x, si, out + (z * o1 + y) * o2 + x, so);
+    (void)o0;
+}
+
+// Whole-tile transforms; each takes its input in a and returns a pointer to its result (a or b).
+static v8 *b_3d(v8 *a, v8 *b) {
+    axis(a, b, 4, 4, 4, 2, T_B4, 4); axis(b, a, 4, 4, 4, 1, T_B4, 4); axis(a, b, 4, 4, 4, 0, T_B4, 4); return b;
+}
+static v8 *a_3d(v8 *a, v8 *b) {
+    axis(a, b, 4, 4, 4, 2, T_A4, 2); axis(b, a, 4, 4, 2, 1, T_A4, 2); axis(a, b, 4, 2, 2, 0, T_A4, 2); return b;
+}
+static v8 *g_2d(v8 *a, v8 *b) { axis(a, b, 1, 3, 3, 2, T_G6, 6); axis(b, a, 1, 3, 6, 1, T_G6, 6); return a; }
+static v8 *g_3d(v8 *a, v8 *b) {
+    axis(a, b, 3, 3, 3, 2, T_G4, 4); axis(b, a, 3, 3, 4, 1, T_G4, 4); axis(a, b, 3, 4, 4, 0, T_G4, 4); return b;
+}
+
+#define ALWAYS static inline __attribute__((always_inline))
+ALWAYS void bt6(v8 x0, v8 x1, v8 x2, v8 x3, v8 x4, v8 x5, v8 *y, int64_t s) {
+    const v8 a = x4 - 4.0f * x2, b = x3 - 4.0f * x1, c = x4 - x2, e = 2.0f * (x3 - x1);
+    y[0] = 4.0f * x0 - 5.0f * x2 + x4;
+    y[s] = a + b; y[2 * s] = a - b;
+    y[3 * s] = c + e; y[4 * s] = c - e;
+    y[5 * s] = 4.0f * x1 - 5.0f * x3 + x5;
+}
+
+/// 2D input tile: 6 rows of 6 pixels (8 channels each; rows `rs` floats apart) -> 36 vectors
+/// `ps` floats apart (position p = 6 iy + ix).
+static void input_tile_2d(const float *in, int64_t rs, float *out, int64_t ps) {
+    v8 t[36];
+#pragma clang loop unroll(full)
+    for (int r = 0; r < 6; r++) {
+        const v8 *x = (const v8 *)(in + r * rs);
+        bt6(x[0], x[1], x[2], x[3], x[4], x[5], t + r * 6, 1);
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 6; c++) {
+        v8 y[6];
+        bt6(t[c], t[6 + c], t[12 + c], t[18 + c], t[24 + c], t[30 + c], y, 1);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 6; i++) *(v8 *)(out + (i * 6 + c) * ps) = y[i];
+    }
+}
+
+ALWAYS void at6(v8 x0, v8 x1, v8 x2, v8 x3, v8 x4, v8 x5, v8 *y) {
+    const v8 s12 = x1 + x2, d12 = x1 - x2, s34 = x3 + x4, d34 = x3 - x4;
+    y[0] = x0 + s12 + s34; y[1] = d12 + 2.0f * d34;
+    y[2] = s12 + 4.0f * s34; y[3] = d12 + 8.0f * d34 + x5;
+}
+
+/// 2D output tile: 36 vectors `ps` floats apart -> y[16] (4 x 4, row-major).
+static void output_tile_2d(const float *in, int64_t ps, v8 *y) {
+    v8 t[24];  // [6 rows][4 columns]
+#pragma clang loop unroll(full)
+    for (int r = 0; r < 6; r++) {
+        const float *x = in + r * 6 * ps;
+        at6(*(const v8 *)x, *(const v8 *)(x + ps), *(const v8 *)(x + 2 * ps), *(const v8 *)(x + 3 * ps),
+            *(const v8 *)(x + 4 * ps), *(const v8 *)(x + 5 * ps), t + r * 4);
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 4; c++) {
+        v8 o[4];
+        at6(t[c], t[4 + c], t[8 + c], t[12 + c], t[16 + c], t[20 + c], o);
+        y[c] = o[0]; y[4 + c] = o[1]; y[8 + c] = o[2]; y[12 + c] = o[3];
+    }
+}
+
+typedef struct {
+    int64_t N, CI, CO;  // samples; channels read (src) and written (dst), multiples of 8
+    int64_t CO16;       // CO rounded up to 16: width of the GEMM's column panels
+    int64_t S[3];       // spatial sizes z, y, x (z = 1 in 2D); input and output alike
+    int a[3], m[3];     // per axis: tile input size alpha and output size m (1 and 1 on 2D's z axis)
+    int64_t nt[3], T;   // tiles per axis, tiles in all (N * nt0 * nt1 * nt2)
+    int P;              // transform positions: a0 * a1 * a2
+    int three;          // 1: 3D
+} geom;
+
+// ---- stages ----
+
+typedef struct {
+    const geom *g;
+    const float *src, *weight, *bias;
+    float *dst, *U, *V, *M;
+    int64_t I, O;       // the convolution's own channel counts (weight is O x I x k)
+    int backward;       // 1: backward data (src = dY with O channels, dst = dX with I channels)
+    int64_t t0, tc, stride; // chunk: first tile, tiles in it, rows reserved per position (>= tc, multiple of 6)
+} job;
+
+/// U for GEMM columns n in [8 begin, 8 end): U[p] is stored in panels of 16 columns,
+/// U[p][n / 16][k][n % 16], so the GEMM kernel reads each row of a panel as two vectors.
+static void weights_range(void *arg, int64_t begin, int64_t end) {
+    const job *j = arg;
+    const geom *g = j->g;
+    const int kv = g->three ? 27 : 9;
+    v8 b0[64], b1[64];
+    for (int64_t nb = begin; nb < end; nb++)
+        for (int64_t k = 0; k < g->CI; k++) {
+            for (int kk = 0; kk < kv; kk++)
+                for (int l = 0; l < 8; l++) {
+                    const int64_t n = nb * 8 + l;
+                    b0[kk][l] = j->backward ? j->weight[(k * j->I + n) * kv + (kv - 1 - kk)]
+                                            : j->weight[(n * j->I + k) * kv + kk];
+                }
+            const v8 *u = g->three ? g_3d(b0, b1) : g_2d(b0, b1);
+            float *dst = j->U + ((nb / 2) * g->CI + k) * 16 + (nb % 2) * 8;
+            for (int p = 0; p < g->P; p++) *(v8 *)(dst + (int64_t)p * g->CI * g->CO16) = u[p];
+        }
+}
+
+static void decode(const geom *g, int64_t t, int64_t *n, int64_t o[3]) {
+    o[2] = (t % g->nt[2]) * g->m[2]; t /= g->nt[2];
+    o[1] = (t % g->nt[1]) * g->m[1]; t /= g->nt[1];
+    o[0] = (t % g->nt[0]) * g->m[0]; t /= g->nt[0];
+    *n = t;
+}
+
+/// V[p][t - t0][c] for the chunk's tiles [begin, end) (relative to t0).
+static void input_range(void *arg, int64_t begin, int64_t end) {
+    const job *j = arg;
+    const geom *g = j->g;
+    const int64_t D = g->S[0], H = g->S[1], W = g->S[2], CB = g->CI / 8;
+    const int pz = g->three;
+    const int a0 = g->a[0], a1 = g->a[1], a2 = g->a[2];
+    v8 b0[64], b1[64];
+    for (int64_t tl = begin; tl < end; tl++) {
+        int64_t n, o[3];
+        decode(g, j->t0 + tl, &n, o);
+        const int64_t z0 = o[0] - pz, y0 = o[1] - 1, x0 = o[2] - 1;
+        const int inside = z0 >= 0 && z0 + a0 <= D && y0 >= 0 && y0 + a1 <= H && x0 >= 0 && x0 + a2 <= W;
+        for (int64_t cb = 0; cb < CB; cb++) {
+            const float *base = j->src + (n * CB + cb) * D * H * W * 8;
+            float *dst = j->V + tl * g->CI + cb * 8;
+            const int64_t ps = j->stride * g->CI;
+            if (inside && !g->three) {
+                input_tile_2d(base + (y0 * W + x0) * 8, W * 8, dst, ps);
+                continue;
+            }
+            int q = 0;
+            if (inside) {
+                for (int dz = 0; dz < a0; dz++)
+                    for (int dy = 0; dy < a1; dy++) {
+                        const float *r = base + (((z0 + dz) * H + y0 + dy) * W + x0) * 8;
+                        for (int dx = 0; dx < a2; dx++, q++) b0[q] = *(const v8 *)(r + dx * 8);
+                    }
+            } else {
+                for (int dz = 0; dz < a0; dz++) {
+                    const int64_t z = z0 + dz;
+                    for (int dy = 0; dy < a1; dy++) {
+                        const int64_t y = y0 + dy;
+                        const int row_ok = z >= 0 && z < D && y >= 0 && y < H;
+                        const float *r = base + (z * H + y) * W * 8;
+                        for (int dx = 0; dx < a2; dx++, q++) {
+                            const int64_t x = x0 + dx;
+                            b0[q] = row_ok && x >= 0 && x < W ? *(const v8 *)(r + x * 8) : (v8){0};
+                        }
+                    }
+                }
+            }
+            if (!g->three) { input_tile_2d((const float *)b0, 48, dst, ps); continue; }
+            const v8 *v = b_3d(b0, b1);
+            for (int p = 0; p < g->P; p++) *(v8 *)(dst + (int64_t)p * ps) = v[p];
+        }
+    }
+}
+
+/// C (6 x 16, rows ldc apart) = A (6 x K, rows lda apart) * B (K x 16, one panel).
+static void kernel_6x16(int64_t K, const float *restrict a, int64_t lda, const float *restrict b,
+                        float *restrict c, int64_t ldc) {
+    v8 c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
+    v8 c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+    const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
+    for (int64_t k = 0; k < K; k++, b += 16) {
+        const v8 b0 = *(const v8 *)b, b1 = *(const v8 *)(b + 8);
+        v8 x = (v8)_mm256_broadcast_ss(a0 + k); c00 += x * b0; c01 += x * b1;
+        x = (v8)_mm256_broadcast_ss(a1 + k); c10 += x * b0; c11 += x * b1;
+        x = (v8)_mm256_broadcast_ss(a2 + k); c20 += x * b0; c21 += x * b1;
+        x = (v8)_mm256_broadcast_ss(a3 + k); c30 += x * b0; c31 += x * b1;
+        x = (v8)_mm256_broadcast_ss(a4 + k); c40 += x * b0; c41 += x * b1;
+        x = (v8)_mm256_broadcast_ss(a5 + k); c50 += x * b0; c51 += x * b1;
+    }
+    *(v8 *)c = c00; *(v8 *)(c + 8) = c01; c += ldc;
+    *(v8 *)c = c10; *(v8 *)(c + 8) = c11; c += ldc;
+    *(v8 *)c = c20; *(v8 *)(c + 8) = c21; c += ldc;
+    *(v8 *)c = c30; *(v8 *)(c + 8) = c31; c += ldc;
+    *(v8 *)c = c40; *(v8 *)(c + 8) = c41; c += ldc;
+    *(v8 *)c = c50; *(v8 *)(c + 8) = c51;
+}
+
+/// M[p] = V[p] U[p] for positions [begin, end): per 16-column panel of U (kept hot in L1/L2), all
+/// row blocks of 6 tiles. Rows past the chunk's end are computed on stale data and never read.
+static void gemm_range(void *arg, int64_t begin, int64_t end) {
+    const job *j = arg;
+    const geom *g = j->g;
+    const int64_t rows = (j->tc + 5) / 6 * 6;
+    for (int64_t p = begin; p < end; p++) {
+        const float *V = j->V + p * j->stride * g->CI, *U = j->U + p * g->CI * g->CO16;
+        float *M = j->M + p * j->stride * g->CO16;
+        for (int64_t nb = 0; nb < g->CO16 / 16; nb++)
+            for (int64_t t = 0; t < rows; t += 6)
+                kernel_6x16(g->CI, V + t * g->CI, g->CI, U + nb * 16 * g->CI, M + t * g->CO16 + nb * 16, g->CO16);
+    }
+}
+
+/// Output tiles [begin, end) of the chunk: Y = A^T M A (+ bias), clipped at the far edges.
+static void output_range(void *arg, int64_t begin, int64_t end) {
+    const job *j = arg;
+    const geom *g = j->g;
+    const int64_t D = g->S[0], H = g->S[1], W = g->S[2], CB = g->CO / 8;
+    v8 b0[64], b1[64];
+    for (int64_t tl = begin; tl < end; tl++) {
+        int64_t n, o[3];
+        decode(g, j->t0 + tl, &n, o);
+        for (int64_t cb = 0; cb < CB; cb++) {
+            const float *src = j->M + tl * g->CO16 + cb * 8;
+            const v8 *y;
+            if (g->three) {
+                for (int p = 0; p < g->P; p++) b0[p] = *(const v8 *)(src + (int64_t)p * j->stride * g->CO16);
+                y = a_3d(b0, b1);
+            } else {
+                output_tile_2d(src, j->stride * g->CO16, b1);
+                y = b1;
+            }
+            v8 bias = {0};
+            if (j->bias) for (int l = 0; l < 8; l++) bias[l] = j->bias[cb * 8 + l];
+            float *base = j->dst + (n * CB + cb) * D * H * W * 8;
+            int q = 0;
+            for (int dz = 0; dz < g->m[0]; dz++)
+                for (int dy = 0; dy < g->m[1]; dy++)
+                    for (int dx = 0; dx < g->m[2]; dx++, q++) {
+                        const int64_t z = o[0] + dz, yy = o[1] + dy, x = o[2] + dx;
+                        if (z < D && yy < H && x < W) *(v8 *)(base + ((z * H + yy) * W + x) * 8) = y[q] + bias;
+                    }
+        }
+    }
+}
+
+/// Small layers: each thread runs whole chunks (input transform, GEMMs, output transform) on its own
+/// V and M, sized to stay in its L2 cache. Unit `slot` of `threads` takes an equal share of the chunks.
+typedef struct { const job *j; int64_t chunks, threads; size_t per_thread; } fused_job;
+
+static void fused_range(void *arg, int64_t begin, int64_t end) {
+    const fused_job *f = arg;
+    for (int64_t slot = begin; slot < end; slot++) {
+        job j = *f->j;
+        j.V += (size_t)slot * f->per_thread;
+        j.M = j.V + (size_t)j.g->P * j.stride * j.g->CI;
+        for (int64_t c = slot * f->chunks / f->threads; c < (slot + 1) * f->chunks / f->threads; c++) {
+            j.t0 = c * j.stride;
+            j.tc = j.g->T - j.t0 < j.stride ? j.g->T - j.t0 : j.stride;
+            input_range(&j, 0, j.tc);
+            gemm_range(&j, 0, j.g->P);
+            output_range(&j, 0, j.tc);
+        }
+    }
+}
+
+// ---- scratch: one growing buffer per thread (calls on different threads may overlap) ----
+
+typedef struct { float *p; size_t floats; } scratch;
+static pthread_key_t g_key;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static void scratch_free(void *s) { free(((scratch *)s)->p); free(s); }
+static void key_create(void) { pthread_key_create(&g_key, scratch_free); }
+
+static float *scratch_get(size_t floats) {
+    pthread_once(&g_once, key_create);
+    scratch *s = pthread_getspecific(g_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s || pthread_setspecific(g_key, s) != 0) { free(s); return NULL; }
+    }
+    if (s->floats < floats) {
+        free(s->p);
+        s->p = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
+        s->floats = s->p ? floats : 0;
+    }
+    return s->p;
+}
+
+#pragma clang attribute pop
+
+int cdnnl_winograd_possible(const cdnnl_conv_desc *d) {
+    if (d->transposed || d->layout != CDNNL_LAYOUT_BLOCKED8 || d->in_channels % 8 || d->out_channels % 8) return 0;
+    for (int i = 0; i < d->spatial_rank; i++)
+        if (d->kernel[i] != 3 || d->stride[i] != 1 || d->pad_lo[i] != 1 || d->pad_hi[i] != 1) return 0;
+    return cdnnl_avx2_available();
+}
+
+int cdnnl_winograd_preferred(const cdnnl_conv_desc *d) {
+    if (!cdnnl_winograd_possible(d) || getenv("CDNNL_ONEDNN_ONLY") || getenv("CDNNL_NO_WINOGRAD")) return 0;
+    const int m = d->spatial_rank == 3 ? 2 : 4;
+    int64_t tiles = d->batch, covered = 1, real = 1;
+    for (int i = 0; i < d->spatial_rank; i++) {
+        const int64_t nt = (d->in_size[i] + m - 1) / m;
+        tiles *= nt; covered *= nt * m; real *= d->in_size[i];
+    }
+    // Not worth it when tiles hang far over the edges (2D 6x5: 8x8 computed for 30 outputs) or are
+    // too few to pay for transforming the kernel (both measured slower than oneDNN).
+    return 2 * covered <= 3 * real && tiles >= 128;
+}
+
+int cdnnl_winograd_avx2(const cdnnl_conv_desc *d, int threads, int backward, const float *src,
+                        const float *weight, const float *bias, float *dst) {
+    geom g = {0};
+    const int r = d->spatial_rank;
+    g.N = d->batch;
+    g.CI = backward ? d->out_channels : d->in_channels;
+    g.CO = backward ? d->in_channels : d->out_channels;
+    g.S[0] = r == 3 ? d->in_size[0] : 1;
+    g.S[1] = d->in_size[r - 2];
+    g.S[2] = d->in_size[r - 1];
+    const int alpha = r == 3 ? 4 : 6;
+    g.P = 1;
+    for (int i = 0; i < 3; i++) {
+        g.a[i] = (i == 0 && r == 2) ? 1 : alpha;
+        g.m[i] = g.a[i] == 1 ? 1 : alpha - 2;
+        g.nt[i] = (g.S[i] + g.m[i] - 1) / g.m[i];
+        g.P *= g.a[i];
+    }
+    g.T = g.N * g.nt[0] * g.nt[1] * g.nt[2];
+    g.three = r == 3;
+    g.CO16 = (g.CO + 15) / 16 * 16;
+    const size_t u = (size_t)g.P * g.CI * g.CO16, per_tile = (size_t)g.P * (g.CI + g.CO16);
+    // Up to 12 MB of transformed kernel (256 x 256 channels in 2D): every thread runs whole chunks
+    // of tiles on V and M of its own that stay in its L2 cache. Larger kernels: chunks of about
+    // 8 MB shared by all threads, each stage split over threads, so the kernel streams from memory
+    // once per chunk instead of once per thread and chunk. (Both measured on the UNet's layers.)
+    const int fused = u * sizeof(float) <= ((size_t)12 << 20);
+    int64_t tc = (int64_t)((fused ? (384 << 10) : (8 << 20)) / (per_tile * sizeof(float)));
+    if (tc < (fused ? 12 : 48)) tc = fused ? 12 : 48;
+    if (tc > g.T) tc = g.T;
+    int64_t chunks = (g.T + tc - 1) / tc;
+    const int64_t stride = ((g.T + chunks - 1) / chunks + 5) / 6 * 6;  // whole blocks of 6 GEMM rows
+    chunks = (g.T + stride - 1) / stride;
+    const size_t vm = (size_t)stride * per_tile;
+    float *buf = scratch_get(u + vm * (fused ? threads : 1));
+    if (!buf) return -1;
+    job j = {&g, src, weight, backward ? NULL : bias, dst, buf, buf + u, buf + u + (size_t)g.P * stride * g.CI,
+             d->in_channels, d->out_channels, backward, 0, 0, stride};
+    if (g.CO16 != g.CO) memset(buf, 0, u * sizeof(float));  // the last panel's unused half
+    cdnnl_parallel(threads, g.CO / 8, weights_range, &j);
+    if (fused) {
+        fused_job f = {&j, chunks, threads, vm};
+        cdnnl_parallel(threads, threads, fused_range, &f);
+        return 0;
+    }
+    for (int64_t t0 = 0; t0 < g.T; t0 += stride) {
+        j.t0 = t0;
+        j.tc = g.T - t0 < stride ? g.T - t0 : stride;
+        cdnnl_parallel(threads, j.tc, input_range, &j);
+        cdnnl_parallel(threads, g.P, gemm_range, &j);
+        cdnnl_parallel(threads, j.tc, output_range, &j);
+    }
+    return 0;
+}
