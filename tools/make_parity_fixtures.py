@@ -41,6 +41,13 @@ def make(name, model, shape, seed):
     for n, p in model.named_parameters():
         io["grad/" + n] = p.grad.float().contiguous()
 
+    # Inference mode from the stored weights: batch norm on its (randomized) running statistics.
+    model.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in state.items()})
+    model.eval()
+    with torch.no_grad():
+        io["eval_logits"] = model(x)[0].float()
+    model.train()
+
     # Five RAdam steps from the saved weights (fresh copy, same batch, training mode).
     model.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in state.items()})
     opt = RAdam(model.parameters(), lr=1e-3, weight_decay=1e-4)

@@ -284,6 +284,7 @@ struct cdnnl_conv {
     float *db_buffer;
     int own_bwd_weights;   // 1: our AVX2 kernel instead of oneDNN's GEMM fallback
     int winograd;          // 1: forward and backward data run our AVX2 Winograd kernel
+    int winograd_weights;  // 1: backward weights too
     char impl[3][64];      // implementation names: forward, backward data, backward weights
     // Transposed convolution with kernel == stride, run as a 1x1 convolution to K*O channels
     // (tap-major: channel k*O + o) and a shuffle of those channels into the upsampled grid.
@@ -500,6 +501,8 @@ int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
         const char *name = r == 3 ? "SwiftUNet avx2 winograd F(2x2x2,3x3x3)" : "SwiftUNet avx2 winograd F(4x4,3x3)";
         snprintf(c->impl[0], 64, "%s", name);
         snprintf(c->impl[1], 64, "%s", name);
+        c->winograd_weights = !d->has_bias && (d->algorithm == CDNNL_ALGO_WINOGRAD || cdnnl_winograd_bwd_weights_preferred(d));
+        if (c->winograd_weights) snprintf(c->impl[2], 64, "%s", name);
     }
     if (rc != 0) { cdnnl_conv_destroy(c); return -1; }
     *out = c;
@@ -511,7 +514,8 @@ int cdnnl_conv_forward(cdnnl_conv *c, const float *src, const float *weight, con
     if (c->w2) return shuffle_forward(c, src, weight, bias, dst);
     if (c->winograd) {
         if (c->d.has_bias && !bias) return fail(-1, "%s: bias missing", what);
-        if (cdnnl_winograd_avx2(&c->d, cdnnl_max_threads(), 0, src, weight, c->d.has_bias ? bias : NULL, dst))
+        if (cdnnl_winograd_avx2(&c->d, cdnnl_max_threads(), 0, src, weight, c->d.has_bias ? bias : NULL, dst,
+                                NULL, NULL, NULL, 1.0f))
             return fail(-1, "%s: out of memory for the Winograd buffers", what);
         return 0;
     }
@@ -529,6 +533,24 @@ int cdnnl_conv_forward(cdnnl_conv *c, const float *src, const float *weight, con
     }
     if (execute(c->fwd, n, args, what)) return -1;
     return port_out_end(&c->f_dst, what);
+}
+
+int cdnnl_conv_forward_epilogue(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst,
+                                const float *scale, const float *shift, const float *residual, float slope) {
+    const char *what = "convolution forward";
+    if (c->winograd) {
+        if (c->d.has_bias && !bias) return fail(-1, "%s: bias missing", what);
+        if (cdnnl_winograd_avx2(&c->d, cdnnl_max_threads(), 0, src, weight, c->d.has_bias ? bias : NULL, dst,
+                                scale, shift, residual, slope))
+            return fail(-1, "%s: out of memory for the Winograd buffers", what);
+        return 0;
+    }
+    if (cdnnl_conv_forward(c, src, weight, bias, dst)) return -1;
+    const int r = c->d.spatial_rank;
+    int64_t spatial = 1;
+    for (int i = 0; i < r; i++) spatial *= c->d.out_size[i];
+    cdnnl_affine_activate(dst, residual, dst, c->d.batch, c->d.out_channels, spatial, c->d.layout, slope, scale, shift);
+    return 0;
 }
 
 static int conv_create_bwd_data(cdnnl_conv *c) {
@@ -559,7 +581,7 @@ static int conv_create_bwd_data(cdnnl_conv *c) {
 int cdnnl_conv_backward_data(cdnnl_conv *c, const float *diff_dst, const float *weight, float *diff_src) {
     const char *what = "convolution backward data";
     if (c->winograd) {
-        if (cdnnl_winograd_avx2(&c->d, cdnnl_max_threads(), 1, diff_dst, weight, NULL, diff_src))
+        if (cdnnl_winograd_avx2(&c->d, cdnnl_max_threads(), 1, diff_dst, weight, NULL, diff_src, NULL, NULL, NULL, 1.0f))
             return fail(-1, "%s: out of memory for the Winograd buffers", what);
         return 0;
     }
@@ -630,6 +652,11 @@ static int conv_create_bwd_weights(cdnnl_conv *c) {
 int cdnnl_conv_backward_weights(cdnnl_conv *c, const float *src, const float *diff_dst,
                                 float *diff_weight, float *diff_bias) {
     const char *what = "convolution backward weights";
+    if (c->winograd_weights) {
+        if (cdnnl_winograd_bwd_weights_avx2(&c->d, cdnnl_max_threads(), src, diff_dst, diff_weight))
+            return fail(-1, "%s: out of memory for the Winograd buffers", what);
+        return 0;
+    }
     if (!c->bwd_weights && !c->own_bwd_weights && conv_create_bwd_weights(c)) return -1;
     if (c->own_bwd_weights) {
         if (c->d.has_bias && !diff_bias) return fail(-1, "%s: bias gradient missing", what);

@@ -29,6 +29,16 @@ int cdnnl_winograd_preferred(const cdnnl_conv_desc *d);
 /// backward 0: dst = conv(src, weight) + bias (src has I channels, dst O);
 /// backward 1: dst = d(loss)/d(input) from src = d(loss)/d(output) (bias ignored).
 /// weight plain (O, I, 3, 3[, 3]). Overwrites dst. Returns 0, or -1 when memory runs out.
+/// Forward only, when scale is not NULL: dst = leaky_relu(y * scale[o] + shift[o] + residual) with
+/// the given slope (residual NULL for none), applied before the store.
 int cdnnl_winograd_avx2(const cdnnl_conv_desc *d, int threads, int backward, const float *src,
-                        const float *weight, const float *bias, float *dst);
+                        const float *weight, const float *bias, float *dst,
+                        const float *scale, const float *shift, const float *residual, float slope);
+/// 1 when backward weights should run through cdnnl_winograd_bwd_weights_avx2 (no bias, preferred
+/// for forward, channels enough).
+int cdnnl_winograd_bwd_weights_preferred(const cdnnl_conv_desc *d);
+/// Adds d(loss)/d(weight) of a Winograd-eligible convolution without bias into plain dw (O, I, 3, 3[, 3]),
+/// the same transforms run backwards: dW += G^T (sum over tiles of V^T (A dY A^T)) G.
+int cdnnl_winograd_bwd_weights_avx2(const cdnnl_conv_desc *d, int threads, const float *src, const float *diff_dst,
+                                    float *diff_weight);
 #endif

@@ -57,3 +57,37 @@ void cdnnl_unactivate_affine(const float *y, float *out, int64_t batch, int64_t 
     unact_ctx k = {y, out, channels, (channels + block - 1) / block * block, spatial, block, 1.0f / slope, a, b, per_sample};
     cdnnl_parallel(cdnnl_max_threads(), batch * (k.padded / block), unact_range, &k);
 }
+
+typedef struct {
+    const float *x, *r;
+    float *out;
+    int64_t channels, padded, spatial, block;
+    float slope;
+    const float *a, *b;
+} act_ctx;
+
+static void act_range(void *p, int64_t begin, int64_t end) {
+    const act_ctx *k = p;
+    const int64_t blocks = k->padded / k->block, B = k->block;
+    for (int64_t u = begin; u < end; u++) {
+        const int64_t cb = u % blocks, base = u * k->spatial * B;
+        float a[16] = {0}, b[16] = {0};
+        for (int64_t l = 0; l < B; l++)
+            if (cb * B + l < k->channels) { a[l] = k->a[cb * B + l]; b[l] = k->b[cb * B + l]; }
+        const float *x = k->x + base, *r = k->r ? k->r + base : NULL;
+        float *o = k->out + base;
+        const float slope = k->slope;
+        for (int64_t s = 0; s < k->spatial * B; s += B)
+            for (int64_t l = 0; l < B; l++) {
+                float v = x[s + l] * a[l] + b[l] + (r ? r[s + l] : 0.0f);
+                o[s + l] = v > 0 ? v : v * slope;
+            }
+    }
+}
+
+void cdnnl_affine_activate(const float *x, const float *residual, float *out, int64_t batch, int64_t channels,
+                           int64_t spatial, int layout, float slope, const float *a, const float *b) {
+    int64_t block = layout == CDNNL_LAYOUT_BLOCKED16 ? 16 : (layout == CDNNL_LAYOUT_BLOCKED8 ? 8 : 1);
+    act_ctx k = {x, residual, out, channels, (channels + block - 1) / block * block, spatial, block, slope, a, b};
+    cdnnl_parallel(cdnnl_max_threads(), batch * (k.padded / block), act_range, &k);
+}

@@ -91,6 +91,22 @@ public enum ConvolutionAlgorithm: Int32, Sendable, CaseIterable {
     case winograd = 2
 }
 
+/// Per-output-channel work done on a convolution's output before it is stored:
+/// y = leakyReLU(y * scale[o] + shift[o] + residual, slope). slope 1 means no activation.
+public struct ConvolutionEpilogue: @unchecked Sendable {
+    public var scale: [Float]
+    public var shift: [Float]
+    public var residual: Tensor?
+    public var slope: Float
+
+    public init(scale: [Float], shift: [Float], residual: Tensor? = nil, slope: Float = 1) {
+        self.scale = scale
+        self.shift = shift
+        self.residual = residual
+        self.slope = slope
+    }
+}
+
 /// A convolution (or transposed convolution) bound to one input shape and layout: the oneDNN
 /// primitives are built once and reused. Create one per layer and input shape.
 ///
@@ -177,6 +193,35 @@ public final class Convolution: @unchecked Sendable {
         try checkParameters(weight, bias, "weight")
         try withExtendedLifetime((input.storage, weight.storage, bias?.storage, output.storage)) {
             try check(cdnnl_conv_forward(handle, input.floats, weight.floats, geometry.bias ? bias!.floats : nil, output.floats),
+                      "\(op) forward \(shapeText(inputDims))")
+        }
+    }
+
+    /// output = leakyReLU(conv(input, weight) + bias) * epilogue.scale + epilogue.shift + epilogue.residual,
+    /// all per output channel: the inference form of convolution -> batch norm (running statistics)
+    /// [-> + residual] -> leaky ReLU in one call. On the Winograd route the epilogue is applied as the
+    /// output is stored; elsewhere it is one extra pass. Overwrites `output`.
+    public func forward(input: Tensor, weight: Tensor, bias: Tensor? = nil, output: Tensor, epilogue: ConvolutionEpilogue) throws {
+        try require(input, dims: inputDims, layout: layout, op, "input")
+        try require(output, dims: outputDims, layout: layout, op, "output")
+        try checkParameters(weight, bias, "weight")
+        let o = geometry.outputChannels
+        guard epilogue.scale.count == o, epilogue.shift.count == o else {
+            throw EngineError.shapeMismatch(op: op, expected: "\(o) epilogue scale and shift values",
+                                            got: "\(epilogue.scale.count) and \(epilogue.shift.count)")
+        }
+        guard (0 ... 1).contains(epilogue.slope) else {
+            throw EngineError.invalidArgument(op: op, message: "epilogue slope must be in [0, 1], got \(epilogue.slope)")
+        }
+        if let r = epilogue.residual {
+            try require(r, dims: outputDims, layout: layout, op, "residual")
+            guard r.storage !== output.storage || r.offset != output.offset else {
+                throw EngineError.invalidArgument(op: op, message: "the residual must not be the output tensor")
+            }
+        }
+        try withExtendedLifetime((input.storage, weight.storage, bias?.storage, output.storage, epilogue.residual?.storage)) {
+            try check(cdnnl_conv_forward_epilogue(handle, input.floats, weight.floats, geometry.bias ? bias!.floats : nil, output.floats,
+                                                  epilogue.scale, epilogue.shift, epilogue.residual?.floats, epilogue.slope),
                       "\(op) forward \(shapeText(inputDims))")
         }
     }

@@ -90,6 +90,9 @@ final class Context {
     var training = true
     /// Keep every normalization's input for backward instead of recovering it (tests compare both paths).
     var keepNormInputs = false
+    /// Inference: run convolution -> batch norm [-> + residual] -> leaky ReLU as one convolution with an
+    /// epilogue (tests compare both paths).
+    var fuseInference = true
     var layout: Layout { workspace.layout }
 
     init(parameters: ParameterSet, layout: Layout) {
@@ -131,6 +134,17 @@ final class ConvUnit {
         let p = c.parameters
         try Profile.measure(geometry.transposed ? "upsample forward" : "conv forward") {
             try op.forward(input: x, weight: p.value(weight), bias: bias.map { p.value($0) }, output: y)
+        }
+        return y
+    }
+
+    /// Inference form: the output goes through `epilogue` (folded batch norm, residual, activation) as it is stored.
+    func forward(_ x: Tensor, _ c: Context, epilogue: ConvolutionEpilogue) throws -> Tensor {
+        let op = try prepare(x.dims, x.layout)
+        let y = try c.workspace.take(op.outputDims, layout: x.layout)
+        let p = c.parameters
+        try Profile.measure("conv forward + epilogue") {
+            try op.forward(input: x, weight: p.value(weight), bias: bias.map { p.value($0) }, output: y, epilogue: epilogue)
         }
         return y
     }
@@ -210,6 +224,22 @@ final class Norm {
             try instanceOp!.forward(input: x, scale: p.value(weight), shift: p.value(bias), output: y, mean: mean!, variance: variance!)
         }
         return y
+    }
+
+    /// Batch norm in inference as a per-channel affine map x * scale + shift (running statistics, eps 1e-5);
+    /// nil in training, for instance norm (per-sample statistics) or when fusion is off.
+    func inferenceAffine(_ c: Context) throws -> (scale: [Float], shift: [Float])? {
+        guard kind == .batch, !c.training, c.fuseInference, let runningMean, let runningVariance else { return nil }
+        let p = c.parameters
+        let gamma = try p.value(weight).toArray(), beta = try p.value(bias).toArray()
+        let mean = try p.value(runningMean).toArray(), variance = try p.value(runningVariance).toArray()
+        var scale = [Float](repeating: 0, count: gamma.count), shift = scale
+        for i in gamma.indices {
+            let a = Double(gamma[i]) / (Double(variance[i]) + 1e-5).squareRoot()
+            scale[i] = Float(a)
+            shift[i] = Float(Double(beta[i]) - Double(mean[i]) * a)
+        }
+        return (scale, shift)
     }
 
     /// Whether the input can be recovered from the activated output (every |gamma| large enough that
@@ -325,6 +355,9 @@ final class ConvLayer: Block {
     /// In training only the output is kept: backward recovers the norm's input from it (saving one
     /// activation-sized tensor per layer), unless a norm weight is too close to zero for that.
     func forward(_ x: Tensor, _ ctx: Context) throws -> Tensor {
+        if let (scale, shift) = try norm.inferenceAffine(ctx) {
+            return try conv.forward(x, ctx, epilogue: ConvolutionEpilogue(scale: scale, shift: shift, slope: act.slope))
+        }
         let c = try conv.forward(x, ctx)
         let y = try norm.forward(c, ctx)
         try act.forwardInPlace(y)
@@ -417,6 +450,19 @@ final class ResidualBlock: Block {
     }
 
     func forward(_ x: Tensor, _ c: Context) throws -> Tensor {
+        if let (scale, shift) = try norm.inferenceAffine(c) {
+            // Inference: the shortcut first, then conv2 adds it and activates as it stores its output.
+            let h = try conv1.forward(x, c)
+            var shortcut: Tensor?
+            if let downsample, let normResidual {
+                guard let (rs, rb) = try normResidual.inferenceAffine(c) else { throw NetworkError.invalidArgument("mixed norm kinds") }
+                shortcut = try downsample.forward(x, c, epilogue: ConvolutionEpilogue(scale: rs, shift: rb))
+            }
+            let y = try conv2.forward(h, c, epilogue: ConvolutionEpilogue(scale: scale, shift: shift, residual: shortcut ?? x, slope: act.slope))
+            c.workspace.give(h)
+            c.workspace.give(shortcut)
+            return y
+        }
         let h = try conv1.forward(x, c)
         let c2 = try conv2.forward(h, c)
         let y = try norm.forward(c2, c)

@@ -215,6 +215,15 @@ struct WinogradTests {
         try conv.backwardData(outputGradient: tensor(conv.outputDims, dy, layout: .blocked8), weight: tw, inputGradient: dx)
         expectClose(try dx.toArray(), refBack.input, "\(c.name) backward data")
         #expect(conv.implementation(.backwardData).contains("winograd"))
+
+        // Weight gradients add onto what is there; without bias they go through Winograd too.
+        let dw = try Tensor(dims: g.weightDims, values: [Float](repeating: 0.5, count: w.count))
+        let db = g.bias ? try Tensor(zeros: [g.outputChannels]) : nil
+        try conv.backwardWeights(input: tensor(c.inputDims, x, layout: .blocked8),
+                                 outputGradient: tensor(conv.outputDims, dy, layout: .blocked8), weightGradient: dw, biasGradient: db)
+        expectClose(try dw.toArray(), refBack.weight.map { $0 + 0.5 }, "\(c.name) backward weights")
+        if let db { expectClose(try db.toArray(), refBack.bias, "\(c.name) backward bias") }
+        #expect(conv.implementation(.backwardWeights).contains("winograd") == !g.bias, "\(conv.implementation(.backwardWeights))")
     }
 
     @Test("automatic choice: Winograd on a UNet-sized 3x3 layer, direct where it does not apply")
@@ -239,5 +248,52 @@ struct WinogradTests {
         #expect(throws: EngineError.self) { try Convolution(odd, inputDims: [1, 4, 8, 8], layout: .blocked8, algorithm: .winograd) }
         let plain = ConvolutionGeometry(spatialRank: 2, inputChannels: 16, outputChannels: 16, kernel: 3)
         #expect(throws: EngineError.self) { try Convolution(plain, inputDims: [1, 16, 8, 8], layout: .plain, algorithm: .winograd) }
+    }
+}
+
+@Suite("Convolution epilogue")
+struct ConvolutionEpilogueTests {
+    /// y = leakyReLU(conv * scale + shift + residual) on the direct and the Winograd routes matches
+    /// the reference convolution followed by the same arithmetic.
+    @Test(arguments: [(ConvolutionAlgorithm.direct, Layout.blocked8), (.winograd, .blocked8), (.direct, .plain)])
+    func matchesConvThenAffine(algorithm: ConvolutionAlgorithm, layout: Layout) throws {
+        var rng = SeededRandom(43)
+        let dims = [2, 16, 9, 7]
+        let g = ConvolutionGeometry(spatialRank: 2, inputChannels: 16, outputChannels: 24, kernel: 3, bias: true)
+        let x = rounded(rng.values(dims.reduce(1, *))), w = rounded(rng.values(g.weightDims.reduce(1, *), scale: 0.3))
+        let b = rounded(rng.values(24)), scale = rng.values(24).map(Float.init), shift = rng.values(24).map(Float.init)
+        let conv = try Convolution(g, inputDims: dims, layout: layout, algorithm: algorithm)
+        let ref = Reference.convolution(x, inputDims: dims, weight: w, bias: b, g)
+        let residual = rounded(rng.values(ref.values.count))
+        let spatial = 9 * 7
+        for (withResidual, slope) in [(true, Float(0.01)), (false, Float(1))] {
+            let expected = ref.values.indices.map { i -> Double in
+                let ch = (i / spatial) % 24
+                let v = ref.values[i] * Double(scale[ch]) + Double(shift[ch]) + (withResidual ? residual[i] : 0)
+                return v > 0 ? v : v * Double(slope)
+            }
+            let y = try Tensor(zeros: conv.outputDims, layout: layout)
+            let r = withResidual ? try tensor(conv.outputDims, residual, layout: layout) : nil
+            try conv.forward(input: tensor(dims, x, layout: layout), weight: tensor(g.weightDims, w), bias: tensor([24], b),
+                             output: y, epilogue: ConvolutionEpilogue(scale: scale, shift: shift, residual: r, slope: slope))
+            expectClose(try y.toArray(), expected, "\(algorithm) \(layout) residual \(withResidual)")
+        }
+    }
+
+    @Test func badEpiloguesAreErrors() throws {
+        let g = ConvolutionGeometry(spatialRank: 2, inputChannels: 8, outputChannels: 8, kernel: 3)
+        let conv = try Convolution(g, inputDims: [1, 8, 6, 6], layout: .blocked8)
+        let x = try Tensor(zeros: [1, 8, 6, 6], layout: .blocked8), w = try Tensor(zeros: g.weightDims)
+        let y = try Tensor(zeros: conv.outputDims, layout: .blocked8)
+        let ones = [Float](repeating: 1, count: 8)
+        #expect(throws: EngineError.self) {
+            try conv.forward(input: x, weight: w, output: y, epilogue: ConvolutionEpilogue(scale: [1], shift: ones))
+        }
+        #expect(throws: EngineError.self) {
+            try conv.forward(input: x, weight: w, output: y, epilogue: ConvolutionEpilogue(scale: ones, shift: ones, slope: 2))
+        }
+        #expect(throws: EngineError.self) {
+            try conv.forward(input: x, weight: w, output: y, epilogue: ConvolutionEpilogue(scale: ones, shift: ones, residual: y))
+        }
     }
 }

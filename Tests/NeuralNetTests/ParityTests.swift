@@ -64,6 +64,12 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Double {
         #expect(compared == io.entries.filter { $0.name.hasPrefix("grad/") }.count)
         #expect(worst.0 <= 1e-3, "worst gradient \(worst.1): \(worst.0)")
 
+        // Inference mode (batch norm on running statistics, folded into the convolutions' epilogues).
+        let (evalNet, _) = try UNet.load(fixtures + "/\(c.name)_weights.safetensors")
+        evalNet.training = false
+        let evalError = relativeError(try evalNet.forward(input)[0].toArray(), io.entry("eval_logits")!.floats())
+        #expect(evalError <= 1e-4, "inference logits: \(evalError)")
+
         // Five RAdam steps from the stored weights.
         let (fresh, _) = try UNet.load(fixtures + "/\(c.name)_weights.safetensors")
         let optimizer = try Optimizer(.recipe, parameters: fresh.parameters)

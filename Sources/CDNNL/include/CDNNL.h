@@ -16,7 +16,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -114,6 +113,19 @@ int cdnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float
 /// input from its activated output, so training need not keep both.
 void cdnnl_unactivate_affine(const float *y, float *out, int64_t batch, int64_t channels, int64_t spatial,
                              int layout, float slope, const float *a, const float *b, int per_sample);
+
+/// out = leaky_relu(x * a[ch] + b[ch] + residual) (slope 1: no activation; residual may be NULL) over
+/// an activation tensor (N, C, spatial) in `layout`; padding channels stay 0. out may be x. The
+/// inference form of convolution -> batch norm (running statistics) [-> + residual] -> leaky ReLU.
+void cdnnl_affine_activate(const float *x, const float *residual, float *out, int64_t batch, int64_t channels,
+                           int64_t spatial, int layout, float slope, const float *a, const float *b);
+
+/// Forward with an epilogue applied to the convolution's output (bias included) before it is stored:
+/// dst = leaky_relu(conv * scale[o] + shift[o] + residual), slope 1 for none, residual NULL for none;
+/// residual has dst's shape and layout. In SwiftUNet's Winograd kernel this costs no extra pass over
+/// memory; elsewhere it is one pass after the convolution.
+int cdnnl_conv_forward_epilogue(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst,
+                                const float *scale, const float *shift, const float *residual, float slope);
 
 #ifdef __cplusplus
 }
