@@ -24,22 +24,13 @@
 
 typedef float v8 __attribute__((vector_size(32)));
 
-// 1D transforms for the generic axis-by-axis path: B^T (4 -> 4), A^T (4 -> 2), G (3 -> alpha) for
-// alpha 4 (m 2) and 6 (m 4). The 2D input and output tiles have hand-scheduled versions below.
-enum { T_B4, T_A4, T_G4, T_G6, T_AA4, T_AA6, T_GT4, T_GT6 };
+// 1D transforms for the generic axis-by-axis path (kernels and backward weights): G (3 -> alpha),
+// A (m -> alpha), G^T (alpha -> 3), for alpha 4 (m 2) and 6 (m 4). The input and output tiles of
+// forward and backward data have hand-scheduled versions below.
+enum { T_G4, T_G6, T_AA4, T_AA6, T_GT4, T_GT6 };
 
 static inline void line(int kind, const v8 *x, int64_t si, v8 *y, int64_t so) {
     switch (kind) {
-    case T_B4: {
-        const v8 x0 = x[0], x1 = x[si], x2 = x[2 * si], x3 = x[3 * si];
-        y[0] = x0 - x2; y[so] = x1 + x2; y[2 * so] = x2 - x1; y[3 * so] = x1 - x3;
-        break;
-    }
-    case T_A4: {
-        const v8 x0 = x[0], x1 = x[si], x2 = x[2 * si], x3 = x[3 * si];
-        y[0] = x0 + x1 + x2; y[so] = x1 - x2 - x3;
-        break;
-    }
     case T_G4: {
         const v8 g0 = x[0], g1 = x[si], g2 = x[2 * si];
         y[0] = g0; y[so] = 0.5f * (g0 + g1 + g2); y[2 * so] = 0.5f * (g0 - g1 + g2); y[3 * so] = g2;
@@ -101,12 +92,6 @@ static inline __attribute__((always_inline)) void axis(const v8 *in, v8 *out, in
 }
 
 // Whole-tile transforms; each takes its input in a and returns a pointer to its result (a or b).
-static v8 *b_3d(v8 *a, v8 *b) {
-    axis(a, b, 4, 4, 4, 2, T_B4, 4); axis(b, a, 4, 4, 4, 1, T_B4, 4); axis(a, b, 4, 4, 4, 0, T_B4, 4); return b;
-}
-static v8 *a_3d(v8 *a, v8 *b) {
-    axis(a, b, 4, 4, 4, 2, T_A4, 2); axis(b, a, 4, 4, 2, 1, T_A4, 2); axis(a, b, 4, 2, 2, 0, T_A4, 2); return b;
-}
 static v8 *g_2d(v8 *a, v8 *b) { axis(a, b, 1, 3, 3, 2, T_G6, 6); axis(b, a, 1, 3, 6, 1, T_G6, 6); return a; }
 static v8 *g_3d(v8 *a, v8 *b) {
     axis(a, b, 3, 3, 3, 2, T_G4, 4); axis(b, a, 3, 3, 4, 1, T_G4, 4); axis(a, b, 3, 4, 4, 0, T_G4, 4); return b;
@@ -171,6 +156,55 @@ static void output_tile_2d(const float *in, int64_t ps, v8 *y) {
     }
 }
 
+ALWAYS void bt4(v8 x0, v8 x1, v8 x2, v8 x3, v8 *y, int64_t s) {
+    y[0] = x0 - x2; y[s] = x1 + x2; y[2 * s] = x2 - x1; y[3 * s] = x1 - x3;
+}
+
+/// 3D input tile: 4 x 4 x 4 pixels (8 channels each; rows `ys`, planes `zs` floats apart) -> 64
+/// vectors `ps` floats apart (position p = 16 iz + 4 iy + ix).
+static void input_tile_3d(const float *in, int64_t ys, int64_t zs, float *out, int64_t ps) {
+    v8 t[64], u[64];
+#pragma clang loop unroll(full)
+    for (int r = 0; r < 16; r++) {  // along x, row r = 4 z + y
+        const v8 *x = (const v8 *)(in + (r / 4) * zs + (r % 4) * ys);
+        bt4(x[0], x[1], x[2], x[3], t + r * 4, 1);
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 16; c++) {  // along y, column c = 4 z + x
+        const v8 *x = t + (c / 4) * 16 + c % 4;
+        bt4(x[0], x[4], x[8], x[12], u + (c / 4) * 16 + c % 4, 4);
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 16; c++) {  // along z, column c = 4 y + x
+        v8 y[4];
+        bt4(u[c], u[16 + c], u[32 + c], u[48 + c], y, 1);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 4; i++) *(v8 *)(out + (i * 16 + c) * ps) = y[i];
+    }
+}
+
+/// 3D output tile: 64 vectors `ps` floats apart -> y[8] (2 x 2 x 2, z-y-x).
+static void output_tile_3d(const float *in, int64_t ps, v8 *y) {
+    v8 t[32], u[16];  // after x: [4 z][4 y][2 x]; after y: [4 z][2 y][2 x]
+#pragma clang loop unroll(full)
+    for (int r = 0; r < 16; r++) {
+        const float *x = in + r * 4 * ps;
+        const v8 x0 = *(const v8 *)x, x1 = *(const v8 *)(x + ps), x2 = *(const v8 *)(x + 2 * ps), x3 = *(const v8 *)(x + 3 * ps);
+        t[r * 2] = x0 + x1 + x2; t[r * 2 + 1] = x1 - x2 - x3;
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 8; c++) {  // c = 2 z + x
+        const v8 *x = t + (c / 2) * 8 + c % 2;
+        u[(c / 2) * 4 + c % 2] = x[0] + x[2] + x[4];
+        u[(c / 2) * 4 + 2 + c % 2] = x[2] - x[4] - x[6];
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 4; c++) {  // c = 2 y + x
+        y[c] = u[c] + u[4 + c] + u[8 + c];
+        y[4 + c] = u[4 + c] - u[8 + c] - u[12 + c];
+    }
+}
+
 typedef struct {
     int64_t N, CI, CO;  // samples; channels read (src) and written (dst), multiples of 8
     int64_t CO16;       // CO rounded up to 16: width of the GEMM's column panels
@@ -231,7 +265,7 @@ static void input_range(void *arg, int64_t begin, int64_t end) {
     const int64_t D = g->S[0], H = g->S[1], W = g->S[2], CB = g->CI / 8;
     const int pz = g->three;
     const int a0 = g->a[0], a1 = g->a[1], a2 = g->a[2];
-    v8 b0[64], b1[64];
+    v8 b0[64];
     for (int64_t tl = begin; tl < end; tl++) {
         int64_t n, o[3];
         decode(g, j->t0 + tl, &n, o);
@@ -241,34 +275,27 @@ static void input_range(void *arg, int64_t begin, int64_t end) {
             const float *base = j->src + (n * CB + cb) * D * H * W * 8;
             float *dst = j->V + tl * g->CI + cb * 8;
             const int64_t ps = j->stride * g->CI;
-            if (inside && !g->three) {
-                input_tile_2d(base + (y0 * W + x0) * 8, W * 8, dst, ps);
+            if (inside) {
+                if (g->three) input_tile_3d(base + ((z0 * H + y0) * W + x0) * 8, W * 8, H * W * 8, dst, ps);
+                else input_tile_2d(base + (y0 * W + x0) * 8, W * 8, dst, ps);
                 continue;
             }
+            // Edge tile: gather with zeros outside, then the same transform on the copy.
             int q = 0;
-            if (inside) {
-                for (int dz = 0; dz < a0; dz++)
-                    for (int dy = 0; dy < a1; dy++) {
-                        const float *r = base + (((z0 + dz) * H + y0 + dy) * W + x0) * 8;
-                        for (int dx = 0; dx < a2; dx++, q++) b0[q] = *(const v8 *)(r + dx * 8);
-                    }
-            } else {
-                for (int dz = 0; dz < a0; dz++) {
-                    const int64_t z = z0 + dz;
-                    for (int dy = 0; dy < a1; dy++) {
-                        const int64_t y = y0 + dy;
-                        const int row_ok = z >= 0 && z < D && y >= 0 && y < H;
-                        const float *r = base + (z * H + y) * W * 8;
-                        for (int dx = 0; dx < a2; dx++, q++) {
-                            const int64_t x = x0 + dx;
-                            b0[q] = row_ok && x >= 0 && x < W ? *(const v8 *)(r + x * 8) : (v8){0};
-                        }
+            for (int dz = 0; dz < a0; dz++) {
+                const int64_t z = z0 + dz;
+                for (int dy = 0; dy < a1; dy++) {
+                    const int64_t y = y0 + dy;
+                    const int row_ok = z >= 0 && z < D && y >= 0 && y < H;
+                    const float *r = base + (z * H + y) * W * 8;
+                    for (int dx = 0; dx < a2; dx++, q++) {
+                        const int64_t x = x0 + dx;
+                        b0[q] = row_ok && x >= 0 && x < W ? *(const v8 *)(r + x * 8) : (v8){0};
                     }
                 }
             }
-            if (!g->three) { input_tile_2d((const float *)b0, 48, dst, ps); continue; }
-            const v8 *v = b_3d(b0, b1);
-            for (int p = 0; p < g->P; p++) *(v8 *)(dst + (int64_t)p * ps) = v[p];
+            if (g->three) input_tile_3d((const float *)b0, 32, 128, dst, ps);
+            else input_tile_2d((const float *)b0, 48, dst, ps);
         }
     }
 }
@@ -316,20 +343,15 @@ static void output_range(void *arg, int64_t begin, int64_t end) {
     const job *j = arg;
     const geom *g = j->g;
     const int64_t D = g->S[0], H = g->S[1], W = g->S[2], CB = g->CO / 8;
-    v8 b0[64], b1[64];
+    v8 b0[16];
     for (int64_t tl = begin; tl < end; tl++) {
         int64_t n, o[3];
         decode(g, j->t0 + tl, &n, o);
         for (int64_t cb = 0; cb < CB; cb++) {
             const float *src = j->M + tl * g->CO16 + cb * 8;
-            const v8 *y;
-            if (g->three) {
-                for (int p = 0; p < g->P; p++) b0[p] = *(const v8 *)(src + (int64_t)p * j->stride * g->CO16);
-                y = a_3d(b0, b1);
-            } else {
-                output_tile_2d(src, j->stride * g->CO16, b1);
-                y = b1;
-            }
+            const v8 *y = b0;
+            if (g->three) output_tile_3d(src, j->stride * g->CO16, b0);
+            else output_tile_2d(src, j->stride * g->CO16, b0);
             v8 bias = {0}, scale = {0}, shift = {0};
             if (j->bias) for (int l = 0; l < 8; l++) bias[l] = j->bias[cb * 8 + l];
             if (j->scale)

@@ -51,9 +51,14 @@ public enum KernelBenchmark {
         public var fractionOfLocalPeak: Double
         /// Which kernel ran (oneDNN's implementation name, or SwiftUNet's own).
         public var implementation: String
+        /// "direct" or "winograd". Winograd's gflops are effective: the direct convolution's FLOPs over
+        /// the time, so they can exceed the machine's peak (it does fewer multiplications).
+        public var algorithm: String
+        /// Whether the networks use this kernel for this layer and direction (the automatic choice).
+        public var chosen: Bool
 
         enum CodingKeys: String, CodingKey {
-            case dim, op, direction, spatial, batch, kernel, stride, gflops, seconds, implementation
+            case dim, op, direction, spatial, batch, kernel, stride, gflops, seconds, implementation, algorithm, chosen
             case inChannels = "in_channels", outChannels = "out_channels", fractionOfPeak = "fraction_of_peak"
             case localPeakGflops = "local_peak_gflops", fractionOfLocalPeak = "fraction_of_local_peak"
         }
@@ -168,9 +173,13 @@ public enum KernelBenchmark {
         return Double(flops) / t / 1e9
     }
 
-    /// Times forward, backward-data and backward-weights of one layer in the native layout.
-    public static func measure(_ shape: LayerShape, peak: Double, layout: Layout = .native) throws -> [Result] {
-        let conv = try Convolution(shape.geometry, inputDims: [shape.batch, shape.inChannels] + shape.spatial, layout: layout)
+    /// Times forward, backward-data and backward-weights of one layer in the native layout, with the
+    /// given algorithm (only the directions it covers, for Winograd).
+    public static func measure(_ shape: LayerShape, peak: Double, layout: Layout = .native,
+                               algorithm: ConvolutionAlgorithm = .direct) throws -> [Result] {
+        let dims = [shape.batch, shape.inChannels] + shape.spatial
+        let conv = try Convolution(shape.geometry, inputDims: dims, layout: layout, algorithm: algorithm)
+        let automatic = try Convolution(shape.geometry, inputDims: dims, layout: layout)
         let g = shape.geometry
         let x = try Tensor(zeros: conv.inputDims, layout: layout), dx = try Tensor(zeros: conv.inputDims, layout: layout)
         let y = try Tensor(zeros: conv.outputDims, layout: layout), dy = try Tensor(zeros: conv.outputDims, layout: layout)
@@ -182,7 +191,11 @@ public enum KernelBenchmark {
         try dy.copy(from: randomPlain(conv.outputDims, seed: 4))
         fillRandom(w, seed: 5)
         var out: [Result] = []
-        for direction in Direction.allCases {
+        for (index, direction) in Direction.allCases.enumerated() {
+            let cDirection = Convolution.Direction(rawValue: Int32(index))!
+            let isWinograd = { (c: Convolution) in c.implementation(cDirection).contains("winograd") }
+            // Winograd runs forward and backward data, and backward weights only where chosen.
+            if algorithm == .winograd, !isWinograd(conv) { continue }
             let t = try bestTime {
                 switch direction {
                 case .forward: try conv.forward(input: x, weight: w, bias: b, output: y)
@@ -195,7 +208,8 @@ public enum KernelBenchmark {
                               inChannels: shape.inChannels, outChannels: shape.outChannels, spatial: shape.spatial,
                               batch: shape.batch, kernel: shape.kernel, stride: shape.stride, gflops: gf,
                               fractionOfPeak: gf / peak, seconds: t, localPeakGflops: peak, fractionOfLocalPeak: gf / peak,
-                              implementation: conv.implementation(Convolution.Direction(rawValue: Int32(out.count))!)))
+                              implementation: conv.implementation(cDirection),
+                              algorithm: isWinograd(conv) ? "winograd" : "direct", chosen: isWinograd(conv) == isWinograd(automatic)))
         }
         return out
     }
@@ -216,9 +230,12 @@ public enum KernelBenchmark {
         for s in shapes {
             let local = try gemmPeak(minReps: 3, minSeconds: 0.5)
             peak = max(peak, local)
-            for r in try measure(s, peak: local) {
-                results.append(r)
-                progress(r)
+            let winograd = (try? Convolution(s.geometry, inputDims: [s.batch, s.inChannels] + s.spatial, algorithm: .winograd)) != nil
+            for algorithm in winograd ? [ConvolutionAlgorithm.direct, .winograd] : [.direct] {
+                for r in try measure(s, peak: local, algorithm: algorithm) {
+                    results.append(r)
+                    progress(r)
+                }
             }
         }
         for i in results.indices { results[i].fractionOfPeak = results[i].gflops / peak }

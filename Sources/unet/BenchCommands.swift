@@ -27,8 +27,8 @@ struct BenchKernels: ParsableCommand {
         stderr.write(Data("oneDNN \(Runtime.backendVersion), \(Runtime.threads) threads, activations in \(Layout.native.rawValue) layout; measuring...\n".utf8))
         let report = try KernelBenchmark.run(shapes: shapes) { r in
             // Progress goes to stderr so stdout stays one table (or one JSON object).
-            stderr.write(Data(String(format: "  %dD %@ %d->%d %@ %@: %.1f GFLOP/s\n", r.dim, r.op, r.inChannels, r.outChannels,
-                                     r.spatial.map(String.init).joined(separator: "x"), r.direction.rawValue, r.gflops).utf8))
+            stderr.write(Data(String(format: "  %dD %@ %d->%d %@ %@ %@: %.1f GFLOP/s\n", r.dim, r.op, r.inChannels, r.outChannels,
+                                     r.spatial.map(String.init).joined(separator: "x"), r.direction.rawValue, r.algorithm, r.gflops).utf8))
         }
         if json {
             let enc = JSONEncoder()
@@ -37,13 +37,15 @@ struct BenchKernels: ParsableCommand {
             return
         }
         print("\(report.backend), \(report.threads) threads, activations in \(report.layout) layout")
-        print(row(["dim", "op", "direction", "in->out", "spatial", "batch", "k", "s", "GFLOP/s", "% peak", "% local", "kernel"]))
+        print(row(["dim", "op", "direction", "in->out", "spatial", "batch", "k", "s", "GFLOP/s", "% peak", "% local", "used", "kernel"]))
         for r in report.kernels {
             print(row(["\(r.dim)", r.op, r.direction.rawValue, "\(r.inChannels)->\(r.outChannels)",
                        r.spatial.map(String.init).joined(separator: "x"), "\(r.batch)", "\(r.kernel)", "\(r.stride)",
                        String(format: "%.1f", r.gflops), String(format: "%.1f%%", 100 * r.fractionOfPeak),
-                       String(format: "%.1f%%", 100 * r.fractionOfLocalPeak), r.implementation]))
+                       String(format: "%.1f%%", 100 * r.fractionOfLocalPeak), r.chosen ? "yes" : "", r.implementation]))
         }
+        print("used: the kernel the networks run for that layer and direction. Winograd rows give effective GFLOP/s")
+        print("(the direct convolution's FLOPs over the time): it does 2-4x fewer multiplications, so it can pass the peak.")
         print(String(format: "FP32 GEMM peak (SGEMM 3072^3 through oneDNN, best of the run): %.1f GFLOP/s", report.peakGflops))
         print("% peak: against that best; % local: against an SGEMM measured just before each layer (same conditions)")
         print(String(format: "FMA throughput ceiling (register-only FMA loop): %.1f GFLOP/s", report.fmaPeakGflops))
@@ -77,10 +79,10 @@ struct BenchMemory: ParsableCommand {
 
 /// One table row: fixed-width columns, left-aligned text, right-aligned numbers.
 private func row(_ cells: [String]) -> String {
-    let widths = [3, 14, 16, 9, 11, 5, 2, 2, 8, 7, 7, 0]
+    let widths = [3, 14, 16, 9, 11, 5, 2, 2, 8, 7, 7, 4, 0]
     return zip(cells, widths).enumerated().map { i, cw in
         let (c, w) = cw
         let pad = String(repeating: " ", count: max(0, w - c.count))
-        return i < 5 || i == 11 ? c + pad : pad + c
+        return i < 5 || i >= 11 ? c + pad : pad + c
     }.joined(separator: " ")
 }
