@@ -9,7 +9,8 @@
 //   V = B^T d B (input tile), U = G g G^T (kernel), Y = A^T (sum over input channels of U V) A.
 // The sum over input channels is a GEMM per transform position:
 //   M[p] (tiles x CO) = V[p] (tiles x CI) * U[p] (CI x CO),
-// run over chunks of tiles small enough to stay in cache, one position per thread at a time.
+// run over chunks of tiles small enough to stay in cache. Backward weights runs the same
+// transforms backwards: dU[p] = sum over tiles of V[p]^T (A dY A^T)[p], dW += G^T dU G.
 //
 // Layouts: src (N, CI/8, D, H, W, 8) and dst (N, CO/8, D, H, W, 8) (2D: D = 1); weights plain
 // (O, I, 3, 3[, 3]) as PyTorch stores them. Channel counts are multiples of 8.
@@ -80,7 +81,7 @@ static inline void line(int kind, const v8 *x, int64_t si, v8 *y, int64_t so) {
 /// straight-line code.
 static inline __attribute__((always_inline)) void axis(const v8 *in, v8 *out, int s0, int s1, int s2,
                                                        int ax, int kind, int n_out) {
-    const int o0 = ax == 0 ? n_out : s0, o1 = ax == 1 ? n_out : s1, o2 = ax == 2 ? n_out : s2;
+    const int o1 = ax == 1 ? n_out : s1, o2 = ax == 2 ? n_out : s2;
     const int64_t si = ax == 2 ? 1 : ax == 1 ? s2 : s1 * s2;
     const int64_t so = ax == 2 ? 1 : ax == 1 ? o2 : o1 * o2;
     const int nz = ax == 0 ? 1 : s0, ny = ax == 1 ? 1 : s1, nx = ax == 2 ? 1 : s2;
@@ -88,7 +89,6 @@ static inline __attribute__((always_inline)) void axis(const v8 *in, v8 *out, in
         for (int y = 0; y < ny; y++)
             for (int x = 0; x < nx; x++)
                 line(kind, in + (z * s1 + y) * s2 + x, si, out + (z * o1 + y) * o2 + x, so);
-    (void)o0;
 }
 
 // Whole-tile transforms; each takes its input in a and returns a pointer to its result (a or b).
@@ -227,7 +227,7 @@ typedef struct {
     float slope;
     const float *dy;    // backward weights: the output gradient (CO channels)
     float *dU;          // backward weights: position gradients [P][CIp][CO16], CIp = CI rounded up to 6
-    int64_t t0, tc, stride; // chunk: first tile, tiles in it, rows reserved per position (>= tc, multiple of 6)
+    int64_t t0, tc, stride; // chunk: first tile, tiles in it, rows per position (>= tc; forward: a multiple of 6)
 } job;
 
 /// U for GEMM columns n in [8 begin, 8 end): U[p] is stored in panels of 16 columns,
