@@ -509,16 +509,20 @@ int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
     return 0;
 }
 
+static int winograd_forward(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst,
+                            const float *scale, const float *shift, const float *residual, float slope) {
+    const char *what = "convolution forward";
+    if (c->d.has_bias && !bias) return fail(-1, "%s: bias missing", what);
+    if (cdnnl_winograd_avx2(&c->d, cdnnl_max_threads(), 0, src, weight, c->d.has_bias ? bias : NULL, dst,
+                            scale, shift, residual, slope))
+        return fail(-1, "%s: out of memory for the Winograd buffers", what);
+    return 0;
+}
+
 int cdnnl_conv_forward(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst) {
     const char *what = "convolution forward";
     if (c->w2) return shuffle_forward(c, src, weight, bias, dst);
-    if (c->winograd) {
-        if (c->d.has_bias && !bias) return fail(-1, "%s: bias missing", what);
-        if (cdnnl_winograd_avx2(&c->d, cdnnl_max_threads(), 0, src, weight, c->d.has_bias ? bias : NULL, dst,
-                                NULL, NULL, NULL, 1.0f))
-            return fail(-1, "%s: out of memory for the Winograd buffers", what);
-        return 0;
-    }
+    if (c->winograd) return winograd_forward(c, src, weight, bias, dst, NULL, NULL, NULL, 1.0f);
     dnnl_memory_t ms, mw, md;
     port *const fp[] = {&c->f_src, &c->f_w, &c->f_dst};
     if (ports_bind(fp, 3, what)) return -1;
@@ -537,14 +541,7 @@ int cdnnl_conv_forward(cdnnl_conv *c, const float *src, const float *weight, con
 
 int cdnnl_conv_forward_epilogue(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst,
                                 const float *scale, const float *shift, const float *residual, float slope) {
-    const char *what = "convolution forward";
-    if (c->winograd) {
-        if (c->d.has_bias && !bias) return fail(-1, "%s: bias missing", what);
-        if (cdnnl_winograd_avx2(&c->d, cdnnl_max_threads(), 0, src, weight, c->d.has_bias ? bias : NULL, dst,
-                                scale, shift, residual, slope))
-            return fail(-1, "%s: out of memory for the Winograd buffers", what);
-        return 0;
-    }
+    if (c->winograd) return winograd_forward(c, src, weight, bias, dst, scale, shift, residual, slope);
     if (cdnnl_conv_forward(c, src, weight, bias, dst)) return -1;
     const int r = c->d.spatial_rank;
     int64_t spatial = 1;

@@ -300,27 +300,25 @@ static void input_range(void *arg, int64_t begin, int64_t end) {
     }
 }
 
-/// C (6 x 16, rows ldc apart) = A (6 x K, rows lda apart) * B (K x 16, one panel).
-static void kernel_6x16(int64_t K, const float *restrict a, int64_t lda, const float *restrict b,
-                        float *restrict c, int64_t ldc) {
-    v8 c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
-    v8 c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
-    const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
-    for (int64_t k = 0; k < K; k++, b += 16) {
+/// C (6 x 16, rows ldc apart) (+)= sum over k < K of A[r * ar + k * ak] B[k * bk + c]: the one
+/// GEMM kernel of forward (rows = 6 tiles, columns = 16 output channels of a packed panel) and of
+/// backward weights (rows = 6 input channels, columns = 16 output channels). Always inlined, so the
+/// strides that are constants at a call site fold away.
+ALWAYS void kernel_6x16(int64_t K, const float *restrict a, int64_t ar, int64_t ak, const float *restrict b,
+                        int64_t bk, float *restrict c, int64_t ldc, int accumulate) {
+    v8 acc[12] = {{0}};
+    if (accumulate)
+        for (int r = 0; r < 6; r++) { acc[2 * r] = *(v8 *)(c + r * ldc); acc[2 * r + 1] = *(v8 *)(c + r * ldc + 8); }
+    for (int64_t k = 0; k < K; k++, a += ak, b += bk) {
         const v8 b0 = *(const v8 *)b, b1 = *(const v8 *)(b + 8);
-        v8 x = (v8)_mm256_broadcast_ss(a0 + k); c00 += x * b0; c01 += x * b1;
-        x = (v8)_mm256_broadcast_ss(a1 + k); c10 += x * b0; c11 += x * b1;
-        x = (v8)_mm256_broadcast_ss(a2 + k); c20 += x * b0; c21 += x * b1;
-        x = (v8)_mm256_broadcast_ss(a3 + k); c30 += x * b0; c31 += x * b1;
-        x = (v8)_mm256_broadcast_ss(a4 + k); c40 += x * b0; c41 += x * b1;
-        x = (v8)_mm256_broadcast_ss(a5 + k); c50 += x * b0; c51 += x * b1;
+#pragma clang loop unroll(full)
+        for (int r = 0; r < 6; r++) {
+            const v8 x = (v8)_mm256_broadcast_ss(a + r * ar);
+            acc[2 * r] += x * b0;
+            acc[2 * r + 1] += x * b1;
+        }
     }
-    *(v8 *)c = c00; *(v8 *)(c + 8) = c01; c += ldc;
-    *(v8 *)c = c10; *(v8 *)(c + 8) = c11; c += ldc;
-    *(v8 *)c = c20; *(v8 *)(c + 8) = c21; c += ldc;
-    *(v8 *)c = c30; *(v8 *)(c + 8) = c31; c += ldc;
-    *(v8 *)c = c40; *(v8 *)(c + 8) = c41; c += ldc;
-    *(v8 *)c = c50; *(v8 *)(c + 8) = c51;
+    for (int r = 0; r < 6; r++) { *(v8 *)(c + r * ldc) = acc[2 * r]; *(v8 *)(c + r * ldc + 8) = acc[2 * r + 1]; }
 }
 
 /// M[p] = V[p] U[p] for positions [begin, end): per 16-column panel of U (kept hot in L1/L2), all
@@ -334,7 +332,7 @@ static void gemm_range(void *arg, int64_t begin, int64_t end) {
         float *M = j->M + p * j->stride * g->CO16;
         for (int64_t nb = 0; nb < g->CO16 / 16; nb++)
             for (int64_t t = 0; t < rows; t += 6)
-                kernel_6x16(g->CI, V + t * g->CI, g->CI, U + nb * 16 * g->CI, M + t * g->CO16 + nb * 16, g->CO16);
+                kernel_6x16(g->CI, V + t * g->CI, g->CI, 1, U + nb * 16 * g->CI, 16, M + t * g->CO16 + nb * 16, g->CO16, 0);
     }
 }
 
@@ -427,30 +425,6 @@ static void dy_range(void *arg, int64_t begin, int64_t end) {
     }
 }
 
-/// C (6 x 16, rows ldc apart) += sum over k < K of A[k * as + r] B[k * bs + c]: rows r are 6
-/// neighbouring input channels of one tile's V row, columns 16 output channels of its dM row.
-static void kernel_6x16_acc(int64_t K, const float *restrict a, int64_t as, const float *restrict b, int64_t bs,
-                            float *restrict c, int64_t ldc) {
-    v8 c00 = *(v8 *)c, c01 = *(v8 *)(c + 8), c10 = *(v8 *)(c + ldc), c11 = *(v8 *)(c + ldc + 8);
-    v8 c20 = *(v8 *)(c + 2 * ldc), c21 = *(v8 *)(c + 2 * ldc + 8), c30 = *(v8 *)(c + 3 * ldc), c31 = *(v8 *)(c + 3 * ldc + 8);
-    v8 c40 = *(v8 *)(c + 4 * ldc), c41 = *(v8 *)(c + 4 * ldc + 8), c50 = *(v8 *)(c + 5 * ldc), c51 = *(v8 *)(c + 5 * ldc + 8);
-    for (int64_t k = 0; k < K; k++, a += as, b += bs) {
-        const v8 b0 = *(const v8 *)b, b1 = *(const v8 *)(b + 8);
-        v8 x = (v8)_mm256_broadcast_ss(a); c00 += x * b0; c01 += x * b1;
-        x = (v8)_mm256_broadcast_ss(a + 1); c10 += x * b0; c11 += x * b1;
-        x = (v8)_mm256_broadcast_ss(a + 2); c20 += x * b0; c21 += x * b1;
-        x = (v8)_mm256_broadcast_ss(a + 3); c30 += x * b0; c31 += x * b1;
-        x = (v8)_mm256_broadcast_ss(a + 4); c40 += x * b0; c41 += x * b1;
-        x = (v8)_mm256_broadcast_ss(a + 5); c50 += x * b0; c51 += x * b1;
-    }
-    *(v8 *)c = c00; *(v8 *)(c + 8) = c01; c += ldc;
-    *(v8 *)c = c10; *(v8 *)(c + 8) = c11; c += ldc;
-    *(v8 *)c = c20; *(v8 *)(c + 8) = c21; c += ldc;
-    *(v8 *)c = c30; *(v8 *)(c + 8) = c31; c += ldc;
-    *(v8 *)c = c40; *(v8 *)(c + 8) = c41; c += ldc;
-    *(v8 *)c = c50; *(v8 *)(c + 8) = c51;
-}
-
 /// dU[p] += V[p]^T dM[p] over the chunk, positions [begin, end). The last block of 6 rows may run
 /// past CI: those rows read the next values in memory and land in dU's padding rows, never read.
 static void gemm_t_range(void *arg, int64_t begin, int64_t end) {
@@ -462,7 +436,7 @@ static void gemm_t_range(void *arg, int64_t begin, int64_t end) {
         float *dU = j->dU + p * CIp * g->CO16;
         for (int64_t nb = 0; nb < g->CO16 / 16; nb++)
             for (int64_t ci = 0; ci < CIp; ci += 6)
-                kernel_6x16_acc(j->tc, V + ci, g->CI, M + nb * 16, g->CO16, dU + ci * g->CO16 + nb * 16, g->CO16);
+                kernel_6x16(j->tc, V + ci, 1, g->CI, M + nb * 16, g->CO16, dU + ci * g->CO16 + nb * 16, g->CO16, 1);
     }
 }
 

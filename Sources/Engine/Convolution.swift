@@ -197,8 +197,8 @@ public final class Convolution: @unchecked Sendable {
         }
     }
 
-    /// output = leakyReLU(conv(input, weight) + bias) * epilogue.scale + epilogue.shift + epilogue.residual,
-    /// all per output channel: the inference form of convolution -> batch norm (running statistics)
+    /// output = leakyReLU((conv(input, weight) + bias) * epilogue.scale + epilogue.shift + epilogue.residual,
+    /// epilogue.slope), scale and shift per output channel: the inference form of convolution -> batch norm (running statistics)
     /// [-> + residual] -> leaky ReLU in one call. On the Winograd route the epilogue is applied as the
     /// output is stored; elsewhere it is one extra pass. Overwrites `output`.
     public func forward(input: Tensor, weight: Tensor, bias: Tensor? = nil, output: Tensor, epilogue: ConvolutionEpilogue) throws {

@@ -90,9 +90,6 @@ final class Context {
     var training = true
     /// Keep every normalization's input for backward instead of recovering it (tests compare both paths).
     var keepNormInputs = false
-    /// Inference: run convolution -> batch norm [-> + residual] -> leaky ReLU as one convolution with an
-    /// epilogue (tests compare both paths).
-    var fuseInference = true
     var layout: Layout { workspace.layout }
 
     init(parameters: ParameterSet, layout: Layout) {
@@ -227,9 +224,9 @@ final class Norm {
     }
 
     /// Batch norm in inference as a per-channel affine map x * scale + shift (running statistics, eps 1e-5);
-    /// nil in training, for instance norm (per-sample statistics) or when fusion is off.
+    /// nil in training and for instance norm (per-sample statistics).
     func inferenceAffine(_ c: Context) throws -> (scale: [Float], shift: [Float])? {
-        guard kind == .batch, !c.training, c.fuseInference, let runningMean, let runningVariance else { return nil }
+        guard kind == .batch, !c.training, let runningMean, let runningVariance else { return nil }
         let p = c.parameters
         let gamma = try p.value(weight).toArray(), beta = try p.value(bias).toArray()
         let mean = try p.value(runningMean).toArray(), variance = try p.value(runningVariance).toArray()
