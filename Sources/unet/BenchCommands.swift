@@ -12,9 +12,12 @@ struct BenchKernels: ParsableCommand {
     @Flag(help: "Print one JSON object instead of the table.") var json = false
     @Option(help: "Which network's layers: 2d, 3d or all.") var network: String = "all"
     @Option(help: "Measure only the first N layer shapes (the 3D list starts with 32->32 at 64^3).") var limit: Int?
+    @Option(help: "Passes over the layer list; each kernel reports its best pass, as the peak is the best SGEMM of the run.")
+    var passes = 1
 
     func validate() throws {
         guard ["2d", "3d", "all"].contains(network) else { throw ValidationError("--network must be 2d, 3d or all, got '\(network)'") }
+        guard (1...100).contains(passes) else { throw ValidationError("--passes must be 1...100, got \(passes)") }
     }
 
     func run() throws {
@@ -25,9 +28,10 @@ struct BenchKernels: ParsableCommand {
         if let limit { shapes = Array(shapes.prefix(max(0, limit))) }
         let stderr = FileHandle.standardError
         stderr.write(Data("oneDNN \(Runtime.backendVersion), \(Runtime.threads) threads, activations in \(Layout.native.rawValue) layout; measuring...\n".utf8))
-        let report = try KernelBenchmark.run(shapes: shapes) { r in
+        let report = try KernelBenchmark.run(shapes: shapes, passes: passes) { r, pass in
             // Progress goes to stderr so stdout stays one table (or one JSON object).
-            stderr.write(Data(String(format: "  %dD %@ %d->%d %@ %@ %@: %.1f GFLOP/s\n", r.dim, r.op, r.inChannels, r.outChannels,
+            let tag = passes > 1 ? "[pass \(pass)/\(passes)] " : ""
+            stderr.write(Data(String(format: "  %@%dD %@ %d->%d %@ %@ %@: %.1f GFLOP/s\n", tag, r.dim, r.op, r.inChannels, r.outChannels,
                                      r.spatial.map(String.init).joined(separator: "x"), r.direction.rawValue, r.algorithm, r.gflops).utf8))
         }
         if json {
@@ -36,7 +40,8 @@ struct BenchKernels: ParsableCommand {
             print(String(decoding: try enc.encode(report), as: UTF8.self))
             return
         }
-        print("\(report.backend), \(report.threads) threads, activations in \(report.layout) layout")
+        print("\(report.backend), \(report.threads) threads, activations in \(report.layout) layout"
+              + (report.passes > 1 ? ", each kernel its best of \(report.passes) passes" : ""))
         print(row(["dim", "op", "direction", "in->out", "spatial", "batch", "k", "s", "GFLOP/s", "% peak", "% local", "used", "kernel"]))
         for r in report.kernels {
             print(row(["\(r.dim)", r.op, r.direction.rawValue, "\(r.inChannels)->\(r.outChannels)",
