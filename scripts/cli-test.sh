@@ -97,4 +97,8 @@ set +e
 out=$("$unet" info "$tmp/cut.nii.gz" 2>&1); status=$?
 set -e
 [ $status -eq 1 ] && echo "$out" | grep -q "cut.nii.gz" || fail "truncated gzip: $status $out"
+# The kernel benchmark's report: JSON with the passes asked for (no layers: the FMA probe only); bad passes refused.
+kb=$("$unet" bench kernels --limit 0 --passes 2 --json 2>/dev/null) || fail "bench kernels --limit 0: $kb"
+echo "$kb" | grep -q '"passes":2' && echo "$kb" | grep -q '"kernels":\[\]' || fail "bench kernels JSON: $kb"
+"$unet" bench kernels --passes 0 >/dev/null 2>&1 && fail "bench kernels accepted --passes 0"
 echo "cli-test: all checks passed"
