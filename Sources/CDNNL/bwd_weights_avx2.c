@@ -6,9 +6,9 @@
 // accumulators of a small tile of the gradient live in registers while a row of positions streams
 // through. Rows of stride 1 padded by 1 (every 3x3 stride-1 layer of the UNets) take all three kw
 // taps at once (row_kw3_4x8: 5 loads per 12 FMAs); other geometries a 4 (input channel) x 16
-// (output channel) tile per tap (tile_4x16: 6 loads per 8 FMAs). On this shared VM the loads are
-// what a busy neighbour slows down: the three-tap row ran 1.3-1.45x faster than the per-tap tile
-// on the 3D 32- to 256-channel layers.
+// (output channel) tile per tap (tile_4x16: 6 loads per 8 FMAs). Measured on the 3D 32- to
+// 256-channel layers: the three-tap row 1.3-1.45x the per-tap tile, and steadier between minutes
+// of this shared VM (133-138 GFLOP/s at 32 channels and 64^3 where the tile read 94-134).
 //
 // Layouts: x (N, ICp/8, ID, IH, IW, 8), dy (N, OCp/8, OD, OH, OW, 8), channel padding zero.
 // The result is ADDED into dw, plain (OC, IC, KD, KH, KW).
