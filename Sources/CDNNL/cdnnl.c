@@ -3,7 +3,7 @@
 // the kernel prefers over the caller's.
 #define _GNU_SOURCE
 #include "CDNNL.h"
-#include "kernels_avx2.h"
+#include "kernels.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -410,13 +410,13 @@ static int64_t kernel_volume(const cdnnl_conv_desc *d) {
 static int shuffle_create(cdnnl_conv *c) {
     const cdnnl_conv_desc *d = &c->d;
     const int64_t K = kernel_volume(d);
-    // Slack of 16 floats per input channel: the fused kernel's last panel may be half empty.
-    const size_t wbytes = ((size_t)((K * d->out_channels + 16) * d->in_channels) * sizeof(float) + 63) / 64 * 64;
+    // Slack of 32 floats per input channel: the fused kernel's last panel may be half empty.
+    const size_t wbytes = ((size_t)((K * d->out_channels + 32) * d->in_channels) * sizeof(float) + 63) / 64 * 64;
     c->w2 = aligned_alloc(64, wbytes);
     if (!c->w2) return fail(-1, "transposed convolution: out of memory");
-    if (d->layout == CDNNL_LAYOUT_BLOCKED8 && cdnnl_avx2_available()) {
+    if (cdnnl_own_kernels_available(d->layout)) {
         c->fused_upsample = 1;
-        snprintf(c->impl[0], 64, "SwiftUNet avx2 upsample");
+        snprintf(c->impl[0], 64, "SwiftUNet %s upsample", cdnnl_own_kernels_isa(d->layout));
         return 0;
     }
     cdnnl_conv_desc in = *d;
@@ -446,18 +446,20 @@ static void shuffle_weights(const cdnnl_conv *c, const float *w) {
 
 static int shuffle_forward(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst) {
     if (c->fused_upsample) {
-        // w2 in panels of two 8-column groups: group j = (o/8)*K + k (neighbouring groups are
-        // neighbouring taps along W, so a tile fills whole cache lines), panel j/2 holds its I
-        // rows of 16 floats contiguously (rows of a K*O-wide matrix would alias in L1).
+        // w2 in panels of two B-column groups (B the channel block): group j = (o/B)*K + k
+        // (neighbouring groups are neighbouring taps along W, so a tile fills whole cache lines),
+        // panel j/2 holds its I rows of 2B floats contiguously (rows of a K*O-wide matrix would
+        // alias in L1).
         const int64_t I = c->d.in_channels, O = c->d.out_channels, K = kernel_volume(&c->d);
-        memset(c->w2, 0, (size_t)((K * O + 16) * I) * sizeof(float));
+        const int64_t B = block_of(c->d.layout);
+        memset(c->w2, 0, (size_t)((K * O + 2 * B) * I) * sizeof(float));
         for (int64_t i = 0; i < I; i++)
             for (int64_t o = 0; o < O; o++)
                 for (int64_t k = 0; k < K; k++) {
-                    const int64_t j = (o / 8) * K + k;
-                    c->w2[((j / 2) * I + i) * 16 + (j % 2) * 8 + o % 8] = weight[(i * O + o) * K + k];
+                    const int64_t j = (o / B) * K + k;
+                    c->w2[((j / 2) * I + i) * 2 * B + (j % 2) * B + o % B] = weight[(i * O + o) * K + k];
                 }
-        return cdnnl_upsample_avx2(&c->d, cdnnl_max_threads(), src, c->w2, c->d.has_bias ? bias : NULL, dst);
+        return cdnnl_upsample(&c->d, cdnnl_max_threads(), src, c->w2, c->d.has_bias ? bias : NULL, dst);
     }
     shuffle_weights(c, weight);
     if (cdnnl_conv_forward(c->inner, src, c->w2, NULL, c->tmp) != 0) return -1;
@@ -495,10 +497,13 @@ int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
     if (rc == 0 && shuffle_eligible(d)) rc = shuffle_create(c);
     if (rc == 0 && d->algorithm == CDNNL_ALGO_WINOGRAD && !cdnnl_winograd_possible(d))
         rc = fail(-1, "convolution: the Winograd algorithm needs a 3x3(x3) stride-1 padding-1 convolution on "
-                      "blocked8 activations with channel counts divisible by 8, and AVX2");
+                      "blocked activations with channel counts divisible by the block, and the CPU for it "
+                      "(AVX2 for blocked8, AVX-512 for blocked16)");
     if (rc == 0 && (d->algorithm == CDNNL_ALGO_WINOGRAD || (d->algorithm == CDNNL_ALGO_AUTO && cdnnl_winograd_preferred(d)))) {
         c->winograd = 1;
-        const char *name = r == 3 ? "SwiftUNet avx2 winograd F(2x2x2,3x3x3)" : "SwiftUNet avx2 winograd F(4x4,3x3)";
+        char name[64];
+        snprintf(name, sizeof name, "SwiftUNet %s winograd %s", cdnnl_own_kernels_isa(d->layout),
+                 r == 3 ? "F(2x2x2,3x3x3)" : "F(4x4,3x3)");
         snprintf(c->impl[0], 64, "%s", name);
         snprintf(c->impl[1], 64, "%s", name);
         c->winograd_weights = !d->has_bias && (d->algorithm == CDNNL_ALGO_WINOGRAD || cdnnl_winograd_bwd_weights_preferred(d));
@@ -513,7 +518,7 @@ static int winograd_forward(cdnnl_conv *c, const float *src, const float *weight
                             const float *scale, const float *shift, const float *residual, float slope) {
     const char *what = "convolution forward";
     if (c->d.has_bias && !bias) return fail(-1, "%s: bias missing", what);
-    if (cdnnl_winograd_avx2(&c->d, cdnnl_max_threads(), 0, src, weight, c->d.has_bias ? bias : NULL, dst,
+    if (cdnnl_winograd(&c->d, cdnnl_max_threads(), 0, src, weight, c->d.has_bias ? bias : NULL, dst,
                             scale, shift, residual, slope))
         return fail(-1, "%s: out of memory for the Winograd buffers", what);
     return 0;
@@ -578,7 +583,7 @@ static int conv_create_bwd_data(cdnnl_conv *c) {
 int cdnnl_conv_backward_data(cdnnl_conv *c, const float *diff_dst, const float *weight, float *diff_src) {
     const char *what = "convolution backward data";
     if (c->winograd) {
-        if (cdnnl_winograd_avx2(&c->d, cdnnl_max_threads(), 1, diff_dst, weight, NULL, diff_src, NULL, NULL, NULL, 1.0f))
+        if (cdnnl_winograd(&c->d, cdnnl_max_threads(), 1, diff_dst, weight, NULL, diff_src, NULL, NULL, NULL, 1.0f))
             return fail(-1, "%s: out of memory for the Winograd buffers", what);
         return 0;
     }
@@ -621,11 +626,11 @@ static int conv_create_bwd_weights(cdnnl_conv *c) {
     const int64_t out_w = c->d.out_size[c->d.spatial_rank - 1];
     const int64_t min_w = c->d.spatial_rank == 3 ? 32 : 64;
     const int use_own = c->d.spatial_rank == 3 ? (impl && strstr(impl, "gemm") != NULL) : !getenv("CDNNL_ONEDNN_2D_BWD_WEIGHTS");
-    if ((c->d.spatial_rank == 3 || c->d.spatial_rank == 2) && !c->d.transposed && c->d.layout == CDNNL_LAYOUT_BLOCKED8 &&
-        out_w >= min_w && use_own && cdnnl_avx2_available() && !getenv("CDNNL_ONEDNN_ONLY")) {
+    if ((c->d.spatial_rank == 3 || c->d.spatial_rank == 2) && !c->d.transposed && out_w >= min_w && use_own &&
+        cdnnl_own_kernels_available(c->d.layout)) {
         // No oneDNN primitive or layout buffers then: they would hold copies of the activations.
         c->own_bwd_weights = 1;
-        snprintf(c->impl[2], 64, "SwiftUNet avx2 direct");
+        snprintf(c->impl[2], 64, "SwiftUNet %s direct", cdnnl_own_kernels_isa(c->d.layout));
         dnnl_primitive_desc_destroy(pd);
         return 0;
     }
@@ -650,7 +655,7 @@ int cdnnl_conv_backward_weights(cdnnl_conv *c, const float *src, const float *di
                                 float *diff_weight, float *diff_bias) {
     const char *what = "convolution backward weights";
     if (c->winograd_weights) {
-        if (cdnnl_winograd_bwd_weights_avx2(&c->d, cdnnl_max_threads(), src, diff_dst, diff_weight))
+        if (cdnnl_winograd_bwd_weights(&c->d, cdnnl_max_threads(), src, diff_dst, diff_weight))
             return fail(-1, "%s: out of memory for the Winograd buffers", what);
         return 0;
     }
@@ -668,7 +673,7 @@ int cdnnl_conv_backward_weights(cdnnl_conv *c, const float *src, const float *di
             d3.pad_lo[0] = d3.pad_hi[0] = 0;
             d3.spatial_rank = 3;
         }
-        if (cdnnl_bwd_weights_avx2_3d(&d3, cdnnl_max_threads(), src, diff_dst, diff_weight,
+        if (cdnnl_bwd_weights_3d(&d3, cdnnl_max_threads(), src, diff_dst, diff_weight,
                                       c->d.has_bias ? diff_bias : NULL) != 0)
             return fail(-1, "%s: out of memory for accumulators", what);
         return 0;

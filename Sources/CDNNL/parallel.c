@@ -1,6 +1,6 @@
 // Threading for SwiftUNet's own kernels, and the FMA throughput probe.
 #define _GNU_SOURCE
-#include "kernels_avx2.h"
+#include "kernels.h"
 
 #include <dlfcn.h>
 #include <immintrin.h>
@@ -61,25 +61,30 @@ void cdnnl_parallel(int threads, int64_t count, void (*fn)(void *ctx, int64_t be
 
 typedef struct { int64_t iters; volatile float sink[64]; } fma_ctx;
 
-__attribute__((target("avx2,fma")))
-static void fma_loop(void *arg, int64_t begin, int64_t end) {
-    fma_ctx *c = arg;
-    __m256 a[10];
-    const __m256 m = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-    for (int i = 0; i < 10; i++) a[i] = _mm256_set1_ps((float)(i + begin));
-    for (int64_t t = 0; t < c->iters; t++)
-        for (int i = 0; i < 10; i++) a[i] = _mm256_fmadd_ps(a[i], m, b);
-    __m256 s = a[0];
-    for (int i = 1; i < 10; i++) s = _mm256_add_ps(s, a[i]);
-    float out[8];
-    _mm256_storeu_ps(out, s);
-    c->sink[begin & 63] = out[0];  // keeps the loop alive; the value is irrelevant
-}
+// 10 chains: enough independent FMAs in flight to cover the FMA latency on both pipes.
+#define FMA_LOOP(name, isa, width)                                                   \
+    __attribute__((target(isa))) static void name(void *arg, int64_t begin, int64_t end) { \
+        typedef float v __attribute__((vector_size(width * 4)));                        \
+        fma_ctx *c = arg;                                                                \
+        v a[10];                                                                         \
+        const v m = (v){0} + 0.999999f, b = (v){0} + 1e-7f;                              \
+        for (int i = 0; i < 10; i++) a[i] = (v){0} + (float)(i + begin);                 \
+        for (int64_t t = 0; t < c->iters; t++)                                           \
+            for (int i = 0; i < 10; i++) a[i] = a[i] * m + b;                            \
+        v s = a[0];                                                                      \
+        for (int i = 1; i < 10; i++) s += a[i];                                          \
+        c->sink[begin & 63] = s[0]; /* keeps the loop alive; the value is irrelevant */ \
+        (void)end;                                                                       \
+    }
+FMA_LOOP(fma_loop_avx2, "avx2,fma", 8)
+FMA_LOOP(fma_loop_avx512, "avx512f,avx2,fma", 16)
 
 int64_t cdnnl_fma_peak_flops(int threads, int64_t iters) {
     if (!cdnnl_avx2_available()) return 0;
+    // The width the native layout's kernels use: 16 on AVX-512 (blocked16), 8 otherwise.
+    const int wide = cdnnl_preferred_block() == 16 && cdnnl_avx512_available();
     static fma_ctx ctx;
     ctx.iters = iters;
-    cdnnl_parallel(threads, threads, fma_loop, &ctx);
-    return (int64_t)threads * iters * 10 * 8 * 2;
+    cdnnl_parallel(threads, threads, wide ? fma_loop_avx512 : fma_loop_avx2, &ctx);
+    return (int64_t)threads * iters * 10 * (wide ? 16 : 8) * 2;
 }

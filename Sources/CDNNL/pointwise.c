@@ -1,6 +1,6 @@
 // Pointwise helpers over activation tensors in any of the shim's layouts, parallel on the OpenMP pool.
 #include "CDNNL.h"
-#include "kernels_avx2.h"
+#include "kernels.h"
 
 typedef struct {
     const float *y;

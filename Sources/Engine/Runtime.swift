@@ -11,4 +11,23 @@ public enum Runtime {
 
     /// oneDNN's version, e.g. "2.6.3".
     public static var backendVersion: String { String(cString: cdnnl_version()) }
+
+    /// The vector instruction sets of this CPU that the engine's kernels use, asked at run time.
+    public struct CPUFeatures: OptionSet, Sendable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        public static let avx2 = CPUFeatures(rawValue: Int32(CDNNL_CPU_AVX2))
+        /// AVX-512 F, BW, DQ and VL.
+        public static let avx512 = CPUFeatures(rawValue: Int32(CDNNL_CPU_AVX512))
+        /// AVX-512 bf16 dot products (avx512_bf16).
+        public static let avx512BF16 = CPUFeatures(rawValue: Int32(CDNNL_CPU_AVX512_BF16))
+    }
+
+    public static var cpuFeatures: CPUFeatures { CPUFeatures(rawValue: cdnnl_cpu_features()) }
+
+    /// Layouts on which SwiftUNet's own kernels (Winograd, backward weights, upsampling) run on this
+    /// CPU: blocked8 with AVX2, blocked16 with AVX-512.
+    public static var ownKernelLayouts: [Layout] {
+        [Layout.blocked8, .blocked16].filter { cdnnl_own_kernels_available($0.cValue) != 0 }
+    }
 }

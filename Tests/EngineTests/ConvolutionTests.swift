@@ -133,10 +133,11 @@ struct ConvolutionTests {
 
 @Suite("Convolution kernels")
 struct ConvolutionKernelTests {
-    /// On AVX2 machines backward-weights on blocked8 rows of >= 32 outputs (3D) or >= 64 (2D) runs on
-    /// SwiftUNet's own kernel: check it against the reference on shapes that exercise its edges (odd
-    /// sizes, stride 2, padded channels, a 4x8 tail tile, batch > 1, bias).
-    @Test("3D backward weights on blocked8 matches the reference", arguments: [
+    /// Backward-weights on blocked rows of >= 32 outputs (3D, where oneDNN has only im2col + GEMM) or
+    /// >= 64 (2D) runs on SwiftUNet's own kernel, in each width this CPU has (blocked8 with AVX2,
+    /// blocked16 with AVX-512): check it against the reference on shapes that exercise its edges (odd
+    /// sizes, stride 2, padded channels, a one-vector tail tile, batch > 1, bias).
+    @Test("3D backward weights on blocked layouts matches the reference", arguments: [
         ConvCase.make("24->40 on 3x2x33", [1, 24, 3, 2, 33], out: 40, k: 3),
         ConvCase.make("4->16 stride 2 on 3x4x67", [1, 4, 3, 4, 67], out: 16, k: 3, s: 2),
         ConvCase.make("13->5 1x1 with bias, batch 2", [2, 13, 2, 2, 40], out: 5, k: 1, bias: true),
@@ -144,19 +145,19 @@ struct ConvolutionKernelTests {
         // 2D runs through the same kernel as depth-1 3D when output rows are >= 64 wide.
         ConvCase.make("2D 12->24 on 3x70, batch 3", [3, 12, 3, 70], out: 24, k: 3),
         ConvCase.make("2D 4->16 stride 2 on 5x131 with bias", [2, 4, 5, 131], out: 16, k: 3, s: 2, bias: true),
-    ])
-    func backwardWeightsBlocked8(_ c: ConvCase) throws {
+    ], Runtime.ownKernelLayouts)
+    func backwardWeightsBlocked(_ c: ConvCase, layout: Layout) throws {
         var rng = SeededRandom(31)
         let g = c.geometry
         let x = rounded(rng.values(c.inputDims.reduce(1, *)))
         let w = rounded(rng.values(g.weightDims.reduce(1, *)))
-        let conv = try Convolution(g, inputDims: c.inputDims, layout: .blocked8)
+        let conv = try Convolution(g, inputDims: c.inputDims, layout: layout)
         let dy = rounded(rng.values(conv.outputDims.reduce(1, *)))
         let ref = Reference.convolutionBackward(x, inputDims: c.inputDims, weight: w, outputGradient: dy, g)
         let dw = try Tensor(dims: g.weightDims, values: [Float](repeating: 0.5, count: w.count))
         let db = g.bias ? try Tensor(zeros: [g.outputChannels]) : nil
-        try conv.backwardWeights(input: tensor(c.inputDims, x, layout: .blocked8),
-                                 outputGradient: tensor(conv.outputDims, dy, layout: .blocked8),
+        try conv.backwardWeights(input: tensor(c.inputDims, x, layout: layout),
+                                 outputGradient: tensor(conv.outputDims, dy, layout: layout),
                                  weightGradient: dw, biasGradient: db)
         expectClose(try dw.toArray(), ref.weight.map { $0 + 0.5 }, "\(c.name): weights (accumulated onto 0.5)")
         if let db { expectClose(try db.toArray(), ref.bias, "\(c.name): bias") }
@@ -187,56 +188,69 @@ struct TransposedRouteTests {
 @Suite("Winograd convolution")
 struct WinogradTests {
     /// Edge tiles on every axis (sizes not multiples of the tile), output channels that half-fill
-    /// the last 16-wide GEMM panel, batch > 1, bias; both the per-thread (small kernel) and the
-    /// shared-chunk (kernel over 12 MB transformed: 296 x 296 channels) paths.
-    @Test("forward and backward data match the reference", arguments: [
+    /// the last GEMM panel (two vectors wide), batch > 1, bias; both the per-thread (small kernel)
+    /// and the shared-chunk (kernel over 12 MB transformed) paths; for each width this CPU has.
+    static let cases8 = [
         ConvCase.make("2D 16->24 on 9x11, batch 2, bias", [2, 16, 9, 11], out: 24, k: 3, bias: true),
         ConvCase.make("2D 8->8 on 1x1", [1, 8, 1, 1], out: 8, k: 3),
         ConvCase.make("2D 296->296 on 5x6 (shared chunks)", [1, 296, 5, 6], out: 296, k: 3),
         ConvCase.make("3D 8->16 on 5x3x7, bias", [1, 8, 5, 3, 7], out: 16, k: 3, bias: true),
         ConvCase.make("3D 16->8 on 4x4x4, batch 2", [2, 16, 4, 4, 4], out: 8, k: 3),
-    ])
-    func matchesReference(_ c: ConvCase) throws {
+    ]
+    static let cases16 = [
+        ConvCase.make("2D 16->48 on 9x11, batch 2, bias", [2, 16, 9, 11], out: 48, k: 3, bias: true),
+        ConvCase.make("2D 16->16 on 1x1", [1, 16, 1, 1], out: 16, k: 3),
+        ConvCase.make("2D 304->304 on 5x6 (shared chunks)", [1, 304, 5, 6], out: 304, k: 3),
+        ConvCase.make("3D 16->32 on 5x3x7, bias", [1, 16, 5, 3, 7], out: 32, k: 3, bias: true),
+        ConvCase.make("3D 32->16 on 4x4x4, batch 2", [2, 32, 4, 4, 4], out: 16, k: 3),
+    ]
+    static var cases: [(ConvCase, Layout)] {
+        Runtime.ownKernelLayouts.flatMap { layout in (layout == .blocked16 ? cases16 : cases8).map { ($0, layout) } }
+    }
+
+    @Test("forward and backward data match the reference", arguments: cases)
+    func matchesReference(_ c: ConvCase, layout: Layout) throws {
         var rng = SeededRandom(41)
         let g = c.geometry
         let x = rounded(rng.values(c.inputDims.reduce(1, *)))
         let w = rounded(rng.values(g.weightDims.reduce(1, *), scale: 0.3))
         let b = g.bias ? rounded(rng.values(g.outputChannels)) : nil
-        let conv = try Convolution(g, inputDims: c.inputDims, layout: .blocked8, algorithm: .winograd)
+        let conv = try Convolution(g, inputDims: c.inputDims, layout: layout, algorithm: .winograd)
         #expect(conv.implementation(.forward).contains("winograd"), "ran on \(conv.implementation(.forward))")
         let ref = Reference.convolution(x, inputDims: c.inputDims, weight: w, bias: b, g)
         let tw = try tensor(g.weightDims, w)
-        let y = try conv(tensor(c.inputDims, x, layout: .blocked8), weight: tw, bias: b.map { try tensor([g.outputChannels], $0) })
+        let y = try conv(tensor(c.inputDims, x, layout: layout), weight: tw, bias: b.map { try tensor([g.outputChannels], $0) })
         expectClose(try y.toArray(), ref.values, "\(c.name) forward")
 
         let dy = rounded(rng.values(ref.values.count))
         let refBack = Reference.convolutionBackward(x, inputDims: c.inputDims, weight: w, outputGradient: dy, g)
-        let dx = try Tensor(zeros: c.inputDims, layout: .blocked8)
-        try conv.backwardData(outputGradient: tensor(conv.outputDims, dy, layout: .blocked8), weight: tw, inputGradient: dx)
+        let dx = try Tensor(zeros: c.inputDims, layout: layout)
+        try conv.backwardData(outputGradient: tensor(conv.outputDims, dy, layout: layout), weight: tw, inputGradient: dx)
         expectClose(try dx.toArray(), refBack.input, "\(c.name) backward data")
         #expect(conv.implementation(.backwardData).contains("winograd"))
 
         // Weight gradients add onto what is there; without bias they go through Winograd too.
         let dw = try Tensor(dims: g.weightDims, values: [Float](repeating: 0.5, count: w.count))
         let db = g.bias ? try Tensor(zeros: [g.outputChannels]) : nil
-        try conv.backwardWeights(input: tensor(c.inputDims, x, layout: .blocked8),
-                                 outputGradient: tensor(conv.outputDims, dy, layout: .blocked8), weightGradient: dw, biasGradient: db)
+        try conv.backwardWeights(input: tensor(c.inputDims, x, layout: layout),
+                                 outputGradient: tensor(conv.outputDims, dy, layout: layout), weightGradient: dw, biasGradient: db)
         expectClose(try dw.toArray(), refBack.weight.map { $0 + 0.5 }, "\(c.name) backward weights")
         if let db { expectClose(try db.toArray(), refBack.bias, "\(c.name) backward bias") }
         #expect(conv.implementation(.backwardWeights).contains("winograd") == !g.bias, "\(conv.implementation(.backwardWeights))")
     }
 
-    @Test("automatic choice: Winograd on a UNet-sized 3x3 layer, direct where it does not apply")
-    func automaticChoice() throws {
+    @Test("automatic choice: Winograd on a UNet-sized 3x3 layer, direct where it does not apply",
+          arguments: Runtime.ownKernelLayouts)
+    func automaticChoice(layout: Layout) throws {
         let unetLayer = ConvolutionGeometry(spatialRank: 2, inputChannels: 32, outputChannels: 32, kernel: 3)
-        let big = try Convolution(unetLayer, inputDims: [2, 32, 48, 40], layout: .blocked8)
+        let big = try Convolution(unetLayer, inputDims: [2, 32, 48, 40], layout: layout)
         #expect(big.implementation(.forward).contains("winograd"))
         // Too few tiles (6x5: tiles would compute 8x8 for 30 outputs) and stride 2 stay direct.
-        let small = try Convolution(unetLayer, inputDims: [16, 32, 6, 5], layout: .blocked8)
+        let small = try Convolution(unetLayer, inputDims: [16, 32, 6, 5], layout: layout)
         #expect(!small.implementation(.forward).contains("winograd"))
         let strided = ConvolutionGeometry(spatialRank: 2, inputChannels: 32, outputChannels: 32, kernel: 3, stride: 2)
-        #expect(!(try Convolution(strided, inputDims: [2, 32, 48, 40], layout: .blocked8)).implementation(.forward).contains("winograd"))
-        #expect(!(try Convolution(unetLayer, inputDims: [2, 32, 48, 40], layout: .blocked8, algorithm: .direct))
+        #expect(!(try Convolution(strided, inputDims: [2, 32, 48, 40], layout: layout)).implementation(.forward).contains("winograd"))
+        #expect(!(try Convolution(unetLayer, inputDims: [2, 32, 48, 40], layout: layout, algorithm: .direct))
             .implementation(.forward).contains("winograd"))
     }
 
@@ -248,6 +262,9 @@ struct WinogradTests {
         #expect(throws: EngineError.self) { try Convolution(odd, inputDims: [1, 4, 8, 8], layout: .blocked8, algorithm: .winograd) }
         let plain = ConvolutionGeometry(spatialRank: 2, inputChannels: 16, outputChannels: 16, kernel: 3)
         #expect(throws: EngineError.self) { try Convolution(plain, inputDims: [1, 16, 8, 8], layout: .plain, algorithm: .winograd) }
+        // blocked16 needs channel counts divisible by 16 (and AVX-512, without which it is refused too).
+        let eight = ConvolutionGeometry(spatialRank: 2, inputChannels: 8, outputChannels: 16, kernel: 3)
+        #expect(throws: EngineError.self) { try Convolution(eight, inputDims: [1, 8, 8, 8], layout: .blocked16, algorithm: .winograd) }
     }
 }
 
@@ -255,26 +272,32 @@ struct WinogradTests {
 struct ConvolutionEpilogueTests {
     /// y = leakyReLU(conv * scale + shift + residual) on the direct and the Winograd routes matches
     /// the reference convolution followed by the same arithmetic.
-    @Test(arguments: [(ConvolutionAlgorithm.direct, Layout.blocked8), (.winograd, .blocked8), (.direct, .plain)])
+    static var routes: [(ConvolutionAlgorithm, Layout)] {
+        [(.direct, .blocked8), (.direct, .blocked16), (.direct, .plain)] + Runtime.ownKernelLayouts.map { (.winograd, $0) }
+    }
+
+    @Test(arguments: routes)
     func matchesConvThenAffine(algorithm: ConvolutionAlgorithm, layout: Layout) throws {
         var rng = SeededRandom(43)
         let dims = [2, 16, 9, 7]
-        let g = ConvolutionGeometry(spatialRank: 2, inputChannels: 16, outputChannels: 24, kernel: 3, bias: true)
+        // Output channels that half-fill the last GEMM panel of either width.
+        let o = layout == .blocked16 ? 48 : 24
+        let g = ConvolutionGeometry(spatialRank: 2, inputChannels: 16, outputChannels: o, kernel: 3, bias: true)
         let x = rounded(rng.values(dims.reduce(1, *))), w = rounded(rng.values(g.weightDims.reduce(1, *), scale: 0.3))
-        let b = rounded(rng.values(24)), scale = rng.values(24).map(Float.init), shift = rng.values(24).map(Float.init)
+        let b = rounded(rng.values(o)), scale = rng.values(o).map(Float.init), shift = rng.values(o).map(Float.init)
         let conv = try Convolution(g, inputDims: dims, layout: layout, algorithm: algorithm)
         let ref = Reference.convolution(x, inputDims: dims, weight: w, bias: b, g)
         let residual = rounded(rng.values(ref.values.count))
         let spatial = 9 * 7
         for (withResidual, slope) in [(true, Float(0.01)), (false, Float(1))] {
             let expected = ref.values.indices.map { i -> Double in
-                let ch = (i / spatial) % 24
+                let ch = (i / spatial) % o
                 let v = ref.values[i] * Double(scale[ch]) + Double(shift[ch]) + (withResidual ? residual[i] : 0)
                 return v > 0 ? v : v * Double(slope)
             }
             let y = try Tensor(zeros: conv.outputDims, layout: layout)
             let r = withResidual ? try tensor(conv.outputDims, residual, layout: layout) : nil
-            try conv.forward(input: tensor(dims, x, layout: layout), weight: tensor(g.weightDims, w), bias: tensor([24], b),
+            try conv.forward(input: tensor(dims, x, layout: layout), weight: tensor(g.weightDims, w), bias: tensor([o], b),
                              output: y, epilogue: ConvolutionEpilogue(scale: scale, shift: shift, residual: r, slope: slope))
             expectClose(try y.toArray(), expected, "\(algorithm) \(layout) residual \(withResidual)")
         }

@@ -34,6 +34,12 @@ const char *cdnnl_version(void);
 int cdnnl_isa(void);
 /// Channel block of the fastest activation layout on this CPU: 16 (AVX-512) or 8 (AVX2 and below).
 int cdnnl_preferred_block(void);
+/// What this CPU has, from the one place that asks it: CDNNL_CPU_* bits.
+enum { CDNNL_CPU_AVX2 = 1, CDNNL_CPU_AVX512 = 2, CDNNL_CPU_AVX512_BF16 = 4 };
+int cdnnl_cpu_features(void);
+/// 1 when SwiftUNet's own kernels (Winograd, backward weights, upsampling) run on activations in
+/// `layout` on this CPU: blocked8 with AVX2, blocked16 with AVX-512 (F, BW, DQ, VL).
+int cdnnl_own_kernels_available(int layout);
 
 /// Number of floats a tensor of this shape occupies in the layout (channel padding included).
 int64_t cdnnl_tensor_size(int spatial_rank, int64_t n, int64_t c, const int64_t *spatial, int layout);

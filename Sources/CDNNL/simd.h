@@ -1,0 +1,33 @@
+// Vector width for SwiftUNet's own kernels, written once and built per ISA.
+//
+// A kernel source (a *_impl.h file) is included by one small .c file per ISA, which defines VW
+// (floats per vector: 8 for AVX2, 16 for AVX-512), includes this header and pushes the matching
+// target attribute over the kernel's functions. The kernel speaks only of `vf`, VW and the helpers
+// below, so one source serves both widths; SFX(name) gives each width's entry points their own
+// names (name_avx2, name_avx512).
+#ifndef VW
+#error "define VW (8 or 16) before including simd.h"
+#endif
+#include <stdint.h>
+#include <string.h>
+
+#if VW == 8
+#define SFX(name) name##_avx2
+#define ISA_NAME "avx2"
+#elif VW == 16
+#define SFX(name) name##_avx512
+#define ISA_NAME "avx512"
+#else
+#error "VW must be 8 or 16"
+#endif
+
+/// One vector of VW floats (alignment as the hardware prefers; use LD/ST for memory).
+typedef float vf __attribute__((vector_size(VW * 4)));
+/// The same, for unaligned memory: blocked activations are aligned to their block, scratch rows
+/// and plain weights need not be.
+typedef float vfu __attribute__((vector_size(VW * 4), aligned(4)));
+
+#define LD(p) ((vf)(*(const vfu *)(p)))
+#define ST(p, v) (*(vfu *)(p) = (v))
+#define SPLAT(x) ((vf){0} + (float)(x))
+#define VMAX(a, b) __builtin_elementwise_max((a), (b))

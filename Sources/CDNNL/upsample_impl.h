@@ -1,0 +1,89 @@
+// Transposed convolution with kernel == stride (the UNet's upsampling), forward, on blocked
+// activations (nCdhw8c / nChw8c with AVX2, the 16-channel blocks with AVX-512), written straight
+// into the upsampled grid.
+//
+// Why: each input voxel feeds its own K-voxel output patch, so the op is a GEMM of the input
+// (positions x I) by the weights (I x K*O). Done as a 1x1 convolution plus a channel shuffle it
+// moves the K*O-channel intermediate through memory twice; here an 8-register tile of
+// (4 positions) x (2 vectors of output columns) accumulates over the input channels and is stored once.
+//
+// Written once over the vector width VW; included by upsample_avx2.c and upsample_avx512.c (see simd.h).
+
+typedef struct {
+    const float *x, *w2, *bias;   // w2: panels [J/2][I][2VW], group j = (o/VW)*K + k at (j%2)*VW
+    float *y;
+    int64_t I, D, H, W, KD, KH, KW, K, OB, J, plane, OD, OH, OW;
+} up_ctx;
+
+/// Accumulates `np` (1..4) positions starting at x0 of input row (n, z, yy) against the column
+/// groups j0, j0+1 (one weight panel; a missing second group reads zeros) and stores them.
+static inline void up_tile(const up_ctx *c, const float *xb, int64_t x0, int np, int64_t j0, int groups,
+                           int64_t n, int64_t z, int64_t yy) {
+    const int64_t wstep = 2 * VW, bstep = c->plane * VW;
+    const float *wcol = c->w2 + (j0 / 2) * c->I * wstep;
+    const float *xp = xb + x0 * VW;
+    vf a0[4] = {{0}}, a1[4] = {{0}};
+    for (int64_t ib = 0; ib * VW < c->I; ib++, xp += bstep) {
+        const int64_t lanes = c->I - ib * VW < VW ? c->I - ib * VW : VW;
+        const float *wb = wcol + ib * VW * wstep;
+        if (np == 4) {
+            // The hot path, without per-position branches.
+            for (int64_t l = 0; l < lanes; l++) {
+                const vf w0 = LD(wb + l * wstep), w1 = LD(wb + l * wstep + VW);
+#pragma clang loop unroll(full)
+                for (int p = 0; p < 4; p++) {
+                    const vf b = SPLAT(xp[p * VW + l]);
+                    a0[p] += b * w0;
+                    a1[p] += b * w1;
+                }
+            }
+            continue;
+        }
+        for (int64_t l = 0; l < lanes; l++) {
+            const vf w0 = LD(wb + l * wstep), w1 = LD(wb + l * wstep + VW);
+            for (int p = 0; p < np; p++) {
+                const vf b = SPLAT(xp[p * VW + l]);
+                a0[p] += b * w0;
+                a1[p] += b * w1;
+            }
+        }
+    }
+    for (int q = 0; q < groups; q++) {
+        const int64_t j = j0 + q, k = j % c->K, ob = j / c->K;
+        const int64_t kd = k / (c->KH * c->KW), kh = (k / c->KW) % c->KH, kw = k % c->KW;
+        const vf b = c->bias ? LD(c->bias + ob * VW) : (vf){0};
+        float *yrow = c->y + (((n * c->OB + ob) * c->OD + z * c->KD + kd) * c->OH + yy * c->KH + kh) * c->OW * VW;
+        for (int p = 0; p < np; p++) ST(yrow + ((x0 + p) * c->KW + kw) * VW, (q ? a1[p] : a0[p]) + b);
+    }
+}
+
+static void up_rows(void *arg, int64_t begin, int64_t end) {
+    const up_ctx *c = arg;
+    const int64_t ICB = (c->I + VW - 1) / VW;
+    for (int64_t row = begin; row < end; row++) {
+        const int64_t yy = row % c->H, z = (row / c->H) % c->D, n = row / (c->H * c->D);
+        const float *xb = c->x + (n * ICB * c->plane + z * c->H * c->W + yy * c->W) * VW;
+        for (int64_t j = 0; j < c->J; j += 2) {
+            const int groups = j + 1 < c->J ? 2 : 1;
+            int64_t x0 = 0;
+            for (; x0 + 4 <= c->W; x0 += 4) up_tile(c, xb, x0, 4, j, groups, n, z, yy);
+            if (x0 < c->W) up_tile(c, xb, x0, (int)(c->W - x0), j, groups, n, z, yy);
+        }
+    }
+}
+
+int SFX(cdnnl_upsample)(const cdnnl_conv_desc *d, int threads, const float *x, const float *w2,
+                        const float *bias, float *y) {
+    const int r = d->spatial_rank;
+    up_ctx c = {x, w2, bias, y};
+    c.I = d->in_channels;
+    c.D = r == 3 ? d->in_size[0] : 1; c.H = d->in_size[r - 2]; c.W = d->in_size[r - 1];
+    c.KD = r == 3 ? d->kernel[0] : 1; c.KH = d->kernel[r - 2]; c.KW = d->kernel[r - 1];
+    c.K = c.KD * c.KH * c.KW;
+    c.OB = (d->out_channels + VW - 1) / VW;
+    c.J = c.K * c.OB;
+    c.plane = c.D * c.H * c.W;
+    c.OD = c.D * c.KD; c.OH = c.H * c.KH; c.OW = c.W * c.KW;
+    cdnnl_parallel(threads, d->batch * c.D * c.H, up_rows, &c);
+    return 0;
+}

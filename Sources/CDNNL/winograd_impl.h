@@ -1,0 +1,545 @@
+// Winograd convolution for the UNet's 3x3 (3x3x3) stride-1 padding-1 convolutions on blocked8
+// activations: forward and backward data (the latter is the same convolution of dY with the
+// kernel flipped and its channel axes swapped).
+//
+// Why: on AVX2 the direct kernels are already near the FMA peak, so the remaining speed comes from
+// doing fewer multiplications. F(4x4, 3x3) in 2D computes a 4x4 output tile with 36 products per
+// channel pair instead of 144 (4x fewer); F(2x2x2, 3x3x3) in 3D uses 64 instead of 216 (3.4x).
+// The transforms (Lavin & Gray, interpolation points 0, +-1, +-2) are applied one axis at a time:
+//   V = B^T d B (input tile), U = G g G^T (kernel), Y = A^T (sum over input channels of U V) A.
+// The sum over input channels is a GEMM per transform position:
+//   M[p] (tiles x CO) = V[p] (tiles x CI) * U[p] (CI x CO),
+// run over chunks of tiles small enough to stay in cache. Backward weights runs the same
+// transforms backwards: dU[p] = sum over tiles of V[p]^T (A dY A^T)[p], dW += G^T dU G.
+//
+// Layouts: src (N, CI/VW, D, H, W, VW) and dst (N, CO/VW, D, H, W, VW) (2D: D = 1): blocked8 with
+// AVX2 (VW 8), blocked16 with AVX-512 (VW 16); weights plain (O, I, 3, 3[, 3]) as PyTorch stores
+// them. Channel counts are multiples of VW.
+//
+// Written once over the vector width: included by winograd_avx2.c and winograd_avx512.c, each of
+// which sets VW and the target ISA (see simd.h).
+
+/// GEMM column panels hold two vectors of output channels.
+#define PW (2 * VW)
+
+// 1D transforms for the generic axis-by-axis path (kernels and backward weights): G (3 -> alpha),
+// A (m -> alpha), G^T (alpha -> 3), for alpha 4 (m 2) and 6 (m 4). The input and output tiles of
+// forward and backward data have hand-scheduled versions below.
+enum { T_G4, T_G6, T_AA4, T_AA6, T_GT4, T_GT6 };
+
+static inline void line(int kind, const vf *x, int64_t si, vf *y, int64_t so) {
+    switch (kind) {
+    case T_G4: {
+        const vf g0 = x[0], g1 = x[si], g2 = x[2 * si];
+        y[0] = g0; y[so] = 0.5f * (g0 + g1 + g2); y[2 * so] = 0.5f * (g0 - g1 + g2); y[3 * so] = g2;
+        break;
+    }
+    // Adjoints for backward weights: A (m -> alpha) spreads an output gradient over the positions,
+    // G^T (alpha -> 3) gathers position gradients back onto the kernel.
+    case T_AA4: {
+        const vf d0 = x[0], d1 = x[si];
+        y[0] = d0; y[so] = d0 + d1; y[2 * so] = d0 - d1; y[3 * so] = -d1;
+        break;
+    }
+    case T_AA6: {
+        const vf d0 = x[0], d1 = x[si], d2 = x[2 * si], d3 = x[3 * si];
+        const vf e02 = d0 + d2, o13 = d1 + d3, f02 = d0 + 4.0f * d2, p13 = 2.0f * d1 + 8.0f * d3;
+        y[0] = d0; y[so] = e02 + o13; y[2 * so] = e02 - o13;
+        y[3 * so] = f02 + p13; y[4 * so] = f02 - p13; y[5 * so] = d3;
+        break;
+    }
+    case T_GT4: {
+        const vf u0 = x[0], u1 = x[si], u2 = x[2 * si], u3 = x[3 * si];
+        y[0] = u0 + 0.5f * (u1 + u2); y[so] = 0.5f * (u1 - u2); y[2 * so] = 0.5f * (u1 + u2) + u3;
+        break;
+    }
+    case T_GT6: {
+        const vf u0 = x[0], u1 = x[si], u2 = x[2 * si], u3 = x[3 * si], u4 = x[4 * si], u5 = x[5 * si];
+        const vf s12 = u1 + u2, s34 = u3 + u4;
+        y[0] = 0.25f * u0 - (1.0f / 6.0f) * s12 + (1.0f / 24.0f) * s34;
+        y[so] = (1.0f / 6.0f) * (u2 - u1) + (1.0f / 12.0f) * (u3 - u4);
+        y[2 * so] = (-1.0f / 6.0f) * s12 + (1.0f / 6.0f) * s34 + u5;
+        break;
+    }
+    case T_G6: {
+        const vf g0 = x[0], g1 = x[si], g2 = x[2 * si];
+        y[0] = 0.25f * g0;
+        y[so] = (-1.0f / 6.0f) * (g0 + g1 + g2); y[2 * so] = (-1.0f / 6.0f) * (g0 - g1 + g2);
+        const vf s = (1.0f / 24.0f) * g0 + (1.0f / 6.0f) * g2, t = (1.0f / 12.0f) * g1;
+        y[3 * so] = s + t; y[4 * so] = s - t;
+        y[5 * so] = g2;
+        break;
+    }
+    }
+}
+
+/// Transforms axis `ax` of `in` (sizes s0 x s1 x s2, contiguous z-y-x) into `out`, whose size on that
+/// axis is n_out. Always inlined into the fixed-size tile transforms below, where it folds to
+/// straight-line code.
+static inline __attribute__((always_inline)) void axis(const vf *in, vf *out, int s0, int s1, int s2,
+                                                       int ax, int kind, int n_out) {
+    const int o1 = ax == 1 ? n_out : s1, o2 = ax == 2 ? n_out : s2;
+    const int64_t si = ax == 2 ? 1 : ax == 1 ? s2 : s1 * s2;
+    const int64_t so = ax == 2 ? 1 : ax == 1 ? o2 : o1 * o2;
+    const int nz = ax == 0 ? 1 : s0, ny = ax == 1 ? 1 : s1, nx = ax == 2 ? 1 : s2;
+    for (int z = 0; z < nz; z++)
+        for (int y = 0; y < ny; y++)
+            for (int x = 0; x < nx; x++)
+                line(kind, in + (z * s1 + y) * s2 + x, si, out + (z * o1 + y) * o2 + x, so);
+}
+
+// Whole-tile transforms; each takes its input in a and returns a pointer to its result (a or b).
+static vf *g_2d(vf *a, vf *b) { axis(a, b, 1, 3, 3, 2, T_G6, 6); axis(b, a, 1, 3, 6, 1, T_G6, 6); return a; }
+static vf *g_3d(vf *a, vf *b) {
+    axis(a, b, 3, 3, 3, 2, T_G4, 4); axis(b, a, 3, 3, 4, 1, T_G4, 4); axis(a, b, 3, 4, 4, 0, T_G4, 4); return b;
+}
+
+static vf *aa_2d(vf *a, vf *b) { axis(a, b, 1, 4, 4, 2, T_AA6, 6); axis(b, a, 1, 4, 6, 1, T_AA6, 6); return a; }
+static vf *aa_3d(vf *a, vf *b) {
+    axis(a, b, 2, 2, 2, 2, T_AA4, 4); axis(b, a, 2, 2, 4, 1, T_AA4, 4); axis(a, b, 2, 4, 4, 0, T_AA4, 4); return b;
+}
+static vf *gt_2d(vf *a, vf *b) { axis(a, b, 1, 6, 6, 2, T_GT6, 3); axis(b, a, 1, 6, 3, 1, T_GT6, 3); return a; }
+static vf *gt_3d(vf *a, vf *b) {
+    axis(a, b, 4, 4, 4, 2, T_GT4, 3); axis(b, a, 4, 4, 3, 1, T_GT4, 3); axis(a, b, 4, 3, 3, 0, T_GT4, 3); return b;
+}
+
+#define ALWAYS static inline __attribute__((always_inline))
+ALWAYS void bt6(vf x0, vf x1, vf x2, vf x3, vf x4, vf x5, vf *y, int64_t s) {
+    const vf a = x4 - 4.0f * x2, b = x3 - 4.0f * x1, c = x4 - x2, e = 2.0f * (x3 - x1);
+    y[0] = 4.0f * x0 - 5.0f * x2 + x4;
+    y[s] = a + b; y[2 * s] = a - b;
+    y[3 * s] = c + e; y[4 * s] = c - e;
+    y[5 * s] = 4.0f * x1 - 5.0f * x3 + x5;
+}
+
+/// 2D input tile: 6 rows of 6 pixels (VW channels each; rows `rs` floats apart) -> 36 vectors
+/// `ps` floats apart (position p = 6 iy + ix).
+static void input_tile_2d(const float *in, int64_t rs, float *out, int64_t ps) {
+    vf t[36];
+#pragma clang loop unroll(full)
+    for (int r = 0; r < 6; r++) {
+        const float *x = in + r * rs;
+        bt6(LD(x), LD(x + VW), LD(x + 2 * VW), LD(x + 3 * VW), LD(x + 4 * VW), LD(x + 5 * VW), t + r * 6, 1);
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 6; c++) {
+        vf y[6];
+        bt6(t[c], t[6 + c], t[12 + c], t[18 + c], t[24 + c], t[30 + c], y, 1);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 6; i++) ST(out + (i * 6 + c) * ps, y[i]);
+    }
+}
+
+ALWAYS void at6(vf x0, vf x1, vf x2, vf x3, vf x4, vf x5, vf *y) {
+    const vf s12 = x1 + x2, d12 = x1 - x2, s34 = x3 + x4, d34 = x3 - x4;
+    y[0] = x0 + s12 + s34; y[1] = d12 + 2.0f * d34;
+    y[2] = s12 + 4.0f * s34; y[3] = d12 + 8.0f * d34 + x5;
+}
+
+/// 2D output tile: 36 vectors `ps` floats apart -> y[16] (4 x 4, row-major).
+static void output_tile_2d(const float *in, int64_t ps, vf *y) {
+    vf t[24];  // [6 rows][4 columns]
+#pragma clang loop unroll(full)
+    for (int r = 0; r < 6; r++) {
+        const float *x = in + r * 6 * ps;
+        at6(LD(x), LD(x + ps), LD(x + 2 * ps), LD(x + 3 * ps), LD(x + 4 * ps), LD(x + 5 * ps), t + r * 4);
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 4; c++) {
+        vf o[4];
+        at6(t[c], t[4 + c], t[8 + c], t[12 + c], t[16 + c], t[20 + c], o);
+        y[c] = o[0]; y[4 + c] = o[1]; y[8 + c] = o[2]; y[12 + c] = o[3];
+    }
+}
+
+ALWAYS void bt4(vf x0, vf x1, vf x2, vf x3, vf *y, int64_t s) {
+    y[0] = x0 - x2; y[s] = x1 + x2; y[2 * s] = x2 - x1; y[3 * s] = x1 - x3;
+}
+
+/// 3D input tile: 4 x 4 x 4 pixels (VW channels each; rows `ys`, planes `zs` floats apart) -> 64
+/// vectors `ps` floats apart (position p = 16 iz + 4 iy + ix).
+static void input_tile_3d(const float *in, int64_t ys, int64_t zs, float *out, int64_t ps) {
+    vf t[64], u[64];
+#pragma clang loop unroll(full)
+    for (int r = 0; r < 16; r++) {  // along x, row r = 4 z + y
+        const float *x = in + (r / 4) * zs + (r % 4) * ys;
+        bt4(LD(x), LD(x + VW), LD(x + 2 * VW), LD(x + 3 * VW), t + r * 4, 1);
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 16; c++) {  // along y, column c = 4 z + x
+        const vf *x = t + (c / 4) * 16 + c % 4;
+        bt4(x[0], x[4], x[8], x[12], u + (c / 4) * 16 + c % 4, 4);
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 16; c++) {  // along z, column c = 4 y + x
+        vf y[4];
+        bt4(u[c], u[16 + c], u[32 + c], u[48 + c], y, 1);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 4; i++) ST(out + (i * 16 + c) * ps, y[i]);
+    }
+}
+
+/// 3D output tile: 64 vectors `ps` floats apart -> y[8] (2 x 2 x 2, z-y-x).
+static void output_tile_3d(const float *in, int64_t ps, vf *y) {
+    vf t[32], u[16];  // after x: [4 z][4 y][2 x]; after y: [4 z][2 y][2 x]
+#pragma clang loop unroll(full)
+    for (int r = 0; r < 16; r++) {
+        const float *x = in + r * 4 * ps;
+        const vf x0 = LD(x), x1 = LD(x + ps), x2 = LD(x + 2 * ps), x3 = LD(x + 3 * ps);
+        t[r * 2] = x0 + x1 + x2; t[r * 2 + 1] = x1 - x2 - x3;
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 8; c++) {  // c = 2 z + x
+        const vf *x = t + (c / 2) * 8 + c % 2;
+        u[(c / 2) * 4 + c % 2] = x[0] + x[2] + x[4];
+        u[(c / 2) * 4 + 2 + c % 2] = x[2] - x[4] - x[6];
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 4; c++) {  // c = 2 y + x
+        y[c] = u[c] + u[4 + c] + u[8 + c];
+        y[4 + c] = u[4 + c] - u[8 + c] - u[12 + c];
+    }
+}
+
+typedef struct {
+    int64_t N, CI, CO;  // samples; channels read (src) and written (dst), multiples of VW
+    int64_t COP;        // CO rounded up to PW: width of the GEMM's column panels
+    int64_t S[3];       // spatial sizes z, y, x (z = 1 in 2D); input and output alike
+    int a[3], m[3];     // per axis: tile input size alpha and output size m (1 and 1 on 2D's z axis)
+    int64_t nt[3], T;   // tiles per axis, tiles in all (N * nt0 * nt1 * nt2)
+    int P;              // transform positions: a0 * a1 * a2
+    int three;          // 1: 3D
+} geom;
+
+// ---- stages ----
+
+typedef struct {
+    const geom *g;
+    const float *src, *weight, *bias;
+    float *dst, *U, *V, *M;
+    int64_t I, O;       // the convolution's own channel counts (weight is O x I x k)
+    int backward;       // 1: backward data (src = dY with O channels, dst = dX with I channels)
+    const float *scale, *shift, *residual; // forward epilogue (scale NULL: none)
+    float slope;
+    const float *dy;    // backward weights: the output gradient (CO channels)
+    float *dU;          // backward weights: position gradients [P][CIp][COP], CIp = CI rounded up to 6
+    int64_t t0, tc, stride; // chunk: first tile, tiles in it, rows per position (>= tc; forward: a multiple of 6)
+} job;
+
+/// U for GEMM columns n in [VW begin, VW end): U[p] is stored in panels of PW columns,
+/// U[p][n / PW][k][n % PW], so the GEMM kernel reads each row of a panel as two vectors.
+static void weights_range(void *arg, int64_t begin, int64_t end) {
+    const job *j = arg;
+    const geom *g = j->g;
+    const int kv = g->three ? 27 : 9;
+    vf b0[64], b1[64];
+    for (int64_t nb = begin; nb < end; nb++)
+        for (int64_t k = 0; k < g->CI; k++) {
+            for (int kk = 0; kk < kv; kk++)
+                for (int l = 0; l < VW; l++) {
+                    const int64_t n = nb * VW + l;
+                    b0[kk][l] = j->backward ? j->weight[(k * j->I + n) * kv + (kv - 1 - kk)]
+                                            : j->weight[(n * j->I + k) * kv + kk];
+                }
+            const vf *u = g->three ? g_3d(b0, b1) : g_2d(b0, b1);
+            float *dst = j->U + ((nb / 2) * g->CI + k) * PW + (nb % 2) * VW;
+            for (int p = 0; p < g->P; p++) ST(dst + (int64_t)p * g->CI * g->COP, u[p]);
+        }
+}
+
+static void decode(const geom *g, int64_t t, int64_t *n, int64_t o[3]) {
+    o[2] = (t % g->nt[2]) * g->m[2]; t /= g->nt[2];
+    o[1] = (t % g->nt[1]) * g->m[1]; t /= g->nt[1];
+    o[0] = (t % g->nt[0]) * g->m[0]; t /= g->nt[0];
+    *n = t;
+}
+
+/// V[p][t - t0][c] for the chunk's tiles [begin, end) (relative to t0).
+static void input_range(void *arg, int64_t begin, int64_t end) {
+    const job *j = arg;
+    const geom *g = j->g;
+    const int64_t D = g->S[0], H = g->S[1], W = g->S[2], CB = g->CI / VW;
+    const int pz = g->three;
+    const int a0 = g->a[0], a1 = g->a[1], a2 = g->a[2];
+    vf b0[64];
+    for (int64_t tl = begin; tl < end; tl++) {
+        int64_t n, o[3];
+        decode(g, j->t0 + tl, &n, o);
+        const int64_t z0 = o[0] - pz, y0 = o[1] - 1, x0 = o[2] - 1;
+        const int inside = z0 >= 0 && z0 + a0 <= D && y0 >= 0 && y0 + a1 <= H && x0 >= 0 && x0 + a2 <= W;
+        for (int64_t cb = 0; cb < CB; cb++) {
+            const float *base = j->src + (n * CB + cb) * D * H * W * VW;
+            float *dst = j->V + tl * g->CI + cb * VW;
+            const int64_t ps = j->stride * g->CI;
+            if (inside) {
+                if (g->three) input_tile_3d(base + ((z0 * H + y0) * W + x0) * VW, W * VW, H * W * VW, dst, ps);
+                else input_tile_2d(base + (y0 * W + x0) * VW, W * VW, dst, ps);
+                continue;
+            }
+            // Edge tile: gather with zeros outside, then the same transform on the copy.
+            int q = 0;
+            for (int dz = 0; dz < a0; dz++) {
+                const int64_t z = z0 + dz;
+                for (int dy = 0; dy < a1; dy++) {
+                    const int64_t y = y0 + dy;
+                    const int row_ok = z >= 0 && z < D && y >= 0 && y < H;
+                    const float *r = base + (z * H + y) * W * VW;
+                    for (int dx = 0; dx < a2; dx++, q++) {
+                        const int64_t x = x0 + dx;
+                        b0[q] = row_ok && x >= 0 && x < W ? LD(r + x * VW) : (vf){0};
+                    }
+                }
+            }
+            if (g->three) input_tile_3d((const float *)b0, 4 * VW, 16 * VW, dst, ps);
+            else input_tile_2d((const float *)b0, 6 * VW, dst, ps);
+        }
+    }
+}
+
+/// C (6 x PW, rows ldc apart) (+)= sum over k < K of A[r * ar + k * ak] B[k * bk + c]: the one
+/// GEMM kernel of forward (rows = 6 tiles, columns = PW output channels of a packed panel) and of
+/// backward weights (rows = 6 input channels, columns = PW output channels). Always inlined, so the
+/// strides that are constants at a call site fold away.
+ALWAYS void kernel_6xp(int64_t K, const float *restrict a, int64_t ar, int64_t ak, const float *restrict b,
+                        int64_t bk, float *restrict c, int64_t ldc, int accumulate) {
+    vf acc[12] = {{0}};
+    if (accumulate)
+        for (int r = 0; r < 6; r++) { acc[2 * r] = LD(c + r * ldc); acc[2 * r + 1] = LD(c + r * ldc + VW); }
+    for (int64_t k = 0; k < K; k++, a += ak, b += bk) {
+        const vf b0 = LD(b), b1 = LD(b + VW);
+#pragma clang loop unroll(full)
+        for (int r = 0; r < 6; r++) {
+            const vf x = SPLAT(a[r * ar]);
+            acc[2 * r] += x * b0;
+            acc[2 * r + 1] += x * b1;
+        }
+    }
+    for (int r = 0; r < 6; r++) { ST(c + r * ldc, acc[2 * r]); ST(c + r * ldc + VW, acc[2 * r + 1]); }
+}
+
+/// M[p] = V[p] U[p] for positions [begin, end): per PW-column panel of U (kept hot in L1/L2), all
+/// row blocks of 6 tiles. Rows past the chunk's end are computed on stale data and never read.
+static void gemm_range(void *arg, int64_t begin, int64_t end) {
+    const job *j = arg;
+    const geom *g = j->g;
+    const int64_t rows = (j->tc + 5) / 6 * 6;
+    for (int64_t p = begin; p < end; p++) {
+        const float *V = j->V + p * j->stride * g->CI, *U = j->U + p * g->CI * g->COP;
+        float *M = j->M + p * j->stride * g->COP;
+        for (int64_t nb = 0; nb < g->COP / PW; nb++)
+            for (int64_t t = 0; t < rows; t += 6)
+                kernel_6xp(g->CI, V + t * g->CI, g->CI, 1, U + nb * PW * g->CI, PW, M + t * g->COP + nb * PW, g->COP, 0);
+    }
+}
+
+/// Output tiles [begin, end) of the chunk: Y = A^T M A (+ bias), clipped at the far edges.
+static void output_range(void *arg, int64_t begin, int64_t end) {
+    const job *j = arg;
+    const geom *g = j->g;
+    const int64_t D = g->S[0], H = g->S[1], W = g->S[2], CB = g->CO / VW;
+    vf b0[16];
+    for (int64_t tl = begin; tl < end; tl++) {
+        int64_t n, o[3];
+        decode(g, j->t0 + tl, &n, o);
+        for (int64_t cb = 0; cb < CB; cb++) {
+            const float *src = j->M + tl * g->COP + cb * VW;
+            const vf *y = b0;
+            if (g->three) output_tile_3d(src, j->stride * g->COP, b0);
+            else output_tile_2d(src, j->stride * g->COP, b0);
+            vf bias = {0}, scale = {0}, shift = {0};
+            if (j->bias) for (int l = 0; l < VW; l++) bias[l] = j->bias[cb * VW + l];
+            if (j->scale)
+                for (int l = 0; l < VW; l++) {
+                    scale[l] = j->scale[cb * VW + l];
+                    shift[l] = j->shift[cb * VW + l] + bias[l] * scale[l];
+                }
+            const int64_t off = (n * CB + cb) * D * H * W * VW;
+            float *base = j->dst + off;
+            const float *res = j->residual ? j->residual + off : NULL;
+            int q = 0;
+            for (int dz = 0; dz < g->m[0]; dz++)
+                for (int dy = 0; dy < g->m[1]; dy++)
+                    for (int dx = 0; dx < g->m[2]; dx++, q++) {
+                        const int64_t z = o[0] + dz, yy = o[1] + dy, x = o[2] + dx;
+                        if (z >= D || yy >= H || x >= W) continue;
+                        const int64_t at = ((z * H + yy) * W + x) * VW;
+                        if (!j->scale) { ST(base + at, y[q] + bias); continue; }
+                        vf v = y[q] * scale + shift;
+                        if (res) v += LD(res + at);
+                        const vf neg = v * j->slope;
+                        ST(base + at, VMAX(v, neg));
+                    }
+        }
+    }
+}
+
+/// Small layers: each thread runs whole chunks (input transform, GEMMs, output transform) on its own
+/// V and M, sized to stay in its L2 cache. Unit `slot` of `threads` takes an equal share of the chunks.
+typedef struct { const job *j; int64_t chunks, threads; size_t per_thread; } fused_job;
+
+static void fused_range(void *arg, int64_t begin, int64_t end) {
+    const fused_job *f = arg;
+    for (int64_t slot = begin; slot < end; slot++) {
+        job j = *f->j;
+        j.V += (size_t)slot * f->per_thread;
+        j.M = j.V + (size_t)j.g->P * j.stride * j.g->CI;
+        for (int64_t c = slot * f->chunks / f->threads; c < (slot + 1) * f->chunks / f->threads; c++) {
+            j.t0 = c * j.stride;
+            j.tc = j.g->T - j.t0 < j.stride ? j.g->T - j.t0 : j.stride;
+            input_range(&j, 0, j.tc);
+            gemm_range(&j, 0, j.g->P);
+            output_range(&j, 0, j.tc);
+        }
+    }
+}
+
+// ---- backward weights: dU[p] = sum over tiles of V[p]^T (A dY A^T)[p], then dW += G^T dU G ----
+
+/// dM[p][t - t0][co] = A dY A^T for the chunk's tiles [begin, end) (the adjoint of the output
+/// transform; outputs past the far edges, which forward dropped, contribute nothing).
+static void dy_range(void *arg, int64_t begin, int64_t end) {
+    const job *j = arg;
+    const geom *g = j->g;
+    const int64_t D = g->S[0], H = g->S[1], W = g->S[2], CB = g->CO / VW;
+    vf b0[64], b1[64];
+    for (int64_t tl = begin; tl < end; tl++) {
+        int64_t n, o[3];
+        decode(g, j->t0 + tl, &n, o);
+        for (int64_t cb = 0; cb < CB; cb++) {
+            const float *base = j->dy + (n * CB + cb) * D * H * W * VW;
+            int q = 0;
+            for (int dz = 0; dz < g->m[0]; dz++)
+                for (int dy = 0; dy < g->m[1]; dy++)
+                    for (int dx = 0; dx < g->m[2]; dx++, q++) {
+                        const int64_t z = o[0] + dz, y = o[1] + dy, x = o[2] + dx;
+                        b0[q] = z < D && y < H && x < W ? LD(base + ((z * H + y) * W + x) * VW) : (vf){0};
+                    }
+            const vf *m = g->three ? aa_3d(b0, b1) : aa_2d(b0, b1);
+            float *dst = j->M + tl * g->COP + cb * VW;
+            for (int p = 0; p < g->P; p++) ST(dst + (int64_t)p * j->stride * g->COP, m[p]);
+        }
+    }
+}
+
+/// dU[p] += V[p]^T dM[p] over the chunk, positions [begin, end). The last block of 6 rows may run
+/// past CI: those rows read the next values in memory and land in dU's padding rows, never read.
+static void gemm_t_range(void *arg, int64_t begin, int64_t end) {
+    const job *j = arg;
+    const geom *g = j->g;
+    const int64_t CIp = (g->CI + 5) / 6 * 6;
+    for (int64_t p = begin; p < end; p++) {
+        const float *V = j->V + p * j->stride * g->CI, *M = j->M + p * j->stride * g->COP;
+        float *dU = j->dU + p * CIp * g->COP;
+        for (int64_t nb = 0; nb < g->COP / PW; nb++)
+            for (int64_t ci = 0; ci < CIp; ci += 6)
+                kernel_6xp(j->tc, V + ci, 1, g->CI, M + nb * PW, g->COP, dU + ci * g->COP + nb * PW, g->COP, 1);
+    }
+}
+
+/// dW[o][i] (in j->dst) += G^T dU[.][i][o] G for output-channel blocks [begin, end) of VW.
+static void dw_range(void *arg, int64_t begin, int64_t end) {
+    const job *j = arg;
+    const geom *g = j->g;
+    const int kv = g->three ? 27 : 9;
+    const int64_t CIp = (g->CI + 5) / 6 * 6;
+    float *dw = j->dst;
+    vf b0[64], b1[64];
+    for (int64_t nb = begin; nb < end; nb++)
+        for (int64_t k = 0; k < g->CI; k++) {
+            for (int p = 0; p < g->P; p++) b0[p] = LD(j->dU + ((int64_t)p * CIp + k) * g->COP + nb * VW);
+            const vf *w = g->three ? gt_3d(b0, b1) : gt_2d(b0, b1);
+            for (int l = 0; l < VW; l++)
+                for (int kk = 0; kk < kv; kk++) dw[((nb * VW + l) * g->CI + k) * kv + kk] += w[kk][l];
+        }
+}
+
+static geom make_geom(const cdnnl_conv_desc *d, int64_t ci, int64_t co) {
+    geom g = {0};
+    const int r = d->spatial_rank;
+    g.N = d->batch;
+    g.CI = ci;
+    g.CO = co;
+    g.S[0] = r == 3 ? d->in_size[0] : 1;
+    g.S[1] = d->in_size[r - 2];
+    g.S[2] = d->in_size[r - 1];
+    const int alpha = r == 3 ? 4 : 6;
+    g.P = 1;
+    for (int i = 0; i < 3; i++) {
+        g.a[i] = (i == 0 && r == 2) ? 1 : alpha;
+        g.m[i] = g.a[i] == 1 ? 1 : alpha - 2;
+        g.nt[i] = (g.S[i] + g.m[i] - 1) / g.m[i];
+        g.P *= g.a[i];
+    }
+    g.T = g.N * g.nt[0] * g.nt[1] * g.nt[2];
+    g.three = r == 3;
+    g.COP = (g.CO + PW - 1) / PW * PW;
+    return g;
+}
+
+int SFX(cdnnl_winograd)(const cdnnl_conv_desc *d, int threads, int backward, const float *src,
+                         const float *weight, const float *bias, float *dst, const float *scale,
+                         const float *shift, const float *residual, float slope) {
+    const geom g = make_geom(d, backward ? d->out_channels : d->in_channels, backward ? d->in_channels : d->out_channels);
+    const size_t u = (size_t)g.P * g.CI * g.COP, per_tile = (size_t)g.P * (g.CI + g.COP);
+    // Up to 12 MB of transformed kernel (256 x 256 channels in 2D): every thread runs whole chunks
+    // of tiles on V and M of its own that stay in its L2 cache. Larger kernels: chunks of about
+    // 8 MB shared by all threads, each stage split over threads, so the kernel streams from memory
+    // once per chunk instead of once per thread and chunk. (Both measured on the UNet's layers.)
+    const int fused = u * sizeof(float) <= ((size_t)12 << 20);
+    int64_t tc = (int64_t)((fused ? (384 << 10) : (8 << 20)) / (per_tile * sizeof(float)));
+    if (tc < (fused ? 12 : 48)) tc = fused ? 12 : 48;
+    if (tc > g.T) tc = g.T;
+    int64_t chunks = (g.T + tc - 1) / tc;
+    const int64_t stride = ((g.T + chunks - 1) / chunks + 5) / 6 * 6;  // whole blocks of 6 GEMM rows
+    chunks = (g.T + stride - 1) / stride;
+    const size_t vm = (size_t)stride * per_tile;
+    float *buf = cdnnl_scratch(u + vm * (fused ? threads : 1));
+    if (!buf) return -1;
+    job j = {&g, src, weight, backward ? NULL : bias, dst, buf, buf + u, buf + u + (size_t)g.P * stride * g.CI,
+             d->in_channels, d->out_channels, backward, backward ? NULL : scale, shift, residual, slope, NULL, NULL,
+             0, 0, stride};
+    if (g.COP != g.CO) memset(buf, 0, u * sizeof(float));  // the last panel's unused half
+    cdnnl_parallel(threads, g.CO / VW, weights_range, &j);
+    if (fused) {
+        fused_job f = {&j, chunks, threads, vm};
+        cdnnl_parallel(threads, threads, fused_range, &f);
+        return 0;
+    }
+    for (int64_t t0 = 0; t0 < g.T; t0 += stride) {
+        j.t0 = t0;
+        j.tc = g.T - t0 < stride ? g.T - t0 : stride;
+        cdnnl_parallel(threads, j.tc, input_range, &j);
+        cdnnl_parallel(threads, g.P, gemm_range, &j);
+        cdnnl_parallel(threads, j.tc, output_range, &j);
+    }
+    return 0;
+}
+
+int SFX(cdnnl_winograd_bwd_weights)(const cdnnl_conv_desc *d, int threads, const float *src, const float *diff_dst,
+                                    float *diff_weight) {
+    const geom g = make_geom(d, d->in_channels, d->out_channels);
+    const int64_t CIp = (g.CI + 5) / 6 * 6;
+    const size_t u = (size_t)g.P * CIp * g.COP, per_tile = (size_t)g.P * (g.CI + g.COP);
+    // Chunks of about 8 MB of V and dM; each stage split over threads (the GEMM by position, so
+    // each thread owns its positions' dU).
+    int64_t tc = (int64_t)((8 << 20) / (per_tile * sizeof(float)));
+    if (tc < 48) tc = 48;
+    if (tc > g.T) tc = g.T;
+    const int64_t chunks = (g.T + tc - 1) / tc;
+    const int64_t stride = (g.T + chunks - 1) / chunks;
+    const size_t v = (size_t)g.P * stride * g.CI + 8;  // + 8: the GEMM's last row block may read past V
+    float *buf = cdnnl_scratch(u + v + (size_t)g.P * stride * g.COP);
+    if (!buf) return -1;
+    memset(buf, 0, u * sizeof(float));
+    job j = {&g, src, NULL, NULL, diff_weight, NULL, buf + u, buf + u + v, d->in_channels, d->out_channels, 0,
+             NULL, NULL, NULL, 1.0f, diff_dst, buf, 0, 0, stride};
+    for (int64_t t0 = 0; t0 < g.T; t0 += stride) {
+        j.t0 = t0;
+        j.tc = g.T - t0 < stride ? g.T - t0 : stride;
+        cdnnl_parallel(threads, j.tc, input_range, &j);
+        cdnnl_parallel(threads, j.tc, dy_range, &j);
+        cdnnl_parallel(threads, g.P, gemm_t_range, &j);
+    }
+    cdnnl_parallel(threads, g.CO / VW, dw_range, &j);
+    return 0;
+}
