@@ -2,11 +2,15 @@
 """PyTorch side of `unet bench train`: times the same step as SwiftUNet, in its own process, and prints one
 JSON object (same keys as SwiftUNet's result). The model, loss and RAdam are tools/torch_unet.py's.
 
-  python3 bench/torch_reference.py --preset composer-2d --phase train --batch 16 [--channels-last] [--steps 3]
+  python3 bench/torch_reference.py --preset composer-2d --phase train --batch 16 [--channels-last] [--bf16] [--steps 3]
+
+--bf16: the forward and loss under torch.autocast("cpu", dtype=torch.bfloat16) (PyTorch's mixed precision:
+bf16 convolutions, fp32 master weights and optimizer), backward outside it as PyTorch recommends.
 
 Needs: pip install "torch==2.13.0+cpu". Threads: --threads (default 2).
 """
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -49,7 +53,9 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--bf16", action="store_true")
     a = ap.parse_args()
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     model = preset(a.preset)
@@ -68,18 +74,19 @@ def main():
         if training:
             for p in model.parameters():
                 p.grad = None
-            loss = dice_ce_loss(model(x)[0], y)
+            with autocast():
+                loss = dice_ce_loss(model(x)[0], y)
             loss.backward()
             opt.step()
         else:
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 model(x)
         if step > 0:
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({
-        "implementation": "PyTorch " + torch.__version__ + (" channels-last" if a.channels_last else " default"),
+        "implementation": "PyTorch " + torch.__version__ + (" bf16" if a.bf16 else "") + (" channels-last" if a.channels_last else " default"),
         "phase": a.phase, "preset": a.preset, "batch": a.batch, "spatial": a.spatial, "seconds": median,
         "imagesPerSecond": a.batch / median, "gflops": flops * (3 if training else 1) / median / 1e9,
         "peakRSSMB": peak / 1e6, "steps": a.steps,

@@ -80,6 +80,25 @@ grep -q '"validationDice"' "$tmp/run3d/log.jsonl" || fail "3D run not validated"
 "$unet" predict --model "$tmp/run3d" -i "$tmp/one" -o "$tmp/pred3d" >/dev/null || fail "predict 3D"
 "$unet" info --json "$tmp/pred3d/BRATS_002.nii.gz" | grep -q '"shape":\[240,240,155\]' || fail "3D prediction shape"
 
+# bf16: on a CPU with AVX512_BF16 the logits stay within bf16's rounding of fp32's; without it (or with
+# it hidden) --precision bf16 is refused up front with the reason, exit status 64, nothing written.
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+  "$unet" forward --precision bf16 --model "$tmp/m.safetensors" --input "$tmp/x.npy" --output "$tmp/logits_bf16.npy" >/dev/null \
+    || fail "forward --precision bf16"
+  python3 - "$tmp/logits.npy" "$tmp/logits_bf16.npy" <<'PY' || fail "bf16 logits are not within 2e-2 of fp32's"
+import struct, sys
+def floats(path):
+    b = open(path, "rb").read(); n = struct.unpack("<H", b[8:10])[0]; d = b[10 + n:]
+    return struct.unpack("<%df" % (len(d) // 4), d)
+a, b = floats(sys.argv[1]), floats(sys.argv[2])
+scale = max(abs(v) for v in a); diff = max(abs(x - y) for x, y in zip(a, b))
+sys.exit(0 if 0 < diff <= 2e-2 * scale else 1)
+PY
+fi
+set +e
+out=$(CDNNL_NO_BF16=1 "$unet" forward --precision bf16 --model "$tmp/m.safetensors" --input "$tmp/x.npy" --output "$tmp/l3.npy" 2>&1); status=$?
+set -e
+[ $status -eq 64 ] && echo "$out" | grep -q "AVX512_BF16" && [ ! -e "$tmp/l3.npy" ] || fail "--precision bf16 without bf16: $status $out"
 set +e
 out=$("$unet" forward --model "$tmp/x.npy" --input "$tmp/x.npy" --output "$tmp/l2.npy" 2>&1); status=$?
 set -e

@@ -326,15 +326,23 @@ static const dnnl_memory_desc_t *q(dnnl_primitive_desc_t pd, dnnl_query_t what) 
     return dnnl_primitive_desc_query_md(pd, what, 0);
 }
 
-static int any_like(dnnl_memory_desc_t *out, const dnnl_memory_desc_t *md) {
-    CHECK(dnnl_memory_desc_init_by_tag(out, md->ndims, md->dims, dnnl_f32, dnnl_format_tag_any), "describing a tensor");
+static int any_like(dnnl_memory_desc_t *out, const dnnl_memory_desc_t *md, dnnl_data_type_t type) {
+    CHECK(dnnl_memory_desc_init_by_tag(out, md->ndims, md->dims, type, dnnl_format_tag_any), "describing a tensor");
     return 0;
+}
+
+/// The data type a convolution's kernel reads its activation and weight inputs in: bf16 in bf16
+/// precision (the caller's f32 tensors are converted by the ports' reorders), f32 otherwise.
+/// Outputs and weight gradients stay f32 either way.
+static dnnl_data_type_t input_type(const cdnnl_conv *c) {
+    return c->d.precision == CDNNL_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
 }
 
 static int conv_create_fwd(cdnnl_conv *c) {
     const char *what = c->d.transposed ? "transposed convolution forward" : "convolution forward";
     dnnl_memory_desc_t s, w, dst;
-    if (any_like(&s, &c->src_md) || any_like(&w, &c->weight_md) || any_like(&dst, &c->dst_md)) return -1;
+    if (any_like(&s, &c->src_md, input_type(c)) || any_like(&w, &c->weight_md, input_type(c)) ||
+        any_like(&dst, &c->dst_md, dnnl_f32)) return -1;
     const dnnl_memory_desc_t *b = c->d.has_bias ? &c->bias_md : NULL;
     if (c->d.transposed) {
         dnnl_deconvolution_desc_t desc;
@@ -477,6 +485,16 @@ int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
     cdnnl_conv *c = calloc(1, sizeof *c);
     if (!c) return fail(-1, "out of memory");
     c->d = *d;
+    if (d->precision != CDNNL_PRECISION_FP32 && d->precision != CDNNL_PRECISION_BF16) {
+        free(c);
+        return fail(-1, "convolution: unknown precision %d", d->precision);
+    }
+    if (d->precision == CDNNL_PRECISION_BF16 && !cdnnl_avx512_bf16_available()) {
+        free(c);
+        return fail(-1, "bf16 precision needs a CPU with bf16 dot products (AVX512_BF16: Intel Xeon since Cooper "
+                        "Lake / Sapphire Rapids, AMD since Zen 4); this one has none, and emulated bf16 would be "
+                        "slower than fp32");
+    }
     int rc = act_md(&c->src_md, r, d->batch, d->in_channels, d->in_size, d->layout);
     if (rc == 0) rc = act_md(&c->dst_md, r, d->batch, d->out_channels, d->out_size, d->layout);
     if (rc == 0) {
@@ -499,7 +517,10 @@ int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
         rc = fail(-1, "convolution: the Winograd algorithm needs a 3x3(x3) stride-1 padding-1 convolution on "
                       "blocked activations with channel counts divisible by the block, and the CPU for it "
                       "(AVX2 for blocked8, AVX-512 for blocked16)");
-    if (rc == 0 && (d->algorithm == CDNNL_ALGO_WINOGRAD || (d->algorithm == CDNNL_ALGO_AUTO && cdnnl_winograd_preferred(d)))) {
+    // Winograd is an fp32 kernel: in bf16 precision only an explicit request takes it.
+    const int auto_winograd = d->algorithm == CDNNL_ALGO_AUTO && d->precision == CDNNL_PRECISION_FP32 &&
+                              cdnnl_winograd_preferred(d);
+    if (rc == 0 && (d->algorithm == CDNNL_ALGO_WINOGRAD || auto_winograd)) {
         c->winograd = 1;
         char name[64];
         snprintf(name, sizeof name, "SwiftUNet %s winograd %s", cdnnl_own_kernels_isa(d->layout),
@@ -558,7 +579,8 @@ int cdnnl_conv_forward_epilogue(cdnnl_conv *c, const float *src, const float *we
 static int conv_create_bwd_data(cdnnl_conv *c) {
     const char *what = "convolution backward data";
     dnnl_memory_desc_t s, w, dst;
-    if (any_like(&s, &c->src_md) || any_like(&w, &c->weight_md) || any_like(&dst, &c->dst_md)) return -1;
+    if (any_like(&s, &c->src_md, dnnl_f32) || any_like(&w, &c->weight_md, input_type(c)) ||
+        any_like(&dst, &c->dst_md, input_type(c))) return -1;
     dnnl_primitive_desc_t pd;
     if (c->d.transposed) {
         dnnl_deconvolution_desc_t desc;
@@ -601,7 +623,8 @@ int cdnnl_conv_backward_data(cdnnl_conv *c, const float *diff_dst, const float *
 static int conv_create_bwd_weights(cdnnl_conv *c) {
     const char *what = "convolution backward weights";
     dnnl_memory_desc_t s, w, dst;
-    if (any_like(&s, &c->src_md) || any_like(&w, &c->weight_md) || any_like(&dst, &c->dst_md)) return -1;
+    if (any_like(&s, &c->src_md, input_type(c)) || any_like(&w, &c->weight_md, dnnl_f32) ||
+        any_like(&dst, &c->dst_md, input_type(c))) return -1;
     const dnnl_memory_desc_t *b = c->d.has_bias ? &c->bias_md : NULL;
     dnnl_primitive_desc_t pd;
     if (c->d.transposed) {
@@ -625,7 +648,8 @@ static int conv_create_bwd_weights(cdnnl_conv *c) {
     // ours 80-86% at output widths 80-160); from width 40 down oneDNN's is as good or better.
     const int64_t out_w = c->d.out_size[c->d.spatial_rank - 1];
     const int64_t min_w = c->d.spatial_rank == 3 ? 32 : 64;
-    const int use_own = c->d.spatial_rank == 3 ? (impl && strstr(impl, "gemm") != NULL) : !getenv("CDNNL_ONEDNN_2D_BWD_WEIGHTS");
+    const int use_own = c->d.precision == CDNNL_PRECISION_FP32 &&
+        (c->d.spatial_rank == 3 ? (impl && strstr(impl, "gemm") != NULL) : !getenv("CDNNL_ONEDNN_2D_BWD_WEIGHTS"));
     if ((c->d.spatial_rank == 3 || c->d.spatial_rank == 2) && !c->d.transposed && out_w >= min_w && use_own &&
         cdnnl_own_kernels_available(c->d.layout)) {
         // No oneDNN primitive or layout buffers then: they would hold copies of the activations.

@@ -19,7 +19,8 @@ int cdnnl_avx512_available(void) {
 
 int cdnnl_avx512_bf16_available(void) {
     __builtin_cpu_init();
-    return cdnnl_avx512_available() && __builtin_cpu_supports("avx512bf16");
+    // CDNNL_NO_BF16=1 hides bf16 on a CPU that has it: what a user of an older CPU sees (cli-test).
+    return cdnnl_avx512_available() && __builtin_cpu_supports("avx512bf16") && !getenv("CDNNL_NO_BF16");
 }
 
 int cdnnl_cpu_features(void) {

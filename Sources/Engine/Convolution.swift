@@ -91,6 +91,30 @@ public enum ConvolutionAlgorithm: Int32, Sendable, CaseIterable {
     case winograd = 2
 }
 
+/// What a convolution multiplies in. Tensors given to and returned by the engine are float32 in
+/// both; only the kernels' inputs differ.
+public enum Precision: String, Sendable, CaseIterable {
+    /// float32 throughout.
+    case fp32
+    /// Mixed precision: activations and weights rounded to bfloat16 as the kernel reads them (AVX512_BF16
+    /// dot products, float32 accumulation); outputs, gradients and everything outside convolutions
+    /// (normalization statistics, loss, softmax, optimizer, master weights) stay float32. Needs a CPU
+    /// with AVX512_BF16; emulating it would be slower than fp32, so other CPUs refuse it.
+    case bf16
+
+    var cValue: Int32 { self == .bf16 ? Int32(CDNNL_PRECISION_BF16) : Int32(CDNNL_PRECISION_FP32) }
+
+    /// Throws `EngineError.unsupportedByCPU` when this CPU cannot run the precision natively.
+    public func checkSupported() throws {
+        if self == .bf16, !Runtime.cpuFeatures.contains(.avx512BF16) {
+            throw EngineError.unsupportedByCPU(
+                feature: "avx512_bf16",
+                message: "bf16 precision needs a CPU with bf16 dot products (AVX512_BF16: Intel Xeon since Cooper Lake, "
+                    + "AMD since Zen 4); this CPU has none, and emulated bf16 would be slower than fp32")
+        }
+    }
+}
+
 /// Per-output-channel work done on a convolution's output before it is stored:
 /// y = leakyReLU(y * scale[o] + shift[o] + residual, slope). slope 1 means no activation.
 public struct ConvolutionEpilogue: @unchecked Sendable {
@@ -118,16 +142,20 @@ public final class Convolution: @unchecked Sendable {
     public let outputDims: [Int]
     public let layout: Layout
     public let algorithm: ConvolutionAlgorithm
+    public let precision: Precision
     private let handle: OpaquePointer
     private var op: String { geometry.transposed ? "transposed convolution" : "convolution" }
 
+    /// `precision` .bf16 throws `EngineError.unsupportedByCPU` on a CPU without AVX512_BF16.
     public init(_ geometry: ConvolutionGeometry, inputDims: [Int], layout: Layout = .native,
-                algorithm: ConvolutionAlgorithm = .automatic) throws {
+                algorithm: ConvolutionAlgorithm = .automatic, precision: Precision = .fp32) throws {
         try geometry.validate(inputDims: inputDims)
+        try precision.checkSupported()
         self.geometry = geometry
         self.inputDims = inputDims
         self.layout = layout
         self.algorithm = algorithm
+        self.precision = precision
         let outSpatial = geometry.outputSpatial(Array(inputDims.dropFirst(2)))
         outputDims = [inputDims[0], geometry.outputChannels] + outSpatial
 
@@ -140,6 +168,7 @@ public final class Convolution: @unchecked Sendable {
         d.transposed = geometry.transposed ? 1 : 0
         d.layout = layout.cValue
         d.algorithm = algorithm.rawValue
+        d.precision = precision.cValue
         let r = geometry.spatialRank
         _ = withUnsafeMutableBytes(of: &d.in_size) { $0.bindMemory(to: Int64.self).update(fromContentsOf: inputDims.dropFirst(2).map(Int64.init)) }
         _ = withUnsafeMutableBytes(of: &d.out_size) { $0.bindMemory(to: Int64.self).update(fromContentsOf: outSpatial.map(Int64.init)) }

@@ -8,6 +8,8 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
     case allocationFailed(bytes: Int)
     /// oneDNN refused or failed; `message` is its explanation.
     case backend(op: String, message: String)
+    /// This CPU lacks an instruction set the request needs (e.g. bf16 without AVX512_BF16).
+    case unsupportedByCPU(feature: String, message: String)
 
     public var description: String {
         switch self {
@@ -16,6 +18,7 @@ public enum EngineError: Error, CustomStringConvertible, Equatable {
         case let .invalidArgument(op, message): "\(op): \(message)"
         case let .allocationFailed(bytes): "could not allocate \(bytes) bytes"
         case let .backend(op, message): "\(op): oneDNN failed: \(message)"
+        case let .unsupportedByCPU(_, message): message
         }
     }
 }

@@ -90,6 +90,8 @@ final class Context {
     var training = true
     /// Keep every normalization's input for backward instead of recovering it (tests compare both paths).
     var keepNormInputs = false
+    /// What convolutions multiply in (everything else is float32 in both).
+    var precision: Precision = .fp32
     var layout: Layout { workspace.layout }
 
     init(parameters: ParameterSet, layout: Layout) {
@@ -111,9 +113,9 @@ final class ConvUnit {
         bias = geometry.bias ? ctx.register(name + ".bias", dims: [geometry.outputChannels]) : nil
     }
 
-    func prepare(_ inputDims: [Int], _ layout: Layout) throws -> Convolution {
-        if let op, op.inputDims == inputDims, op.layout == layout { return op }
-        let c = try Convolution(geometry, inputDims: inputDims, layout: layout)
+    func prepare(_ inputDims: [Int], _ layout: Layout, _ precision: Precision) throws -> Convolution {
+        if let op, op.inputDims == inputDims, op.layout == layout, op.precision == precision { return op }
+        let c = try Convolution(geometry, inputDims: inputDims, layout: layout, precision: precision)
         op = c
         return c
     }
@@ -126,7 +128,7 @@ final class ConvUnit {
     }
 
     func forward(_ x: Tensor, _ c: Context) throws -> Tensor {
-        let op = try prepare(x.dims, x.layout)
+        let op = try prepare(x.dims, x.layout, c.precision)
         let y = try c.workspace.take(op.outputDims, layout: x.layout)
         let p = c.parameters
         try Profile.measure(geometry.transposed ? "upsample forward" : "conv forward") {
@@ -137,7 +139,7 @@ final class ConvUnit {
 
     /// Inference form: the output goes through `epilogue` (folded batch norm, residual, activation) as it is stored.
     func forward(_ x: Tensor, _ c: Context, epilogue: ConvolutionEpilogue) throws -> Tensor {
-        let op = try prepare(x.dims, x.layout)
+        let op = try prepare(x.dims, x.layout, c.precision)
         let y = try c.workspace.take(op.outputDims, layout: x.layout)
         let p = c.parameters
         try Profile.measure("conv forward + epilogue") {
@@ -150,7 +152,7 @@ final class ConvUnit {
     /// `giveInput`: `x` goes back to the workspace once the weight gradient no longer needs it, before the
     /// input gradient is allocated (so that allocation can reuse its memory).
     func backward(input x: Tensor, outputGradient dy: Tensor, needInput: Bool, giveInput: Bool = false, _ c: Context) throws -> Tensor? {
-        let op = try prepare(x.dims, x.layout)
+        let op = try prepare(x.dims, x.layout, c.precision)
         let p = c.parameters
         try Profile.measure(geometry.transposed ? "upsample backward weights" : "conv backward weights") {
             try op.backwardWeights(input: x, outputGradient: dy, weightGradient: p.gradient(weight), biasGradient: bias.map { p.gradient($0) })

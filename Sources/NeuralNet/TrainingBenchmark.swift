@@ -28,8 +28,10 @@ public enum TrainingBenchmark {
         return Int(usage.ru_maxrss) * 1024
     }
 
-    public static func run(preset: String, config: UNetConfig, phase: String, batch: Int, spatial: [Int], steps: Int) throws -> Result {
+    public static func run(preset: String, config: UNetConfig, phase: String, batch: Int, spatial: [Int], steps: Int,
+                           precision: Precision = .fp32) throws -> Result {
         let net = try UNet(config: config)
+        try net.setPrecision(precision)
         net.initialize(seed: 1)
         let dims = [batch, config.inputChannels] + spatial
         let count = dims.reduce(1, *)
@@ -58,7 +60,7 @@ public enum TrainingBenchmark {
         times.sort()
         let median = times[times.count / 2]
         let flops = net.lastForwardFlops * (training ? 3 : 1)
-        return Result(implementation: "SwiftUNet", phase: phase, preset: preset, batch: batch, spatial: spatial, seconds: median,
+        return Result(implementation: precision == .fp32 ? "SwiftUNet" : "SwiftUNet \(precision.rawValue)", phase: phase, preset: preset, batch: batch, spatial: spatial, seconds: median,
                       imagesPerSecond: Double(batch) / median, gflops: flops / median / 1e9,
                       peakRSSMB: Double(peakResidentBytes()) / 1e6, steps: steps)
     }

@@ -91,6 +91,17 @@ public final class UNet {
         set { context.training = newValue }
     }
 
+    /// What the convolutions multiply in: .fp32, or .bf16 mixed precision (bf16 activations and
+    /// weights inside convolutions; master weights, optimizer state, normalization statistics, loss
+    /// and softmax stay float32, and weight files are float32 either way). Setting .bf16 on a CPU
+    /// without AVX512_BF16 throws `EngineError.unsupportedByCPU`.
+    public func setPrecision(_ precision: Precision) throws {
+        try precision.checkSupported()
+        context.precision = precision
+    }
+
+    public var precision: Precision { context.precision }
+
     public init(config: UNetConfig, layout: Layout = .native) throws {
         try config.validate()
         self.config = config

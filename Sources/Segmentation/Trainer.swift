@@ -59,10 +59,15 @@ public final class Trainer: @unchecked Sendable {
     let data: String
     nonisolated(unsafe) static var stopRequested = false
 
-    public init(data: String, run: String, options: TrainingOptions) {
+    /// What the convolutions multiply in, training and validation alike. Not part of `options`: like the
+    /// thread count it is how to compute, not what, and a run may resume in the other precision.
+    public let precision: Precision
+
+    public init(data: String, run: String, options: TrainingOptions, precision: Precision = .fp32) {
         self.data = data
         self.run = run
         self.options = options
+        self.precision = precision
     }
 
     public var lastCheckpoint: String { run + "/checkpoint_last.safetensors" }
@@ -122,6 +127,7 @@ public final class Trainer: @unchecked Sendable {
             optimizer = try Optimizer(options.optimizer, parameters: network.parameters)
             if fm.fileExists(atPath: log) { try fm.removeItem(atPath: log) }  // a fresh run of an unstarted folder
         }
+        try network.setPrecision(precision)
         Self.stopRequested = false
         while epoch < options.epochs && trained < options.timeLimit ?? .infinity {
             let plan = loader.epochPlan(epoch, batch: options.batch)

@@ -78,12 +78,14 @@ struct Forward: ParsableCommand {
     @Option(help: "Output logits .npy.") var output: String
     @Flag(help: "Training-mode forward (batch norm uses batch statistics).") var trainMode = false
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var precision: PrecisionOptions
 
     func validate() throws { try refuseExisting(output) }
 
     func run() throws {
         compute.apply()
         let (net, _) = try UNet.load(model)
+        try net.setPrecision(precision.precision)
         let x = try readTensor(input)
         net.training = trainMode
         let start = Date()
@@ -114,6 +116,7 @@ struct Step: ParsableCommand {
     @Option(help: "Output weight file.") var out: String
     @Option(help: "Output JSON list of losses.") var losses: String
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
         guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be radam, adam, adamw or sgd") }
@@ -125,6 +128,7 @@ struct Step: ParsableCommand {
     func run() throws {
         compute.apply()
         let (net, _) = try UNet.load(model)
+        try net.setPrecision(precision.precision)
         let x = try readTensor(input)
         let y = try readLabels(target, classes: net.config.classes)
         guard y.dims == [x.dims[0], 1] + x.dims.dropFirst(2) else {
@@ -171,6 +175,7 @@ struct Predict: ParsableCommand {
     @Flag(help: "Also write CASE.png: axial, coronal, sagittal slices through the tumour, first channel with the prediction.") var png = false
     @Flag(help: "Replace existing outputs.") var overwrite = false
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
         guard (0 ... 0.9).contains(overlap) else { throw ValidationError("--overlap must be within 0...0.9") }
@@ -196,6 +201,7 @@ struct Predict: ParsableCommand {
             path = found
         }
         let (net, _) = try UNet.load(path)
+        try net.setPrecision(precision.precision)
         var options = Predictor.Options()
         options.overlap = overlap
         options.testTimeAugmentation = tta
@@ -245,6 +251,7 @@ struct Train: ParsableCommand {
     @Option(help: "Budget of training time in minutes (validation excluded): finish at the first epoch end past it.") var timeLimit: Double?
     @Flag(help: "Continue the run in --out from its checkpoint_last.") var resume = false
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
         guard UNetConfig.preset(preset) != nil else { throw ValidationError("--preset must be composer-2d or nvidia-3d") }
@@ -282,7 +289,7 @@ struct Train: ParsableCommand {
         options.validateEvery = valEvery
         options.timeLimit = timeLimit.map { $0 * 60 }
         signal(SIGINT) { _ in Trainer.requestStop() }
-        let trainer = Trainer(data: data, run: out, options: options)
+        let trainer = Trainer(data: data, run: out, options: options, precision: precision.precision)
         let outcome = try trainer.train(resume: resume) { r in
             var line = String(format: "epoch %d: loss %.4f, lr %.2g, %.1f s", r.epoch, r.loss, r.learningRate, r.seconds)
             if let d = r.validationDice, let regions = r.regionDice {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Engine
 import NeuralNet
 
 /// One measured phase, run in a child process so peak memory is per phase (hidden from help).
@@ -11,11 +12,13 @@ struct BenchTrainPhase: ParsableCommand {
     @Option(parsing: .upToNextOption) var spatial: [Int]
     @Option var steps: Int
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var precision: PrecisionOptions
 
     func run() throws {
         compute.apply()
         guard let config = UNetConfig.preset(preset) else { throw ValidationError("unknown preset \(preset)") }
-        let r = try TrainingBenchmark.run(preset: preset, config: config, phase: phase, batch: batch, spatial: spatial, steps: steps)
+        let r = try TrainingBenchmark.run(preset: preset, config: config, phase: phase, batch: batch, spatial: spatial, steps: steps,
+                                          precision: precision.precision)
         print(String(decoding: try JSONEncoder().encode(r), as: UTF8.self))
     }
 }
@@ -27,7 +30,9 @@ struct BenchTrain: ParsableCommand {
         discussion: """
         Recipe shapes: composer-2d trains on batch 16 of 4x192x160 and infers batch 64; nvidia-3d trains and infers \
         one 4x128^3 patch. Each phase runs in its own process (its peak RSS is its own); PyTorch runs \
-        bench/torch_reference.py in default and channels-last layouts when `python3 -c "import torch"` works.
+        bench/torch_reference.py in default and channels-last layouts when `python3 -c "import torch"` works. \
+        With --precision bf16, SwiftUNet runs in fp32 and bf16 and PyTorch in fp32 and bf16 autocast \
+        (torch.autocast("cpu", dtype=torch.bfloat16)), all in the same rounds.
         """
     )
 
@@ -40,6 +45,7 @@ struct BenchTrain: ParsableCommand {
     @Flag(help: "Skip the PyTorch reference.") var noTorch = false
     @Flag(help: "Print one JSON object instead of the table.") var json = false
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
         guard let c = UNetConfig.preset(preset) else { throw ValidationError("--preset must be composer-2d or nvidia-3d") }
@@ -74,30 +80,47 @@ struct BenchTrain: ParsableCommand {
                 results.append(r)
             }
         }
+        let precisions: [Precision] = precision.precision == .bf16 ? [.fp32, .bf16] : [.fp32]
         for round in 1 ... rounds {
             for (phase, b) in [("train", trainBatch), ("infer", inferBatch)] {
                 let common = ["--preset", preset, "--phase", phase, "--batch", "\(b)", "--steps", "\(steps)"]
-                FileHandle.standardError.write(Data("round \(round)/\(rounds): SwiftUNet \(phase), batch \(b)...\n".utf8))
-                keep(try decode(runChild(me, ["bench", "train-phase"] + common + ["--threads", "\(threads)", "--spatial"] + spatial.map(String.init))))
+                for p in precisions {
+                    FileHandle.standardError.write(Data("round \(round)/\(rounds): SwiftUNet \(p.rawValue) \(phase), batch \(b)...\n".utf8))
+                    keep(try decode(runChild(me, ["bench", "train-phase"] + common + ["--precision", p.rawValue, "--threads", "\(threads)", "--spatial"]
+                                                 + spatial.map(String.init))))
+                }
                 if torch {
-                    for layout in [[], ["--channels-last"]] {
-                        FileHandle.standardError.write(Data("round \(round)/\(rounds): PyTorch \(phase) \(layout.isEmpty ? "default" : "channels-last"), batch \(b)...\n".utf8))
-                        let out = try runChild("/usr/bin/env", ["OMP_NUM_THREADS=\(threads)", "python3", script] + common +
-                                               ["--threads", "\(threads)", "--spatial"] + spatial.map(String.init) + layout)
-                        keep(try decode(out))
+                    for p in precisions {
+                        for layout in [[], ["--channels-last"]] {
+                            FileHandle.standardError.write(Data("round \(round)/\(rounds): PyTorch \(p.rawValue) \(phase) \(layout.isEmpty ? "default" : "channels-last"), batch \(b)...\n".utf8))
+                            let out = try runChild("/usr/bin/env", ["OMP_NUM_THREADS=\(threads)", "python3", script] + common +
+                                                   ["--threads", "\(threads)", "--spatial"] + spatial.map(String.init) + layout
+                                                   + (p == .bf16 ? ["--bf16"] : []))
+                            keep(try decode(out))
+                        }
                     }
                 }
             }
         }
         results.sort { ($0.phase == "train" ? 0 : 1, $0.implementation) < ($1.phase == "train" ? 0 : 1, $1.implementation) }
-        // Ratios: SwiftUNet over the better PyTorch layout (throughput), and peak memory over PyTorch's (same layout).
+        // Ratios: SwiftUNet over the better PyTorch layout of the same precision (throughput), peak memory over
+        // that PyTorch run's, and with bf16 SwiftUNet bf16 over SwiftUNet fp32.
         var ratios: [String: Double] = [:]
+        func isBF16(_ r: TrainingBenchmark.Result) -> Bool { r.implementation.contains("bf16") }
         for phase in ["train", "infer"] {
-            guard let ours = results.first(where: { $0.phase == phase && $0.implementation == "SwiftUNet" }),
-                  let best = results.filter({ $0.phase == phase && $0.implementation.hasPrefix("PyTorch") }).max(by: { $0.imagesPerSecond < $1.imagesPerSecond })
-            else { continue }
-            ratios["\(phase)_speedup"] = ours.imagesPerSecond / best.imagesPerSecond
-            ratios["\(phase)_memory_ratio"] = ours.peakRSSMB / best.peakRSSMB
+            for p in precisions {
+                let tag = p == .bf16 ? "_bf16" : ""
+                guard let ours = results.first(where: { $0.phase == phase && $0.implementation.hasPrefix("SwiftUNet") && isBF16($0) == (p == .bf16) }),
+                      let best = results.filter({ $0.phase == phase && $0.implementation.hasPrefix("PyTorch") && isBF16($0) == (p == .bf16) })
+                          .max(by: { $0.imagesPerSecond < $1.imagesPerSecond })
+                else { continue }
+                ratios["\(phase)\(tag)_speedup"] = ours.imagesPerSecond / best.imagesPerSecond
+                ratios["\(phase)\(tag)_memory_ratio"] = ours.peakRSSMB / best.peakRSSMB
+            }
+            if let fp32 = results.first(where: { $0.phase == phase && $0.implementation == "SwiftUNet" }),
+               let bf16 = results.first(where: { $0.phase == phase && $0.implementation == "SwiftUNet bf16" }) {
+                ratios["\(phase)_bf16_over_fp32"] = bf16.imagesPerSecond / fp32.imagesPerSecond
+            }
         }
         let report = Report(preset: preset, threads: threads, results: results, ratios: ratios)
         if json {

@@ -25,6 +25,21 @@ struct ComputeOptions: ParsableArguments {
     }
 }
 
+extension Precision: ExpressibleByArgument {}
+
+/// `--precision`: what the convolutions multiply in.
+struct PrecisionOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("What convolutions multiply in: fp32, or bf16 mixed precision (bf16 activations and weights in "
+                               + "convolutions, float32 elsewhere; needs AVX512_BF16).", valueName: "fp32|bf16"))
+    var precision: Precision = .fp32
+
+    func validate() throws {
+        do { try precision.checkSupported() } catch let e as EngineError {
+            throw ValidationError("--precision \(precision.rawValue): \(e.description). Use --precision fp32 on this machine.")
+        }
+    }
+}
+
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print a table (or JSON) and compare against a reference measured in the same run.",

@@ -320,3 +320,43 @@ struct ConvolutionEpilogueTests {
         }
     }
 }
+
+@Suite("bf16 convolution")
+struct BF16ConvolutionTests {
+    /// bf16 precision: inputs and weights rounded to bfloat16 inside the kernel, float32 results. Against
+    /// the float64 reference the error is of bf16's rounding (2^-9 relative per operand), far above
+    /// fp32's; on CPUs without AVX512_BF16 creating one is a typed refusal.
+    @Test(arguments: [Layout.blocked16, .blocked8, .plain])
+    func matchesReferenceToBF16Rounding(layout: Layout) throws {
+        let c = ConvCase.make("2D 16->32 on 12x10, batch 2, bias", [2, 16, 12, 10], out: 32, k: 3, bias: true)
+        let g = c.geometry
+        guard Runtime.cpuFeatures.contains(.avx512BF16) else {
+            #expect(throws: EngineError.self) { try Convolution(g, inputDims: c.inputDims, layout: layout, precision: .bf16) }
+            return
+        }
+        var rng = SeededRandom(47)
+        let x = rounded(rng.values(c.inputDims.reduce(1, *)))
+        let w = rounded(rng.values(g.weightDims.reduce(1, *), scale: 0.3))
+        let b = rounded(rng.values(g.outputChannels))
+        let conv = try Convolution(g, inputDims: c.inputDims, layout: layout, precision: .bf16)
+        let ref = Reference.convolution(x, inputDims: c.inputDims, weight: w, bias: b, g)
+        let y = try conv(tensor(c.inputDims, x, layout: layout), weight: tensor(g.weightDims, w), bias: tensor([g.outputChannels], b))
+        let dy = rounded(rng.values(ref.values.count))
+        let refBack = Reference.convolutionBackward(x, inputDims: c.inputDims, weight: w, outputGradient: dy, g)
+        let dx = try Tensor(zeros: c.inputDims, layout: layout)
+        try conv.backwardData(outputGradient: tensor(conv.outputDims, dy, layout: layout), weight: tensor(g.weightDims, w), inputGradient: dx)
+        let dw = try Tensor(zeros: g.weightDims), db = try Tensor(zeros: [g.outputChannels])
+        try conv.backwardWeights(input: tensor(c.inputDims, x, layout: layout), outputGradient: tensor(conv.outputDims, dy, layout: layout),
+                                 weightGradient: dw, biasGradient: db)
+        for (name, got, want) in [("forward", try y.toArray(), ref.values), ("backward data", try dx.toArray(), refBack.input),
+                                  ("backward weights", try dw.toArray(), refBack.weight)] {
+            var diff = 0.0, scale = 0.0
+            for (a, e) in zip(got, want) { diff = max(diff, abs(Double(a) - e)); scale = max(scale, abs(e)) }
+            #expect(diff <= 2e-2 * scale, "\(name): \(diff / scale) of the largest value")
+            #expect(diff > 1e-6 * scale, "\(name) agrees to \(diff / scale): not computed in bf16")
+        }
+        for d in [Convolution.Direction.forward, .backwardData, .backwardWeights] {
+            #expect(conv.implementation(d).contains("bf16"), "\(d) ran on \(conv.implementation(d))")
+        }
+    }
+}

@@ -63,7 +63,14 @@ typedef struct {
     int transposed;            // 1: transposed convolution (deconvolution), padding must be 0
     int layout;                // layout of input and output activations
     int algorithm;             // CDNNL_ALGO_*: forward and backward-data algorithm
+    int precision;             // CDNNL_PRECISION_*: what the kernels multiply in
 } cdnnl_conv_desc;
+
+/// FP32: everything in float32. BF16: activations and weights are rounded to bfloat16 as the kernel
+/// reads them (oneDNN's bf16 convolutions, AVX512_BF16 dot products, float32 accumulation); outputs,
+/// input gradients and weight gradients stay float32, so callers' tensors are float32 either way.
+/// Creating a BF16 convolution fails on a CPU without AVX512_BF16.
+enum { CDNNL_PRECISION_FP32 = 0, CDNNL_PRECISION_BF16 = 1 };
 
 /// AUTO: SwiftUNet's AVX2 Winograd kernel where it is measured faster (3x3 stride-1 layers with
 /// enough tiles on blocked8), oneDNN otherwise. DIRECT: never Winograd. WINOGRAD: always
