@@ -282,15 +282,15 @@ struct cdnnl_conv {
     port w_src, w_ddst, w_dw;
     dnnl_memory_t w_db;
     float *db_buffer;
-    int own_bwd_weights;   // 1: our AVX2 kernel instead of oneDNN's GEMM fallback
-    int winograd;          // 1: forward and backward data run our AVX2 Winograd kernel
+    int own_bwd_weights;   // 1: our direct kernel (kernels.h) instead of oneDNN's
+    int winograd;          // 1: forward and backward data run our Winograd kernel
     int winograd_weights;  // 1: backward weights too
     char impl[3][64];      // implementation names: forward, backward data, backward weights
     // Transposed convolution with kernel == stride, run as a 1x1 convolution to K*O channels
     // (tap-major: channel k*O + o) and a shuffle of those channels into the upsampled grid.
     cdnnl_conv *inner;
     float *tmp, *w2;       // inner output (N, K*O, spatial), inner weights (K*O, I)
-    int fused_upsample;    // 1: blocked8 + AVX2: one fused kernel, no inner output
+    int fused_upsample;    // 1: own kernels available for the layout: one fused kernel, no inner output
     size_t tmp_floats;
 };
 
@@ -491,9 +491,7 @@ int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
     }
     if (d->precision == CDNNL_PRECISION_BF16 && !cdnnl_avx512_bf16_available()) {
         free(c);
-        return fail(-1, "bf16 precision needs a CPU with bf16 dot products (AVX512_BF16: Intel Xeon since Cooper "
-                        "Lake / Sapphire Rapids, AMD since Zen 4); this one has none, and emulated bf16 would be "
-                        "slower than fp32");
+        return fail(-1, "convolution: bf16 precision needs AVX512_BF16, which this CPU lacks");
     }
     int rc = act_md(&c->src_md, r, d->batch, d->in_channels, d->in_size, d->layout);
     if (rc == 0) rc = act_md(&c->dst_md, r, d->batch, d->out_channels, d->out_size, d->layout);

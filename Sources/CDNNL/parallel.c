@@ -3,7 +3,6 @@
 #include "kernels.h"
 
 #include <dlfcn.h>
-#include <immintrin.h>
 #include <pthread.h>
 
 typedef struct { void (*fn)(void *, int64_t, int64_t); void *ctx; int64_t begin, end, count; } part;

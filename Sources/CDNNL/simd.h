@@ -9,14 +9,11 @@
 #error "define VW (8 or 16) before including simd.h"
 #endif
 #include <stdint.h>
-#include <string.h>
 
 #if VW == 8
 #define SFX(name) name##_avx2
-#define ISA_NAME "avx2"
 #elif VW == 16
 #define SFX(name) name##_avx512
-#define ISA_NAME "avx512"
 #else
 #error "VW must be 8 or 16"
 #endif

@@ -81,13 +81,14 @@ public struct ConvolutionGeometry: Hashable, Sendable {
 /// How forward and backward-data are computed. Results agree to float rounding (Winograd's
 /// transforms add error of order 1e-5 relative to the output's largest value).
 public enum ConvolutionAlgorithm: Int32, Sendable, CaseIterable {
-    /// Winograd where it is measured faster (3x3 stride-1 layers with tiles enough, blocked8 on
-    /// AVX2), oneDNN's direct kernels otherwise.
+    /// Winograd where it is measured faster (3x3 stride-1 fp32 layers with tiles enough, blocked8 on
+    /// AVX2 or blocked16 on AVX-512), oneDNN's direct kernels otherwise.
     case automatic = 0
     /// oneDNN's direct kernels (and SwiftUNet's upsampling kernel).
     case direct = 1
     /// SwiftUNet's Winograd kernel: F(4x4,3x3) in 2D, F(2x2x2,3x3x3) in 3D. Only for 3x3 stride-1
-    /// padding-1 convolutions on blocked8 activations with channel counts divisible by 8.
+    /// padding-1 convolutions on blocked activations (blocked8 with AVX2, blocked16 with AVX-512) with
+    /// channel counts divisible by the block.
     case winograd = 2
 }
 

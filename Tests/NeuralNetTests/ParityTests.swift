@@ -16,6 +16,13 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Double {
     return scale == 0 ? diff : diff / scale
 }
 
+/// A parity fixture's PyTorch outputs, and its input and target as the network takes them.
+func fixture(_ name: String) throws -> (io: Safetensors.File, input: Tensor, target: Labels) {
+    let io = try Safetensors.read(fixtures + "/\(name)_io.safetensors")
+    let x = io.entry("input")!, y = io.entry("target")!
+    return (io, try Tensor(dims: x.shape, values: x.floats()), try Labels(dims: y.shape, values: y.bytes))
+}
+
 /// Same weights, input and target as a PyTorch run of tools/torch_unet.py (fixtures by tools/make_parity_fixtures.py):
 /// logits and loss within 1e-4, every gradient within 1e-3 of its tensor's max abs, 5 RAdam losses within 1e-4.
 @Suite struct ParityTests {
@@ -38,10 +45,7 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Double {
         // The architecture is inferred from the PyTorch state_dict alone.
         #expect(net.config.residual == c.residual && net.config.norm == c.norm && net.config.filters == c.filters)
         #expect(net.config.strides == [1] + [Int](repeating: 2, count: c.filters.count - 1))
-        let io = try Safetensors.read(fixtures + "/\(c.name)_io.safetensors")
-        let x = io.entry("input")!, y = io.entry("target")!
-        let input = try Tensor(dims: x.shape, values: x.floats())
-        let target = try Labels(dims: y.shape, values: y.bytes)
+        let (io, input, target) = try fixture(c.name)
 
         net.training = true
         let outputs = try net.forward(input)
@@ -92,10 +96,7 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Double {
             return
         }
         try net.setPrecision(.bf16)
-        let io = try Safetensors.read(fixtures + "/\(c.name)_io.safetensors")
-        let x = io.entry("input")!, y = io.entry("target")!
-        let input = try Tensor(dims: x.shape, values: x.floats())
-        let target = try Labels(dims: y.shape, values: y.bytes)
+        let (io, input, target) = try fixture(c.name)
 
         net.training = true
         let outputs = try net.forward(input)

@@ -72,8 +72,8 @@ typedef struct {
 /// Creating a BF16 convolution fails on a CPU without AVX512_BF16.
 enum { CDNNL_PRECISION_FP32 = 0, CDNNL_PRECISION_BF16 = 1 };
 
-/// AUTO: SwiftUNet's AVX2 Winograd kernel where it is measured faster (3x3 stride-1 layers with
-/// enough tiles on blocked8), oneDNN otherwise. DIRECT: never Winograd. WINOGRAD: always
+/// AUTO: SwiftUNet's Winograd kernel where it is measured faster (3x3 stride-1 fp32 layers with
+/// enough tiles on blocked8 with AVX2 or blocked16 with AVX-512), oneDNN otherwise. DIRECT: never Winograd. WINOGRAD: always
 /// (creating the convolution fails when the geometry or CPU does not allow it).
 enum { CDNNL_ALGO_AUTO = 0, CDNNL_ALGO_DIRECT = 1, CDNNL_ALGO_WINOGRAD = 2 };
 
