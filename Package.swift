@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "SwiftUNet",
-    platforms: [.macOS(.v14)],
+    // Linux only (Glibc, /proc, oneDNN and zlib from Debian packages); no platforms are claimed beyond it.
     products: [
         .executable(name: "unet", targets: ["unet"]),
         .library(name: "Engine", targets: ["Engine"]),
@@ -30,8 +30,12 @@ let package = Package(
         .target(name: "FileSupport"),
         // Layers with forward/backward, the UNet, losses, optimizers, weight files (safetensors).
         .target(name: "NeuralNet", dependencies: ["Engine", "FileSupport"]),
-        // The pipeline: preprocessing, folds, phantom data (later: loader, trainer, predictor, metrics).
-        .target(name: "Segmentation", dependencies: ["MedicalImaging", "NeuralNet", "Engine"]),
+        // The pipeline: preprocessing, folds, phantom data, augmentations and loader, trainer, predictor,
+        // metrics and evaluation, overlays and charts.
+        .target(name: "Segmentation", dependencies: ["MedicalImaging", "NeuralNet", "Engine", "FileSupport"]),
+        // Tooling, not library: the kernel, memory and training-step benchmarks behind `unet bench`.
+        .target(name: "Benchmarks", dependencies: ["Engine", "NeuralNet", "CDNNL"]),
+        // The command-line tool: one subcommand per stage, each a call into the libraries.
         .executableTarget(
             name: "unet",
             dependencies: [
@@ -39,10 +43,13 @@ let package = Package(
                 "MedicalImaging",
                 "Segmentation",
                 "NeuralNet",
+                "FileSupport",
+                "Benchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
+        .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks"]),
         .testTarget(name: "MedicalImagingTests", dependencies: ["MedicalImaging", "CZlib"], exclude: ["Fixtures"]),
         .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet", "Engine"], exclude: ["Fixtures"]),
         .testTarget(name: "SegmentationTests", dependencies: ["Segmentation", "MedicalImaging", "NeuralNet", "Engine"], exclude: ["kfold_sklearn.json", "Fixtures"]),

@@ -7,22 +7,22 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "cli-test FAILED: $*" >&2; exit 1; }
 
-"$unet" synth --cases 5 --procedural --seed 3 --out "$tmp/data" >/dev/null 2>&1
+"$unet" synth --cases 5 --procedural --seed 3 -o "$tmp/data" >/dev/null 2>&1
 [ -f "$tmp/data/dataset.json" ] && [ -f "$tmp/data/labelsTr/BRATS_005.nii.gz" ] || fail "synth wrote no dataset"
-"$unet" synth --cases 1 --out "$tmp/data" >/dev/null 2>&1 && fail "synth overwrote an existing dataset"
+"$unet" synth --cases 1 -o "$tmp/data" >/dev/null 2>&1 && fail "synth overwrote an existing dataset"
 
 info=$("$unet" info --json "$tmp/data/imagesTr/BRATS_001.nii.gz")
 for key in '"shape":\[240,240,155,4\]' '"datatype":"float32"' '"orientation":"RAS"' '"spacing":\[1,1,1\]' '"min":0'; do
   echo "$info" | grep -q "$key" || fail "info --json lacks $key: $info"
 done
 
-"$unet" preprocess --data "$tmp/data" --out "$tmp/pre" --dim 2 >/dev/null 2>&1
+"$unet" preprocess --data "$tmp/data" -o "$tmp/pre" --dim 2 >/dev/null 2>&1
 [ -f "$tmp/pre/BRATS_003_x.npy" ] && [ -f "$tmp/pre/BRATS_003_meta.json" ] && [ -f "$tmp/pre/splits.json" ] || fail "preprocess outputs missing"
-again=$("$unet" preprocess --data "$tmp/data" --out "$tmp/pre" --dim 2 2>/dev/null)
+again=$("$unet" preprocess --data "$tmp/data" -o "$tmp/pre" --dim 2 2>/dev/null)
 echo "$again" | grep -q "skipped 5" || fail "finished cases were not skipped: $again"
 
 "$unet" convert "$tmp/data/labelsTr/BRATS_001.nii.gz" "$tmp/label.npy" >/dev/null
-"$unet" convert "$tmp/label.npy" "$tmp/label.nii.gz" --like "$tmp/data/labelsTr/BRATS_001.nii.gz" >/dev/null
+"$unet" convert "$tmp/label.npy" -o "$tmp/label.nii.gz" --like "$tmp/data/labelsTr/BRATS_001.nii.gz" >/dev/null
 "$unet" info --json "$tmp/label.nii.gz" | grep -q '"shape":\[240,240,155\]' || fail "convert round trip lost the shape"
 "$unet" convert "$tmp/label.npy" "$tmp/label.nii.gz" >/dev/null 2>&1 && fail "convert overwrote its output"
 
@@ -33,8 +33,8 @@ echo "$ev" | grep -q "recipe Dice (Composer/NVIDIA metric): 100.00" || fail "eva
 "$unet" evaluate --gt "$tmp/data/labelsTr" --pred "$tmp/data/labelsTr" -o "$tmp/eval/summary.json" >/dev/null 2>&1 && fail "evaluate overwrote its summary"
 
 # The network: exact parameter counts, a forward, and steps on one batch that lower the loss.
-"$unet" init --preset composer-2d --seed 1 --out "$tmp/m.safetensors" | grep -q "24,543,268 parameters" || fail "composer-2d parameter count"
-"$unet" init --preset nvidia-3d --out "$tmp/m3.safetensors" | grep -q "31,192,868 parameters" || fail "nvidia-3d parameter count"
+"$unet" init --preset composer-2d --seed 1 -o "$tmp/m.safetensors" | grep -q "24,543,268 parameters" || fail "composer-2d parameter count"
+"$unet" init --preset nvidia-3d -o "$tmp/m3.safetensors" | grep -q "31,192,868 parameters" || fail "nvidia-3d parameter count"
 python3 - "$tmp" <<'PY'  # a (2, 4, 32, 32) float32 input and (2, 1, 32, 32) uint8 labels, standard library only
 import math, struct, sys
 def npy(path, descr, shape, data):
@@ -49,32 +49,38 @@ npy(sys.argv[1] + "/y.npy", "|u1", (2, 1, 32, 32), bytes((i // 7) % 4 for i in r
 PY
 "$unet" forward --model "$tmp/m.safetensors" --input "$tmp/x.npy" --output "$tmp/logits.npy" | grep -q "logits 2x4x32x32" || fail "forward"
 "$unet" step --model "$tmp/m.safetensors" --input "$tmp/x.npy" --target "$tmp/y.npy" --steps 4 --lr 1e-3 \
-  --out "$tmp/m2.safetensors" --losses "$tmp/losses.json" >/dev/null 2>&1 || fail "step"
+  -o "$tmp/m2.safetensors" --losses "$tmp/losses.json" >/dev/null 2>&1 || fail "step"
 python3 -c "import json,sys; l=json.load(open(sys.argv[1])); sys.exit(0 if len(l) == 4 and l[-1] < l[0] else 1)" "$tmp/losses.json" \
   || fail "loss did not fall: $(cat "$tmp/losses.json")"
-# Training: a run stopped after epoch 1 and resumed to epoch 2 ends with the same checkpoint as a run of 2.
-train() { "$unet" train --data "$tmp/pre" --batch 2 --filters 8,16,16,16,16 --lr 3e-3 --seed 5 "$@" >/dev/null 2>&1; }
-train --out "$tmp/runA" --epochs 2 || fail "train"
-train --out "$tmp/runB" --epochs 1 || fail "train (first part)"
-train --out "$tmp/runB" --epochs 1 && fail "train reused a run folder without --resume"
-train --out "$tmp/runB" --epochs 2 --resume || fail "train --resume"
+# Training: a run stopped after epoch 1 and resumed to epoch 2 ends with the same checkpoint as a run of 2
+# (a fixed validation cadence here; the checkpoints never depend on it).
+train() { "$unet" train --data "$tmp/pre" --batch 2 --filters 8,16,16,16,16 --lr 3e-3 --seed 5 --val-every 1 "$@" >/dev/null 2>&1; }
+train -o "$tmp/runA" --epochs 2 || fail "train"
+train -o "$tmp/runB" --epochs 1 || fail "train (first part)"
+train -o "$tmp/runB" --epochs 1 && fail "train reused a run folder without --resume"
+train -o "$tmp/runB" --epochs 2 --resume || fail "train --resume"
 cmp -s "$tmp/runA/checkpoint_last.safetensors" "$tmp/runB/checkpoint_last.safetensors" || fail "resumed run differs from the uninterrupted one"
 for f in config.json log.jsonl progress.png checkpoint_best.safetensors; do [ -f "$tmp/runA/$f" ] || fail "train wrote no $f"; done
 "$unet" plot "$tmp/runA" -o "$tmp/replot.png" | grep -q "2 epochs" || fail "plot"
 
 # Prediction on a raw case: a label file on the input's grid, then scored.
 mkdir -p "$tmp/one" && cp "$tmp/data/imagesTr/BRATS_002.nii.gz" "$tmp/one/"
-"$unet" predict --model "$tmp/runA" -i "$tmp/one" -o "$tmp/pred" --png --save-probabilities >/dev/null || fail "predict"
+"$unet" predict --model "$tmp/runA" -i "$tmp/one" -o "$tmp/pred" --png --save-probabilities > "$tmp/predict.out" || fail "predict"
+grep -q "using .*checkpoint_best.safetensors: the best validation Dice" "$tmp/predict.out" || fail "predict did not say which checkpoint: $(cat "$tmp/predict.out")"
+"$unet" train --data "$tmp/pre" -o "$tmp/runA" --val-every 0 >/dev/null 2>&1 && fail "train accepted --val-every 0"
 "$unet" info --json "$tmp/pred/BRATS_002.nii.gz" | grep -q '"shape":\[240,240,155\]' || fail "prediction shape"
 "$unet" info --json "$tmp/pred/BRATS_002_probabilities.nii.gz" | grep -q '"shape":\[240,240,155,4\]' || fail "probabilities shape"
 [ -f "$tmp/pred/BRATS_002.png" ] || fail "predict --png wrote no picture"
-"$unet" evaluate --gt "$tmp/data/labelsTr" --pred "$tmp/pred" --png "$tmp/pictures" --images "$tmp/data/imagesTr" >/dev/null 2>&1 \
-  || fail "evaluate a prediction"
+# 1 prediction for 5 ground-truth cases: refused (an inflated score otherwise), unless --allow-missing, which warns.
+"$unet" evaluate --gt "$tmp/data/labelsTr" --pred "$tmp/pred" >/dev/null 2>&1 && fail "evaluate scored 1 of 5 cases without --allow-missing"
+"$unet" evaluate --gt "$tmp/data/labelsTr" --pred "$tmp/pred" --allow-missing --png "$tmp/pictures" --images "$tmp/data/imagesTr" \
+  > "$tmp/ev.out" 2>&1 || fail "evaluate a prediction"
+grep -q "WARNING: 4 ground-truth case(s) have no prediction" "$tmp/ev.out" || fail "evaluate --allow-missing did not warn: $(cat "$tmp/ev.out")"
 [ -f "$tmp/pictures/BRATS_002.png" ] || fail "evaluate --png wrote no picture"
 
 # 3D: patches, sliding-window validation and prediction, on the same raw case.
-"$unet" preprocess --data "$tmp/data" --out "$tmp/pre3d" --dim 3 >/dev/null 2>&1 || fail "preprocess --dim 3"
-"$unet" train --data "$tmp/pre3d" --preset nvidia-3d --filters 4,8,8,8 --patch 32,32,32 --epochs 1 --out "$tmp/run3d" >/dev/null 2>&1 \
+"$unet" preprocess --data "$tmp/data" -o "$tmp/pre3d" --dim 3 >/dev/null 2>&1 || fail "preprocess --dim 3"
+"$unet" train --data "$tmp/pre3d" --preset nvidia-3d --filters 4,8,8,8 --patch 32,32,32 --epochs 1 -o "$tmp/run3d" >/dev/null 2>&1 \
   || fail "train nvidia-3d"
 grep -q '"validationDice"' "$tmp/run3d/log.jsonl" || fail "3D run not validated"
 "$unet" predict --model "$tmp/run3d" -i "$tmp/one" -o "$tmp/pred3d" >/dev/null || fail "predict 3D"
@@ -120,4 +126,39 @@ set -e
 kb=$("$unet" bench kernels --limit 0 --passes 2 --json 2>/dev/null) || fail "bench kernels --limit 0: $kb"
 echo "$kb" | grep -q '"passes":2' && echo "$kb" | grep -q '"kernels":\[\]' || fail "bench kernels JSON: $kb"
 "$unet" bench kernels --passes 0 >/dev/null 2>&1 && fail "bench kernels accepted --passes 0"
+# One vocabulary: every command that writes says -o/--output in its help, takes -o, and refuses an existing
+# output without --overwrite (train: without --resume, checked above); --out, the old spelling, still works.
+for c in demo synth preprocess evaluate train plot predict overlay init forward step convert; do
+  "$unet" $c --help 2>&1 | grep -q -- "-o, --output" || fail "$c --help does not offer -o, --output"
+done
+"$unet" init --preset composer-2d -o "$tmp/m.safetensors" >/dev/null 2>&1 && fail "init replaced an existing output"
+"$unet" init --preset composer-2d --out "$tmp/old.safetensors" >/dev/null 2>&1 && [ -f "$tmp/old.safetensors" ] || fail "init --out (old spelling)"
+"$unet" init --preset composer-2d -o "$tmp/old.safetensors" --overwrite >/dev/null 2>&1 || fail "init --overwrite"
+"$unet" forward --model "$tmp/m.safetensors" --input "$tmp/x.npy" -o "$tmp/logits.npy" >/dev/null 2>&1 && fail "forward replaced an existing output"
+"$unet" step --model "$tmp/m.safetensors" --input "$tmp/x.npy" --target "$tmp/y.npy" -o "$tmp/m2.safetensors" --losses "$tmp/l.json" >/dev/null 2>&1 \
+  && fail "step replaced an existing output"
+"$unet" plot "$tmp/runA" -o "$tmp/replot.png" >/dev/null 2>&1 && fail "plot replaced an existing output"
+"$unet" plot "$tmp/runA" -o "$tmp/replot.png" --overwrite >/dev/null 2>&1 || fail "plot --overwrite"
+"$unet" overlay --image "$tmp/data/imagesTr/BRATS_002.nii.gz" -o "$tmp/replot.png" >/dev/null 2>&1 && fail "overlay replaced an existing output"
+"$unet" predict --model "$tmp/runA" -i "$tmp/one" -o "$tmp/pred" >/dev/null 2>&1 && fail "predict replaced an existing output"
+"$unet" convert "$tmp/label.npy" -o "$tmp/label.nii.gz" --overwrite >/dev/null 2>&1 || fail "convert --overwrite"
+# A failure while running (not a usage error): exit 1, the message, no usage text.
+mkdir -p "$tmp/empty-run"
+set +e
+out=$("$unet" predict --model "$tmp/empty-run" -i "$tmp/one" -o "$tmp/pred-none" 2>&1); status=$?
+set -e
+[ $status -eq 1 ] && echo "$out" | grep -q "empty-run" && ! echo "$out" | grep -qi "usage" || fail "runtime error: $status $out"
+set +e
+out=$("$unet" synth --cases 1 -o "$tmp/data" 2>&1); status=$?
+set -e
+[ $status -eq 1 ] && echo "$out" | grep -q -- "--overwrite" && ! echo "$out" | grep -qi "usage" || fail "synth into a dataset: $status $out"
+# Installed: the binary and its data under a prefix, copied elsewhere, away from any source tree, still
+# finds the brain template (its notice beside it) and reports its version.
+scripts/install.sh "$tmp/prefix" >/dev/null || fail "install.sh"
+cp -r "$tmp/prefix" "$tmp/moved" && rm -rf "$tmp/prefix"
+(cd "$tmp" && ./moved/bin/unet --version | grep -q "commit") || fail "unet --version"
+(cd "$tmp" && ./moved/bin/unet synth --cases 2 -o "$tmp/installed-synth" 2>&1 | grep -q "anatomy: $tmp/moved/share/swiftunet/brain-template/t1_brain.nii.gz") \
+  || fail "the installed unet did not find its brain template"
+[ -f "$tmp/moved/share/swiftunet/brain-template/SOURCE.md" ] || fail "the template's notice is not installed beside it"
+[ -s "$tmp/moved/share/bash-completion/completions/unet" ] || fail "no bash completion installed"
 echo "cli-test: all checks passed"

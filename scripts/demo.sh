@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 unet=.build/release/unet
 [ -x "$unet" ] || { echo "build first: scripts/setup.sh" >&2; exit 1; }
-exec "$unet" demo --out demo "$@"
+exec "$unet" demo -o demo "$@"

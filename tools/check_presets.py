@@ -47,7 +47,7 @@ def main():
                 expected = model(x)[0].numpy()
             e1 = relative(np.load(f"{tmp}/a.npy"), expected)
             # 2. SwiftUNet -> PyTorch
-            run("init", "--preset", name, "--seed", "7", "--out", f"{tmp}/swift.safetensors")
+            run("init", "--preset", name, "--seed", "7", "-o", f"{tmp}/swift.safetensors")
             run("forward", "--model", f"{tmp}/swift.safetensors", "--input", f"{tmp}/x.npy", "--output", f"{tmp}/b.npy")
             model.load_state_dict(load_file(f"{tmp}/swift.safetensors"), strict=True)
             with torch.no_grad():

@@ -15,6 +15,7 @@ import concurrent.futures
 import json
 import math
 import os
+import signal
 import sys
 import time
 
@@ -135,7 +136,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and at the end)")
+    ap.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and at the end); 0: never")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--init", help="start from these weights (e.g. `unet init --preset composer-2d --seed 0`, the "
@@ -160,11 +161,15 @@ def main():
     opt = torch_unet.RAdam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     flip_axes, fg_prob = [0], 0.33  # Composer's set
 
+    # SIGINT (Ctrl-C, or `timeout -s INT 40m` for a wall-clock budget) stops after the current step, as
+    # `unet train` does, and the final weights are written.
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     log = open(f"{args.out}/log.jsonl", "w")
     pool = concurrent.futures.ThreadPoolExecutor(1)  # prepares the next batch while this one computes
     budget, trained, step = args.minutes * 60, 0.0, 0
     epoch = 0
-    while epoch < args.epochs and trained < budget:
+    while epoch < args.epochs and trained < budget and not stop:
         plan = epoch_plan(len(train), args.batch, epoch, args.seed)
         start, losses = time.time(), []
         future = pool.submit(make_batch, train, plan[0], args.seed, epoch, 0, flip_axes, fg_prob)
@@ -185,10 +190,12 @@ def main():
             step += 1
             if not math.isfinite(losses[-1]):
                 sys.exit(f"loss became {losses[-1]} at step {step}")
+            if stop:
+                break
         epoch += 1
         record = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)), "learningRate": args.lr,
                   "seconds": time.time() - start, "trainingSeconds": trained}
-        if epoch % args.val_every == 0 or epoch == args.epochs or trained >= budget:
+        if args.val_every > 0 and (epoch % args.val_every == 0 or epoch == args.epochs or trained >= budget or stop):
             t0 = time.time()
             dice, classes, regions = validate(model, val, 32, args.channels_last)
             record.update(validationDice=dice, classDice=classes, regionDice=regions, validationSeconds=time.time() - t0)

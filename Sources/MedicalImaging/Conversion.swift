@@ -108,11 +108,12 @@ public enum Conversion {
     public static func isNifti(_ path: String) -> Bool { path.hasSuffix(".nii") || path.hasSuffix(".nii.gz") }
 
     /// Converts `input` to `output` by their extensions (.nii, .nii.gz, .npy). `like` gives a NIfTI file
-    /// whose geometry an output NIfTI copies; its spatial shape must match.
-    public static func convert(input: String, output: String, like: String? = nil) throws {
+    /// whose geometry an output NIfTI copies; its spatial shape must match. An existing output is replaced
+    /// (atomically) only with `overwrite`.
+    public static func convert(input: String, output: String, like: String? = nil, overwrite: Bool = false) throws {
         guard input != output else { throw ImagingError.invalidArgument("input and output are the same file: \(input)") }
-        if FileManager.default.fileExists(atPath: output) {
-            throw ImagingError.invalidArgument("\(output) exists; remove it first (outputs are never overwritten)")
+        if !overwrite && FileManager.default.fileExists(atPath: output) {
+            throw ImagingError.invalidArgument("\(output) exists and is not replaced unless asked to")
         }
         switch (isNifti(input), isNifti(output), output.hasSuffix(".npy")) {
         case (true, false, true):

@@ -1,4 +1,4 @@
-@_exported import FileSupport
+import FileSupport
 import CZlib
 
 /// A source of bytes read front to back: a plain file's bytes, or a gzip stream decompressed on the fly.

@@ -1,4 +1,4 @@
-@_exported import FileSupport
+import FileSupport
 import Foundation
 
 /// Voxel values as stored, in NIfTI index order (the first axis varies fastest).

@@ -1,4 +1,4 @@
-@_exported import FileSupport
+import FileSupport
 import Foundation
 
 /// A NumPy array as stored in a `.npy` file (format versions 1-3).

@@ -3,11 +3,11 @@ import Foundation
 /// Opt-in time accounting per kind of work (set UNET_PROFILE=1): `unet bench train` prints the table to
 /// stderr, to see where a step's time goes. Off, it costs one branch per call.
 public enum Profile {
-    nonisolated(unsafe) static var enabled = ProcessInfo.processInfo.environment["UNET_PROFILE"] == "1"
+    nonisolated(unsafe) public static var enabled = ProcessInfo.processInfo.environment["UNET_PROFILE"] == "1"
     nonisolated(unsafe) private static var totals: [String: (seconds: Double, calls: Int)] = [:]
 
     @inline(__always)
-    static func measure<R>(_ label: String, _ body: () throws -> R) rethrows -> R {
+    public static func measure<R>(_ label: String, _ body: () throws -> R) rethrows -> R {
         guard enabled else { return try body() }
         let start = DispatchTime.now().uptimeNanoseconds
         let r = try body()

@@ -27,6 +27,8 @@ public enum Evaluation {
         public var recipeDice: Double
         public var labelConvention: String
         public var notes: [String]
+        /// Ground-truth cases that had no prediction and are not in the means (only when allowed).
+        public var missing: [String]?
     }
 
     /// Scores one case given labels as training classes (0-3).
@@ -59,9 +61,10 @@ public enum Evaluation {
     }
 
     /// Evaluates every case present in both folders (same file names). `convention` nil: BraTS when any
-    /// ground-truth file holds the value 4, else Decathlon.
+    /// ground-truth file holds the value 4, else Decathlon. A ground-truth case without a prediction is an
+    /// error unless `allowMissing` (then the summary lists it and the means leave it out).
     public static func run(truthFolder: String, predictionFolder: String, convention: LabelConvention? = nil,
-                           progress: ProgressReporter? = nil) throws -> Summary {
+                           allowMissing: Bool = false, progress: ProgressReporter? = nil) throws -> Summary {
         let truths = try labelFiles(truthFolder), predictions = try labelFiles(predictionFolder)
         let ids = Set(truths.keys).intersection(predictions.keys).sorted()
         guard !ids.isEmpty else {
@@ -69,7 +72,10 @@ public enum Evaluation {
         }
         var notes: [String] = []
         let missing = Set(truths.keys).subtracting(predictions.keys).sorted()
-        if !missing.isEmpty { notes.append("no prediction for \(missing.count) case(s): \(missing.prefix(10).joined(separator: ", "))") }
+        if !missing.isEmpty {
+            guard allowMissing else { throw SegmentationError.missingPredictions(predictionFolder, missing, truths.count) }
+            notes.append("NOT SCORED: no prediction for \(missing.count) of \(truths.count) case(s): \(missing.joined(separator: ", "))")
+        }
         var resolved = convention
         var cases: [CaseScores] = []
         for id in ids {
@@ -99,7 +105,7 @@ public enum Evaluation {
         notes.append("Dice of empty vs empty is 1; HD95 of empty vs empty is 0, of empty vs non-empty the image diagonal in mm")
         return Summary(cases: cases, meanDice: meanDice, meanHD95: meanHD,
                        recipeDice: cases.map(\.recipeDice).reduce(0, +) / Double(cases.count),
-                       labelConvention: resolved!.rawValue, notes: notes)
+                       labelConvention: resolved!.rawValue, notes: notes, missing: missing.isEmpty ? nil : missing)
     }
 
     /// One row per case, then the mean.

@@ -64,58 +64,92 @@ public struct Augmentations: Codable, Sendable, Equatable {
         }
         for axis in flipAxes where axis < spatial.count && rng.chance(0.5) {
             applied.insert(.flip)
-            let inner = spatial[(axis + 1)...].reduce(1, *), n = spatial[axis]
-            let outer = spatial[..<axis].reduce(1, *)
-            func flip<T>(_ v: inout [T], blocks: Int) {
-                for o in 0 ..< blocks { for i in 0 ..< n / 2 {
-                    let (a, b) = ((o * n + i) * inner, (o * n + n - 1 - i) * inner)
-                    for k in 0 ..< inner { v.swapAt(a + k, b + k) }
-                } }
-            }
-            flip(&image, blocks: C * outer)
-            flip(&label, blocks: outer)
+            Self.flip(image: &image, label: &label, channels: C, spatial: spatial, axis: axis)
         }
         if noise && rng.chance(Self.probability) {
             applied.insert(.noise)
-            let std = Float(rng.uniform(0, 0.33))
-            var i = 0
-            while i < image.count {
-                let (a, b) = rng.normalFloats()
-                image[i] += std * a
-                if i + 1 < image.count { image[i + 1] += std * b }
-                i += 2
-            }
+            Self.addNoise(to: &image, std: Float(rng.uniform(0, 0.33)), rng: &rng)
         }
         if blur && rng.chance(Self.probability) {
             applied.insert(.blur)
-            let sigma = rng.uniform(0.5, 1.5)
-            let side = Float(exp(-1 / (2 * sigma * sigma)))
-            let (k0, k1) = (side / (1 + 2 * side), 1 / (1 + 2 * side))
-            // Separable 3-tap Gaussian, last axis first, borders reflected (d c b | a b c d | c b a).
-            var tmp = image
-            for axis in spatial.indices.reversed() {
-                let inner = spatial[(axis + 1)...].reduce(1, *), n = spatial[axis]
-                let outer = C * spatial[..<axis].reduce(1, *)
-                swap(&tmp, &image)  // tmp: input of this pass, image: its output
-                for o in 0 ..< outer { for i in 0 ..< n {
-                    let l = i > 0 ? i - 1 : min(1, n - 1), r = i < n - 1 ? i + 1 : max(n - 2, 0)
-                    let (base, lo, hi) = ((o * n + i) * inner, (o * n + l) * inner, (o * n + r) * inner)
-                    for k in 0 ..< inner { image[base + k] = k0 * tmp[lo + k] + k1 * tmp[base + k] + k0 * tmp[hi + k] }
-                } }
-            }
+            Self.blur(&image, channels: C, spatial: spatial, sigma: rng.uniform(0.5, 1.5))
         }
         if brightness && rng.chance(Self.probability) {
             applied.insert(.brightness)
-            let f = Float(rng.uniform(0.7, 1.3))
-            for i in 0 ..< image.count { image[i] *= f }
+            Self.scale(&image, by: Float(rng.uniform(0.7, 1.3)))
         }
         if contrast && rng.chance(Self.probability) {
             applied.insert(.contrast)
-            let lo = image.min() ?? 0, hi = image.max() ?? 0
-            let f = Float(rng.uniform(0.65, 1.5))
-            for i in 0 ..< image.count { image[i] = min(hi, max(lo, image[i] * f)) }
+            Self.contrast(&image, by: Float(rng.uniform(0.65, 1.5)))
         }
         return applied
+    }
+
+    // The steps, each a loop over raw buffers (no per-voxel closures or bounds checks, no temporaries but
+    // blur's one copy). Image (C, spatial...), label (spatial...), C order.
+
+    /// Reverses spatial axis `axis` of image and label.
+    public static func flip(image: inout [Float], label: inout [UInt8], channels C: Int, spatial: [Int], axis: Int) {
+        let inner = spatial[(axis + 1)...].reduce(1, *), n = spatial[axis], outer = spatial[..<axis].reduce(1, *)
+        func reverse<T>(_ v: UnsafeMutableBufferPointer<T>, blocks: Int) {
+            let p = v.baseAddress!
+            for o in 0 ..< blocks { for i in 0 ..< n / 2 {
+                let (a, b) = (p + (o * n + i) * inner, p + (o * n + n - 1 - i) * inner)
+                for k in 0 ..< inner { let t = a[k]; a[k] = b[k]; b[k] = t }
+            } }
+        }
+        image.withUnsafeMutableBufferPointer { reverse($0, blocks: C * outer) }
+        label.withUnsafeMutableBufferPointer { reverse($0, blocks: outer) }
+    }
+
+    /// Adds Gaussian noise of standard deviation `std` to every value.
+    public static func addNoise(to image: inout [Float], std: Float, rng: inout SplitMix64) {
+        image.withUnsafeMutableBufferPointer { v in
+            var i = 0
+            while i < v.count {
+                let (a, b) = rng.normalFloats()
+                v[i] += std * a
+                if i + 1 < v.count { v[i + 1] += std * b }
+                i += 2
+            }
+        }
+    }
+
+    /// Separable 3-tap Gaussian blur of every channel, last axis first, borders reflected (d c b | a b c d | c b a).
+    public static func blur(_ image: inout [Float], channels C: Int, spatial: [Int], sigma: Double) {
+        let side = Float(exp(-1 / (2 * sigma * sigma)))
+        let (k0, k1) = (side / (1 + 2 * side), 1 / (1 + 2 * side))
+        var tmp = image
+        for axis in spatial.indices.reversed() {
+            let inner = spatial[(axis + 1)...].reduce(1, *), n = spatial[axis]
+            let outer = C * spatial[..<axis].reduce(1, *)
+            swap(&tmp, &image)  // tmp: input of this pass, image: its output
+            tmp.withUnsafeBufferPointer { src in
+                image.withUnsafeMutableBufferPointer { dst in
+                    let (s, d) = (src.baseAddress!, dst.baseAddress!)
+                    for o in 0 ..< outer { for i in 0 ..< n {
+                        let l = i > 0 ? i - 1 : min(1, n - 1), r = i < n - 1 ? i + 1 : max(n - 2, 0)
+                        let (out, lo, mid, hi) = (d + (o * n + i) * inner, s + (o * n + l) * inner, s + (o * n + i) * inner, s + (o * n + r) * inner)
+                        for k in 0 ..< inner { out[k] = k0 * lo[k] + k1 * mid[k] + k0 * hi[k] }
+                    } }
+                }
+            }
+        }
+    }
+
+    /// Multiplies every value by `factor` (brightness).
+    public static func scale(_ image: inout [Float], by factor: Float) {
+        image.withUnsafeMutableBufferPointer { v in for i in v.indices { v[i] *= factor } }
+    }
+
+    /// Multiplies every value by `factor`, then clamps to the sample's original range (contrast).
+    public static func contrast(_ image: inout [Float], by factor: Float) {
+        image.withUnsafeMutableBufferPointer { v in
+            guard var lo = v.first else { return }
+            var hi = lo
+            for x in v { lo = min(lo, x); hi = max(hi, x) }
+            for i in v.indices { v[i] = min(hi, max(lo, v[i] * factor)) }
+        }
     }
 }
 
@@ -169,7 +203,7 @@ public final class TrainingLoader: @unchecked Sendable {
             }
             if let patch {
                 guard zip(size, patch).allSatisfy({ $0 >= $1 }) else {
-                    throw SegmentationError.invalidFile(files.image, "volume \(size) (D, H, W) is smaller than the patch \(patch): preprocess with --dim 3")
+                    throw SegmentationError.invalidFile(files.image, "volume \(size) (D, H, W) is smaller than the patch \(patch); 3D preprocessing pads volumes to at least 128^3")
                 }
             } else if let first, first.slice != Array(size.dropFirst()) {
                 throw SegmentationError.invalidFile(files.image, "slices are \(Array(size.dropFirst())) (H, W), \(first.file) has \(first.slice): preprocess for 2D first")
@@ -265,17 +299,31 @@ public final class TrainingLoader: @unchecked Sendable {
     }
 
     /// The batch of step `step` in `epoch` as tensors: input (N, C, sampleShape...), labels (N, 1, sampleShape...).
-    public func batch(epoch: Int, step: Int, size: Int) throws -> (Tensor, Labels) {
+    /// `workers` threads prepare the samples (each sample's randomness is its own, so the batch is the same
+    /// for any count).
+    public func batch(epoch: Int, step: Int, size: Int, workers: Int = 1) throws -> (Tensor, Labels) {
         let plan = epochPlan(epoch, batch: size)
         let items = plan[step % plan.count]
-        var image = [Float](), label = [UInt8]()
-        image.reserveCapacity(items.count * channels * sampleShape.reduce(1, *))
-        for (k, index) in items.enumerated() {
-            let s = sample(case: index, epoch: epoch, position: step * size + k)
-            image += s.image
-            label += s.label
+        let voxels = sampleShape.reduce(1, *), values = channels * voxels
+        var image = [Float](repeating: 0, count: items.count * values)
+        var label = [UInt8](repeating: 0, count: items.count * voxels)
+        image.withUnsafeMutableBufferPointer { i in
+            label.withUnsafeMutableBufferPointer { l in
+                let out = SampleSlots(image: i.baseAddress!, label: l.baseAddress!)
+                _ = Parallel.map(count: items.count, workers: workers) { k in
+                    let s = self.sample(case: items[k], epoch: epoch, position: step * size + k)
+                    s.image.withUnsafeBufferPointer { (out.image + k * values).update(from: $0.baseAddress!, count: values) }
+                    s.label.withUnsafeBufferPointer { (out.label + k * voxels).update(from: $0.baseAddress!, count: voxels) }
+                }
+            }
         }
         return (try Tensor(dims: [items.count, channels] + sampleShape, values: image),
                 try Labels(dims: [items.count, 1] + sampleShape, values: label))
     }
+}
+
+/// Where the workers of `TrainingLoader.batch` put their samples (disjoint ranges of one batch).
+private struct SampleSlots: @unchecked Sendable {
+    let image: UnsafeMutablePointer<Float>
+    let label: UnsafeMutablePointer<UInt8>
 }

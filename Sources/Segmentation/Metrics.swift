@@ -12,6 +12,38 @@ public enum Metrics {
         return tp + fp + fn == 0 ? 1 : 2 * Double(tp) / Double(2 * tp + fp + fn)
     }
 
+    /// Adds the voxel counts of (truth class t, predicted class p) to `confusion[t * K + p]`; labels >= K are
+    /// counted as class K - 1 (they cannot occur in a prediction, and preprocessing checks the truth).
+    public static func accumulateConfusion(_ confusion: inout [Int], prediction: [UInt8], truth: [UInt8], classes K: Int) {
+        precondition(prediction.count == truth.count && confusion.count == K * K)
+        confusion.withUnsafeMutableBufferPointer { m in
+            prediction.withUnsafeBufferPointer { p in
+                truth.withUnsafeBufferPointer { t in
+                    for i in 0 ..< p.count { m[min(Int(t[i]), K - 1) * K + min(Int(p[i]), K - 1)] += 1 }
+                }
+            }
+        }
+    }
+
+    /// Dice of the voxels whose class is in `labels`, from a K x K confusion matrix (truth-major); 1 when both
+    /// masks are empty, as `dice(_:_:)`.
+    public static func dice(confusion m: [Int], classes K: Int, of labels: Set<UInt8>) -> Double {
+        var tp = 0, fp = 0, fn = 0
+        for t in 0 ..< K { for p in 0 ..< K {
+            let (inT, inP) = (labels.contains(UInt8(t)), labels.contains(UInt8(p)))
+            if inT && inP { tp += m[t * K + p] } else if inP { fp += m[t * K + p] } else if inT { fn += m[t * K + p] }
+        } }
+        return tp + fp + fn == 0 ? 1 : 2 * Double(tp) / Double(2 * tp + fp + fn)
+    }
+
+    /// The recipe's per-class score of one volume: the class's Dice when the truth has it, else 1 when the
+    /// prediction has it nowhere either and 0 when it does.
+    public static func recipeClassDice(confusion m: [Int], classes K: Int, label c: UInt8) -> Double {
+        let k = Int(c)
+        let inTruth = (0 ..< K).contains { m[k * K + $0] > 0 }, inPrediction = (0 ..< K).contains { m[$0 * K + k] > 0 }
+        return inTruth ? dice(confusion: m, classes: K, of: [c]) : (inPrediction ? 0 : 1)
+    }
+
     /// 95th percentile Hausdorff distance in mm between the surfaces of `a` and `b` (medpy's hd95: the
     /// percentile of the union of both directed surface distances; a surface voxel is a mask voxel with a
     /// 6-neighbour outside the mask or the image). Both empty: 0. One empty: `emptyPenalty` (BraTS scores

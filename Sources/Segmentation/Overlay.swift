@@ -3,10 +3,13 @@ import MedicalImaging
 
 /// Pictures a person can check: axial, coronal and sagittal slices through the tumour, an image channel
 /// (FLAIR) in grey with labels in colour: edema green, non-enhancing core red, enhancing yellow.
-/// Columns: the image alone, ground truth, prediction (those given). Volumes are (X, Y, Z), x fastest,
-/// shown radiologically upright: anterior and superior at the top.
+/// Columns: the image alone, ground truth, prediction (those given), each titled, with a colour key below.
+/// Volumes are (X, Y, Z), x fastest, shown radiologically upright: anterior and superior at the top. The
+/// slices go through the predicted tumour's centre (when nothing is predicted, the true tumour's, else the
+/// volume's), so `predict`'s and `evaluate`'s pictures of a case show the same slices.
 public enum Overlay {
     static let colours: [(UInt8, UInt8, UInt8)] = [(0, 0, 0), (40, 200, 40), (230, 40, 40), (250, 220, 20)]
+    static let classNames = ["", "EDEMA", "NON-ENHANCING CORE", "ENHANCING"]
 
     public static func render(image: [Float], shape: [Int], truth: [UInt8]?, prediction: [UInt8]?) -> RGBImage {
         let (X, Y, Z) = (shape[0], shape[1], shape[2])
@@ -14,27 +17,36 @@ public enum Overlay {
         let nonzero = image.filter { $0 != 0 }.sorted()
         let lo = nonzero.isEmpty ? 0 : nonzero[nonzero.count / 100], hi = nonzero.isEmpty ? 1 : nonzero[nonzero.count * 99 / 100]
         func grey(_ v: Float) -> UInt8 { UInt8(max(0, min(255, (v - lo) / max(hi - lo, 1e-6) * 255))) }
-        // Centre: the tumour's centroid (truth, else prediction), else the middle of the volume.
+        // Centre: the predicted tumour's centroid, else the true tumour's, else the middle of the volume.
         var centre = [X / 2, Y / 2, Z / 2]
-        if let labels = truth ?? prediction {
+        for labels in [prediction, truth].compactMap({ $0 }) {
             var sum = [0, 0, 0], n = 0
             for i in 0 ..< labels.count where labels[i] > 0 { sum[0] += i % X; sum[1] += i / X % Y; sum[2] += i / (X * Y); n += 1 }
-            if n > 0 { centre = sum.map { $0 / n } }
+            if n > 0 { centre = sum.map { $0 / n }; break }
         }
-        let columns = [nil as [UInt8]?] + [truth, prediction].compactMap { $0.map { Optional($0) } }
+        let columns = [(nil as [UInt8]?, "IMAGE")] + [(truth, "GROUND TRUTH"), (prediction, "PREDICTION")].compactMap { l, t in l.map { (Optional($0), t) } }
         // View: (panel width, height, voxel index of panel pixel (u, v) with v = 0 at the top).
         let views: [(Int, Int, (Int, Int) -> Int)] = [
             (X, Y, { u, v in (centre[2] * Y + (Y - 1 - v)) * X + u }),  // axial: x right, anterior up
             (X, Z, { u, v in ((Z - 1 - v) * Y + centre[1]) * X + u }),  // coronal: superior up
             (Y, Z, { u, v in ((Z - 1 - v) * Y + u) * X + centre[0] }),  // sagittal: anterior right, superior up
         ]
-        let gap = 4
+        let gap = 4, band = 14  // a title band above, a key band below
         let width = columns.count * (max(X, Y) + gap) + gap
-        let height = views.reduce(gap) { $0 + $1.1 + gap }
+        let height = views.reduce(gap) { $0 + $1.1 + gap } + 2 * band
         var out = RGBImage(width: width, height: height, fill: (20, 20, 20))
-        var top = gap
+        for (c, column) in columns.enumerated() {
+            Font.draw(column.1, into: &out, x: gap + c * (max(X, Y) + gap), y: 4, colour: (230, 230, 230))
+        }
+        var x = gap
+        for k in 1 ..< colours.count {
+            for dy in 0 ..< 7 { for dx in 0 ..< 7 { out[x + dx, height - band + 4 + dy] = colours[k] } }
+            Font.draw(classNames[k], into: &out, x: x + 10, y: height - band + 4, colour: (230, 230, 230))
+            x += 10 + 6 * classNames[k].count + 12
+        }
+        var top = gap + band
         for (w, h, index) in views {
-            for (c, labels) in columns.enumerated() {
+            for (c, (labels, _)) in columns.enumerated() {
                 let left = gap + c * (max(X, Y) + gap)
                 for v in 0 ..< h { for u in 0 ..< w {
                     let i = index(u, v)
@@ -64,7 +76,7 @@ public enum Overlay {
             guard shape.count == 3 else { throw SegmentationError.invalidFile(path, "expected a 3D or 4D image, shape \(img.shape)") }
             let n = shape.reduce(1, *)
             let channels = img.header.voxelCount / n
-            guard channel >= 0, channel < channels else { throw SegmentationError.invalidFile(path, "has \(channels) channel(s); --channel \(channel) does not exist") }
+            guard channel >= 0, channel < channels else { throw SegmentationError.invalidFile(path, "has \(channels) channel(s); channel \(channel) does not exist") }
             values = Array(img.floatValues()[channel * n ..< (channel + 1) * n])
             spatial = shape
         }

@@ -71,17 +71,42 @@ public enum Predictor {
         return LoadedCase(id: id, shape: shape, channels: values, label: nil, header: header)
     }
 
+    /// Checks that networks can form an ensemble: the same dimension, input channels and classes.
+    public static func checkEnsemble(_ networks: [UNet]) throws {
+        guard let first = networks.first?.config else { throw SegmentationError.invalidArgument("no network to predict with") }
+        for (i, n) in networks.enumerated().dropFirst() {
+            let c = n.config
+            guard c.dimension == first.dimension, c.inputChannels == first.inputChannels, c.classes == first.classes else {
+                throw SegmentationError.invalidArgument("network \(i + 1) of the ensemble is \(c.dimension)D with \(c.inputChannels) input channels and \(c.classes) classes; network 1 is \(first.dimension)D with \(first.inputChannels) and \(first.classes)")
+            }
+        }
+    }
+
     /// A case's segmentation on its original grid (x fastest): training classes 0-3, and with
     /// `probabilities` the softmax probability of each class (K volumes; outside the crop, background 1).
-    public static func segment(_ loaded: LoadedCase, network: UNet, options: Options, probabilities: Bool = false) throws
+    /// Several networks form an ensemble: the mean of their softmax probabilities decides.
+    public static func segment(_ loaded: LoadedCase, networks: [UNet], options: Options, probabilities: Bool = false) throws
         -> (labels: [UInt8], probabilities: [[Float]]?) {
+        try checkEnsemble(networks)
+        let network = networks[0]
         let pre = try Preprocessing.transform(loaded, options: PreprocessOptions(dim: network.config.dimension), channelNames: [],
                                               convention: .decathlon)
-        var out = try logits(pre.image, shape: pre.meta.shape, network: network, options: options)
         let K = network.config.classes
+        // One network: its logits (their argmax is the probabilities'); an ensemble: the mean probabilities.
+        var out = try logits(pre.image, shape: pre.meta.shape, network: network, options: options)
+        if networks.count > 1 {
+            softmax(&out, classes: K)
+            for other in networks.dropFirst() {
+                var more = try logits(pre.image, shape: pre.meta.shape, network: other, options: options)
+                softmax(&more, classes: K)
+                for i in out.indices { out[i] += more[i] }
+            }
+            let scale = 1 / Float(networks.count)
+            for i in out.indices { out[i] *= scale }
+        }
         let labels = try Preprocessing.restore(argmax(out, classes: K), meta: pre.meta, fill: 0)
         guard probabilities else { return (labels, nil) }
-        softmax(&out, classes: K)
+        if networks.count == 1 { softmax(&out, classes: K) }
         let v = out.count / K
         let restored = try (0 ..< K).map { k in try Preprocessing.restore(Array(out[k * v ..< (k + 1) * v]), meta: pre.meta, fill: k == 0 ? 1 : 0) }
         return (labels, restored)
@@ -229,24 +254,39 @@ public enum Predictor {
         return g.map { max($0, smallest) }
     }
 
-    /// Segments every case under `input` into `output`: CASE.nii.gz (labels, the input's geometry), with
-    /// `options.saveProbabilities` CASE_probabilities.nii.gz (float32 (X, Y, Z, K)), with `options.png`
-    /// CASE.png (first channel with the prediction, through the tumour). Returns seconds per case.
-    public static func run(network: UNet, input: String, output: String, options: Options,
+    /// Segments every case under `input` into `output` with one network or the ensemble of several:
+    /// CASE.nii.gz (labels, the input's geometry), with `options.saveProbabilities` CASE_probabilities.nii.gz
+    /// (float32 (X, Y, Z, K)), with `options.png` CASE.png (first channel with the prediction, through the
+    /// tumour). Returns seconds per case. An output folder this call created is removed again if it fails.
+    public static func run(networks: [UNet], input: String, output: String, options: Options,
                            report: (String, Double) -> Void = { _, _ in }) throws -> [(String, Double)] {
+        try checkEnsemble(networks)
         let cases = try inputs(input)
-        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        let fm = FileManager.default
+        let created = !fm.fileExists(atPath: output)
+        try fm.createDirectory(atPath: output, withIntermediateDirectories: true)
+        do {
+            return try segmentAll(cases, networks: networks, output: output, options: options, report: report)
+        } catch {
+            if created { try? fm.removeItem(atPath: output) }
+            throw error
+        }
+    }
+
+    private static func segmentAll(_ cases: [(id: String, files: [String])], networks: [UNet], output: String, options: Options,
+                                   report: (String, Double) -> Void) throws -> [(String, Double)] {
+        let network = networks[0]
         var times: [(String, Double)] = []
         for c in cases {
             let path = output + "/\(c.id).nii.gz"
             let (probabilitiesPath, picturePath) = (output + "/\(c.id)_probabilities.nii.gz", output + "/\(c.id).png")
             let written = [path] + (options.saveProbabilities ? [probabilitiesPath] : []) + (options.png ? [picturePath] : [])
             if !options.overwrite, let existing = written.first(where: { FileManager.default.fileExists(atPath: $0) }) {
-                throw SegmentationError.invalidFile(existing, "exists; pass --overwrite to replace it")
+                throw SegmentationError.outputExists(existing, "exists")
             }
             let start = Date()
             let loaded = try load(id: c.id, files: c.files, channels: network.config.inputChannels)
-            let (classes, probabilities) = try segment(loaded, network: network, options: options, probabilities: options.saveProbabilities)
+            let (classes, probabilities) = try segment(loaded, networks: networks, options: options, probabilities: options.saveProbabilities)
             var header = loaded.header
             header.shape = loaded.shape
             let stored = classes.map { options.convention.storedValue(of: $0) }

@@ -1,3 +1,4 @@
+import FileSupport
 import Foundation
 import MedicalImaging
 
@@ -228,7 +229,7 @@ public enum Preprocessing {
             let now = ["dim": "\(options.dim)", "patch2D": options.patch2D.map(String.init).joined(separator: "x"),
                        "minimum3D": options.minimum3D.map(String.init).joined(separator: "x")]
             for (key, value) in now where old[key] != nil && old[key] != value {
-                throw SegmentationError.invalidFile(configPath, "the folder holds cases preprocessed with \(key) \(old[key]!), not \(value); use another --out or --overwrite")
+                throw SegmentationError.outputExists(configPath, "the folder holds cases preprocessed with \(key) \(old[key]!), not \(value)")
             }
         }
         let start = Date()

@@ -19,14 +19,15 @@ public final class ProgressReporter: @unchecked Sendable {
         interactive = isatty(STDERR_FILENO) != 0 && ProcessInfo.processInfo.environment["TERM"] != "dumb"
     }
 
-    /// Marks `count` more items done; `note` is shown beside the bar (e.g. the case just finished).
-    public func advance(by count: Int = 1, note: String = "") {
+    /// Marks `count` more items done; `note` is shown beside the bar (e.g. the case just finished). `eta`, when
+    /// the caller knows better (e.g. a time budget), replaces the estimate from the rate so far.
+    public func advance(by count: Int = 1, note: String = "", eta: Double? = nil) {
         lock.lock()
         defer { lock.unlock() }
         done += count
         let elapsed = Date().timeIntervalSince(start)
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
-        let eta = rate > 0 ? Double(total - done) / rate : 0
+        let eta = eta ?? (rate > 0 ? Double(total - done) / rate : 0)
         let stats = String(format: "%d/%d %@s, %.2f %@/s, ETA %@", done, total, unit, rate, unit, Self.duration(eta))
         if interactive {
             let width = 30
@@ -38,6 +39,11 @@ public final class ProgressReporter: @unchecked Sendable {
             lastLine = Date()
             FileHandle.standardError.write(Data("\(label): \(stats) \(note)\n".utf8))
         }
+    }
+
+    /// A line of information for the person watching (stderr, beside the progress lines).
+    public static func say(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
     }
 
     /// "1h02m", "3m05s", "12s".

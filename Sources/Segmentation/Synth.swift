@@ -1,3 +1,4 @@
+import FileSupport
 import Foundation
 import MedicalImaging
 
@@ -26,13 +27,13 @@ public enum Synth {
     /// labelsTr/BRATS_XXX.nii.gz and phantom.json (each case's lesions and label counts). Refuses to write into
     /// a folder that already holds a dataset unless `overwrite`.
     public static func run(folder: String, options: Options, progress: ProgressReporter? = nil) throws -> [CaseRecord] {
-        guard options.cases >= 1 else { throw SegmentationError.invalidArgument("--cases must be at least 1") }
+        guard options.cases >= 1 else { throw SegmentationError.invalidArgument("a phantom dataset needs at least 1 case, asked for \(options.cases)") }
         guard [.float32, .int16].contains(options.datatype) else {
             throw SegmentationError.invalidArgument("phantom images are float32 or int16, not \(options.datatype)")
         }
         let fm = FileManager.default
         if fm.fileExists(atPath: folder + "/dataset.json") && !options.overwrite {
-            throw SegmentationError.invalidFile(folder, "already holds a dataset (dataset.json); choose another --out or pass --overwrite")
+            throw SegmentationError.outputExists(folder, "already holds a dataset (dataset.json)")
         }
         for sub in ["imagesTr", "labelsTr"] {
             try fm.createDirectory(atPath: folder + "/" + sub, withIntermediateDirectories: true)

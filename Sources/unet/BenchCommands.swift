@@ -1,5 +1,6 @@
 import ArgumentParser
 import Engine
+import Benchmarks
 import Foundation
 
 struct BenchKernels: ParsableCommand {
@@ -34,12 +35,7 @@ struct BenchKernels: ParsableCommand {
             stderr.write(Data(String(format: "  %@%dD %@ %d->%d %@ %@ %@: %.1f GFLOP/s\n", tag, r.dim, r.op, r.inChannels, r.outChannels,
                                      r.spatial.map(String.init).joined(separator: "x"), r.direction.rawValue, r.algorithm, r.gflops).utf8))
         }
-        if json {
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.sortedKeys]
-            print(String(decoding: try enc.encode(report), as: UTF8.self))
-            return
-        }
+        if json { return try printJSON(report) }
         print("\(report.backend), \(report.threads) threads, activations in \(report.layout) layout"
               + (report.passes > 1 ? ", each kernel its best of \(report.passes) passes" : ""))
         print(row(["dim", "op", "direction", "in->out", "spatial", "batch", "k", "s", "GFLOP/s", "% peak", "% local", "used", "kernel"]))

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FileSupport
 import Foundation
 import MedicalImaging
 import Segmentation
@@ -14,7 +15,8 @@ struct Preprocess: ParsableCommand {
     )
 
     @Option(help: "Dataset folder (Decathlon or nnU-Net v2 layout, with dataset.json).") var data: String
-    @Option(help: "Output folder.") var out: String
+    @Option(name: [.short, .customLong("output")], help: "Output folder (cases already done there are skipped).") var output: String?
+    @Option(name: .customLong("out"), help: .hidden) var out: String?
     @Option(help: "2 or 3.") var dim: Int
     @Flag(help: "Redo cases that are already done.") var overwrite = false
     @Option(help: "Seed of the 5-fold split (0 as Composer, 12345 as NVIDIA).") var splitSeed: UInt32 = 0
@@ -23,9 +25,11 @@ struct Preprocess: ParsableCommand {
     func validate() throws {
         guard dim == 2 || dim == 3 else { throw ValidationError("--dim must be 2 or 3, got \(dim)") }
         guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
+        _ = try OutputOption.required(output, legacy: out)
     }
 
     func run() throws {
+        let out = try OutputOption.required(output, legacy: out)
         let dataset = try Dataset.open(data)
         var options = PreprocessOptions(dim: dim)
         options.overwrite = overwrite
@@ -55,26 +59,29 @@ struct Synthesize: ParsableCommand {
     )
 
     @Option(help: "Number of cases.") var cases: Int
-    @Option(help: "Output folder.") var out: String
+    @Option(name: [.short, .customLong("output")], help: "Output folder.") var output: String?
+    @Option(name: .customLong("out"), help: .hidden) var out: String?
+
     @Option(help: "Seed (the same seed gives the same dataset).") var seed: UInt64 = 0
     @Option(help: "T1 template on the BraTS grid (default: the bundled template if present, else a procedural brain).")
     var template: String?
     @Flag(help: "Use the procedural brain even when a template is available.") var procedural = false
-    @Option(help: "Image datatype: float32 (as the Decathlon) or int16.") var datatype: String = "float32"
+    @Option(help: "Image datatype (float32 as the Decathlon).") var datatype: PhantomDatatype = .float32
     @Option(help: "Cases written at once.") var workers: Int = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Write into a folder that already holds a dataset.") var overwrite = false
 
     func validate() throws {
         guard cases >= 1 else { throw ValidationError("--cases must be at least 1") }
-        guard datatype == "float32" || datatype == "int16" else { throw ValidationError("--datatype must be float32 or int16") }
         guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
+        _ = try OutputOption.required(output, legacy: out)
     }
 
     func run() throws {
+        let out = try OutputOption.required(output, legacy: out)
         var options = Synth.Options(cases: cases)
         options.seed = seed
         options.template = procedural ? nil : (template ?? BundledData.templateT1)
-        options.datatype = NiftiDatatype(name: datatype) ?? .float32
+        options.datatype = datatype.nifti
         options.workers = workers
         options.overwrite = overwrite
         FileHandle.standardError.write(Data("anatomy: \(options.template ?? "procedural brain")\n".utf8))
@@ -86,15 +93,45 @@ struct Synthesize: ParsableCommand {
     }
 }
 
-/// Data shipped with the repository, found relative to the executable's source tree or the working directory.
+/// Files the tool ships with, found relative to the running executable (never through the source path):
+/// installed, PREFIX/bin/unet reads PREFIX/share/swiftunet/...; built in a checkout,
+/// .build/<triple>/<config>/unet reads the checkout's own folders.
 enum BundledData {
-    /// The BraTS-grid brain template's T1, when present (data/brain-template in the repository).
-    static var templateT1: String? {
-        let candidates = [
-            URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../data/brain-template/t1_brain.nii.gz").standardized.path,
-            FileManager.default.currentDirectoryPath + "/data/brain-template/t1_brain.nii.gz",
-        ]
+    /// The running executable's folder.
+    static var executableFolder: URL {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: exe).resolvingSymlinksInPath().deletingLastPathComponent()
+    }
+
+    /// The first of `relativePaths` (from the installed share folder, then from the checkout) that exists.
+    static func find(installed: String, checkout: String) -> String? {
+        let base = executableFolder
+        let candidates = [base.appendingPathComponent("../share/swiftunet/" + installed).standardized.path,
+                          base.appendingPathComponent("../../../" + checkout).standardized.path]
         return candidates.first { FileManager.default.fileExists(atPath: $0) }
+    }
+
+    /// The BraTS-grid brain template's T1 (data/brain-template in the repository, with its notice, SOURCE.md).
+    static var templateT1: String? { find(installed: "brain-template/t1_brain.nii.gz", checkout: "data/brain-template/t1_brain.nii.gz") }
+
+    /// The PyTorch reference of `unet bench train`.
+    static var torchBenchmark: String? { find(installed: "bench/torch_reference.py", checkout: "bench/torch_reference.py") }
+
+    /// "0.4.0 (commit abc1234)": the commit is the one install.sh recorded, or the checkout's.
+    static var version: String {
+        var commit = find(installed: "COMMIT", checkout: ".git/HEAD").flatMap { path -> String? in
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+            let line = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard line.hasPrefix("ref: ") else { return line }
+            // A checkout's HEAD names a branch: its commit is in the ref file (or packed-refs).
+            let git = URL(fileURLWithPath: path).deletingLastPathComponent()
+            let ref = String(line.dropFirst(5))
+            if let c = try? String(contentsOf: git.appendingPathComponent(ref), encoding: .utf8) { return c.trimmingCharacters(in: .whitespacesAndNewlines) }
+            let packed = (try? String(contentsOf: git.appendingPathComponent("packed-refs"), encoding: .utf8)) ?? ""
+            return packed.split(separator: "\n").first { $0.hasSuffix(" " + ref) }.map { String($0.prefix(40)) }
+        } ?? "unknown"
+        if commit.count > 12 { commit = String(commit.prefix(12)) }
+        return "\(Unet.release) (commit \(commit))"
     }
 }
 
@@ -113,14 +150,11 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Folder of ground-truth label files.") var gt: String
     @Option(help: "Folder of predicted label files.") var pred: String
     @Option(name: .shortAndLong, help: "Summary JSON (default: PRED/summary.json); the CSV goes beside it.") var output: String?
-    @Option(help: "Label convention: auto, decathlon or brats.") var labels: String = "auto"
+    @Option(help: "Label convention of the files (auto: from their values).") var labels: LabelsChoice = .auto
     @Option(help: "Write DIR/CASE.png per case: ground truth beside prediction, through the tumour.") var png: String?
     @Option(help: "Images for the pictures (a folder of 4D images or nnU-Net channel files; the first channel is shown).") var images: String?
     @Flag(help: "Replace an existing summary (and pictures).") var overwrite = false
-
-    func validate() throws {
-        guard ["auto", "decathlon", "brats"].contains(labels) else { throw ValidationError("--labels must be auto, decathlon or brats") }
-    }
+    @Flag(help: "Score the cases that have a prediction even when others have none (the summary lists the missing).") var allowMissing = false
 
     func run() throws {
         let json = output ?? pred + "/summary.json"
@@ -128,8 +162,8 @@ struct Evaluate: ParsableCommand {
         if !overwrite { try refuseExisting(json, csv) }
         try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: json).deletingLastPathComponent().path, withIntermediateDirectories: true)
         let count = (try? FileManager.default.contentsOfDirectory(atPath: gt).filter { $0.hasSuffix(".nii.gz") || $0.hasSuffix(".nii") }.count) ?? 0
-        let summary = try Evaluation.run(truthFolder: gt, predictionFolder: pred, convention: LabelConvention(rawValue: labels),
-                                         progress: ProgressReporter(total: max(count, 1), label: "evaluate"))
+        let summary = try Evaluation.run(truthFolder: gt, predictionFolder: pred, convention: labels.convention,
+                                         allowMissing: allowMissing, progress: ProgressReporter(total: max(count, 1), label: "evaluate"))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(Array(try encoder.encode(summary)), to: json)
@@ -141,6 +175,9 @@ struct Evaluate: ParsableCommand {
         print("HD95 mm " + names.map { String(format: "%-8.2f", summary.meanHD95[$0]!) }.joined())
         print(String(format: "recipe Dice (Composer/NVIDIA metric): %.2f", summary.recipeDice))
         for n in summary.notes { print("note: \(n)") }
+        if let missing = summary.missing {
+            FileHandle.standardError.write(Data("WARNING: \(missing.count) ground-truth case(s) have no prediction and are left out of the means: \(missing.joined(separator: ", "))\n".utf8))
+        }
         print("wrote \(json) and \(csv)")
         if let png { try pictures(summary, to: png) }
     }
@@ -172,17 +209,16 @@ struct OverlayCommand: ParsableCommand {
     @Option(help: "Channel shown (0 = FLAIR in the Decathlon's order).") var channel: Int = 0
     @Option(help: "Ground-truth label file.") var truth: String?
     @Option(help: "Predicted label file.") var prediction: String?
-    @Option(help: "Label convention of the files: decathlon or brats.") var labels: String = "decathlon"
-    @Option(name: .shortAndLong, help: "Output PNG (must not exist).") var output: String
+    @Option(help: "Label convention of the files.") var labels: LabelConvention = .decathlon
+    @Option(name: .shortAndLong, help: "Output PNG.") var output: String
+    @Flag(help: "Replace an existing output.") var overwrite = false
 
     func validate() throws {
-        guard LabelConvention(rawValue: labels) != nil else { throw ValidationError("--labels must be decathlon or brats") }
-        try refuseExisting(output)
+        if !overwrite { try refuseExisting(output) }
     }
 
     func run() throws {
-        try Overlay.write(image: image, channel: channel, truth: truth, prediction: prediction,
-                          convention: LabelConvention(rawValue: labels)!, to: output)
+        try Overlay.write(image: image, channel: channel, truth: truth, prediction: prediction, convention: labels, to: output)
         print("wrote \(output)")
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FileSupport
 import Foundation
 import MedicalImaging
 import NeuralNet
@@ -10,14 +11,17 @@ struct Demo: ParsableCommand {
         abstract: "Synthesize a phantom dataset, preprocess it, train the 2D recipe briefly, predict the validation cases, evaluate, and draw overlays.",
         discussion: """
         The network is Composer's 2D UNet (residual blocks, batch norm, 6 levels) with half its filters (16-256), \
-        trained for --epochs epochs of one slice per training case; the rest is the recipe. Everything goes under \
-        --out; a second run reuses what is there (the dataset, preprocessed cases, a finished training).
+        trained for --minutes minutes of training time (or --epochs epochs of one slice per training case, \
+        whichever ends first); the rest is the recipe. Everything goes under the output folder; a second run reuses what is \
+        there (the dataset, preprocessed cases, a finished training).
         """
     )
 
-    @Option(help: "Output folder.") var out: String = "demo"
+    @Option(name: [.short, .customLong("output")], help: "Output folder (what is already there is reused).") var output: String?
+    @Option(name: .customLong("out"), help: .hidden) var out: String?
     @Option(help: "Phantom cases (fold 0 validates on a fifth of them).") var cases: Int = 20
-    @Option(help: "Training epochs.") var epochs: Int = 100
+    @Option(help: "Minutes of training time (validation excluded); training ends at the first epoch end past them.") var minutes: Double = 5
+    @Option(help: "Training epochs at most.") var epochs: Int = 10000
     @Option(help: "Batch size.") var batch: Int = 8
     @Option(help: "Seed.") var seed: UInt64 = 0
     @OptionGroup var compute: ComputeOptions
@@ -25,9 +29,11 @@ struct Demo: ParsableCommand {
     func validate() throws {
         guard cases >= 5 else { throw ValidationError("--cases must be at least 5 (5 folds)") }
         guard epochs >= 1, batch >= 1 else { throw ValidationError("--epochs and --batch must be at least 1") }
+        guard minutes > 0, minutes.isFinite else { throw ValidationError("--minutes must be > 0") }
     }
 
     func run() throws {
+        let out = try OutputOption.resolve(output, legacy: out) ?? "demo"
         compute.apply()
         let start = Date()
         let fm = FileManager.default
@@ -53,21 +59,23 @@ struct Demo: ParsableCommand {
         guard let fold = summary.splits?.folds[0] else { throw ValidationError("no splits (fewer than 5 cases)") }
         print("fold 0: \(fold.train.count) training, \(fold.val.count) validation cases")
 
-        stage("3/6 train (\(epochs) epochs, batch \(batch))")
+        stage("3/6 train (\(ProgressReporter.duration(minutes * 60)) of training, batch \(batch))")
         var config = UNetConfig.composer2D
         config.filters = config.filters.map { $0 / 2 }
         var options = TrainingOptions(network: config)
         options.epochs = epochs
         options.batch = batch
         options.seed = seed
-        options.validateEvery = max(1, epochs / 5)
+        options.timeLimit = minutes * 60
         let trainer = Trainer(data: pre, run: run, options: options)
         _ = try trainer.train(resume: fm.fileExists(atPath: run + "/config.json")) { r in
-            if let d = r.validationDice { print(String(format: "epoch %d: loss %.4f, validation Dice %.2f", r.epoch, r.loss, d)) }
+            if let d = r.validationDice { print(String(format: "step %d: loss %.4f, validation Dice %.2f", r.step, r.loss, d)) }
         }
 
         stage("4/6 predict the validation cases")
-        let (net, _) = try UNet.load(fm.fileExists(atPath: trainer.bestCheckpoint) ? trainer.bestCheckpoint : trainer.lastCheckpoint)
+        let choice = try Trainer.preferredCheckpoint(run: run)
+        print("using \(choice.path): \(choice.reason)")
+        let (net, _) = try UNet.load(choice.path)
         let inputs = out + "/validation-images"
         try fm.createDirectory(atPath: inputs, withIntermediateDirectories: true)
         for id in fold.val where !fm.fileExists(atPath: inputs + "/\(id).nii.gz") {
@@ -75,7 +83,7 @@ struct Demo: ParsableCommand {
         }
         var po = Predictor.Options()
         po.overwrite = true
-        _ = try Predictor.run(network: net, input: inputs, output: predictions, options: po) { id, s in print(String(format: "%@: %.1f s", id, s)) }
+        _ = try Predictor.run(networks: [net], input: inputs, output: predictions, options: po) { id, s in print(String(format: "%@: %.1f s", id, s)) }
 
         stage("5/6 evaluate")
         let truth = out + "/validation-labels"
@@ -102,7 +110,9 @@ struct Demo: ParsableCommand {
         print("done in \(ProgressReporter.duration(Date().timeIntervalSince(start))). Everything is in \(out)/:")
         print("  data/            the phantom dataset (Decathlon layout)")
         print("  preprocessed/    CASE_x.npy, CASE_y.npy, CASE_meta.json, splits.json")
-        print("  run/             config.json, log.jsonl, checkpoint_best/last.safetensors")
+        print("  run/             config.json, log.jsonl, state.json, checkpoint_best/last.safetensors,")
+        print("                   progress.png (loss and validation Dice against steps and hours)")
+        print("  validation-images/, validation-labels/  links to the validation cases' raw files")
         print("  predictions/     validation segmentations (NIfTI, the inputs' geometry)")
         print("  summary.json/csv Dice and HD95 per case, label and region")
         print("  overlays/        PNGs: FLAIR, ground truth, prediction")

@@ -43,11 +43,19 @@ struct Convert: ParsableCommand {
     )
 
     @Argument(help: "Input file (.nii, .nii.gz or .npy).") var input: String
-    @Argument(help: "Output file (.nii, .nii.gz or .npy); must not exist.") var output: String
+    @Argument(help: .hidden) var positionalOutput: String?
+    @Option(name: .shortAndLong, help: "Output file (.nii, .nii.gz or .npy).") var output: String?
     @Option(help: "A NIfTI file whose geometry (affine, spacing, codes) the NIfTI output copies.") var like: String?
+    @Flag(help: "Replace an existing output.") var overwrite = false
+
+    func validate() throws {
+        let output = try OutputOption.required(output, legacy: positionalOutput)
+        if !overwrite { try refuseExisting(output) }
+    }
 
     func run() throws {
-        try Conversion.convert(input: input, output: output, like: like)
+        let output = try OutputOption.required(output, legacy: positionalOutput)
+        try Conversion.convert(input: input, output: output, like: like, overwrite: overwrite)
         print("wrote \(output)")
     }
 }

@@ -1,14 +1,15 @@
 import ArgumentParser
 import Engine
+import FileSupport
 import Foundation
 import MedicalImaging
 import Segmentation
 import NeuralNet
 
-/// Refuses to replace a file the user already has.
+/// Refuses to replace a file the user already has (commands call it unless --overwrite).
 func refuseExisting(_ paths: String?...) throws {
     for case let p? in paths where FileManager.default.fileExists(atPath: p) {
-        throw ValidationError("\(p) exists; choose another name or remove it first (outputs are never overwritten)")
+        throw ValidationError("\(p) exists; pass --overwrite to replace it, or choose another name")
     }
 }
 
@@ -45,22 +46,26 @@ struct Init: ParsableCommand {
         abstract: "Create a freshly initialised network and save its weights (safetensors, PyTorch state_dict names)."
     )
 
-    @Option(help: "composer-2d or nvidia-3d.") var preset: String
+    @Option(help: "The recipe network.") var preset: Preset
     @Option(help: "Initialisation seed.") var seed: UInt64 = 0
     @Option(help: "Extra deep supervision heads (0: off).") var deepSupervision: Int = 0
-    @Option(help: "Output weight file (.safetensors).") var out: String
+    @Option(name: [.short, .customLong("output")], help: "Output weight file (.safetensors).") var output: String?
+    @Option(name: .customLong("out"), help: .hidden) var out: String?
+    @Flag(help: "Replace an existing output.") var overwrite = false
 
     func validate() throws {
-        guard UNetConfig.preset(preset) != nil else { throw ValidationError("--preset must be composer-2d or nvidia-3d, got '\(preset)'") }
-        try refuseExisting(out)
+        guard deepSupervision >= 0 else { throw ValidationError("--deep-supervision must be >= 0") }
+        let out = try OutputOption.required(output, legacy: out)
+        if !overwrite { try refuseExisting(out) }
     }
 
     func run() throws {
-        var config = UNetConfig.preset(preset)!
+        let out = try OutputOption.required(output, legacy: out)
+        var config = preset.config
         config.deepSupervisionHeads = deepSupervision
         let net = try UNet(config: config)
         net.initialize(seed: seed)
-        try net.save(to: out, metadata: ["preset": preset, "seed": "\(seed)"])
+        try net.save(to: out, metadata: ["preset": preset.rawValue, "seed": "\(seed)"])
         let count = net.parameters.parameterCount.formatted(.number.grouping(.automatic).locale(Locale(identifier: "en_US")))
         print("\(preset): \(count) parameters (\(config.dimension)D, filters \(config.filters.map(String.init).joined(separator: ",")), \(config.residual ? "residual" : "plain") blocks, \(config.norm.rawValue) norm)")
         print("wrote \(out)")
@@ -75,12 +80,13 @@ struct Forward: ParsableCommand {
 
     @Option(help: "Weight file (.safetensors), ours or a PyTorch state_dict.") var model: String
     @Option(help: "Input .npy.") var input: String
-    @Option(help: "Output logits .npy.") var output: String
+    @Option(name: .shortAndLong, help: "Output logits .npy.") var output: String
     @Flag(help: "Training-mode forward (batch norm uses batch statistics).") var trainMode = false
+    @Flag(help: "Replace an existing output.") var overwrite = false
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var precision: PrecisionOptions
 
-    func validate() throws { try refuseExisting(output) }
+    func validate() throws { if !overwrite { try refuseExisting(output) } }
 
     func run() throws {
         compute.apply()
@@ -107,25 +113,28 @@ struct Step: ParsableCommand {
     @Option(help: "Input .npy, float32 (N, C, spatial...).") var input: String
     @Option(help: "Target .npy, integer labels (N, 1, spatial...).") var target: String
     @Option(help: "Number of steps.") var steps: Int = 1
-    @Option(help: "radam, adam, adamw or sgd.") var optimizer: String = "radam"
+    @Option(help: "Optimizer.") var optimizer: Optimizer.Kind = .radam
     @Option(help: "Learning rate.") var lr: Double = 1e-3
     @Option(help: "Weight decay.") var weightDecay: Double = 1e-4
     @Option(help: "SGD momentum.") var momentum: Double = 0.9
     @Flag(help: "Nesterov momentum (SGD).") var nesterov = false
     @Option(help: "Clip the global gradient norm to this value.") var clipNorm: Double?
-    @Option(help: "Output weight file.") var out: String
+    @Option(name: [.short, .customLong("output")], help: "Output weight file.") var output: String?
+    @Option(name: .customLong("out"), help: .hidden) var out: String?
     @Option(help: "Output JSON list of losses.") var losses: String
+    @Flag(help: "Replace existing outputs.") var overwrite = false
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
-        guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be radam, adam, adamw or sgd") }
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
         guard lr > 0, lr.isFinite, weightDecay >= 0 else { throw ValidationError("--lr must be > 0 and --weight-decay >= 0") }
-        try refuseExisting(out, losses)
+        let out = try OutputOption.required(output, legacy: out)
+        if !overwrite { try refuseExisting(out, losses) }
     }
 
     func run() throws {
+        let out = try OutputOption.required(output, legacy: out)
         compute.apply()
         let (net, _) = try UNet.load(model)
         try net.setPrecision(precision.precision)
@@ -134,7 +143,7 @@ struct Step: ParsableCommand {
         guard y.dims == [x.dims[0], 1] + x.dims.dropFirst(2) else {
             throw ValidationError("target shape \(y.dims) does not match input \(x.dims) (expected \([x.dims[0], 1] + x.dims.dropFirst(2)))")
         }
-        var settings = Optimizer.Settings(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, weightDecay: weightDecay)
+        var settings = Optimizer.Settings(kind: optimizer, learningRate: lr, weightDecay: weightDecay)
         settings.momentum = momentum
         settings.nesterov = nesterov
         settings.clipNorm = clipNorm
@@ -147,7 +156,7 @@ struct Step: ParsableCommand {
             values.append(loss)
             FileHandle.standardError.write(Data(String(format: "step %d/%d loss %.6f\n", k + 1, steps, loss).utf8))
         }
-        try net.save(to: out, metadata: ["steps": "\(steps)", "optimizer": optimizer])
+        try net.save(to: out, metadata: ["steps": "\(steps)", "optimizer": optimizer.rawValue])
         try AtomicFile.write(text: "[" + values.map { String(format: "%.9g", $0) }.joined(separator: ", ") + "]\n", to: losses)
         print(String(format: "%d steps in %.2f s, loss %.6f -> %.6f; wrote %@ and %@", steps, Date().timeIntervalSince(start), values.first!, values.last!, out, losses))
     }
@@ -159,18 +168,20 @@ struct Predict: ParsableCommand {
         discussion: """
         -i takes a 4D image (X, Y, Z, channels, Decathlon style), a folder of them, or a folder of nnU-Net channel \
         files (CASE_0000.nii.gz ...). Writes OUT/CASE.nii.gz with exactly the input's geometry. --model takes a \
-        weight file or checkpoint, or a run folder (its checkpoint_best.safetensors, else checkpoint_last).
+        weight file or checkpoint, or a run folder (checkpoint_best.safetensors when the run's newest state was \
+        validated, else checkpoint_last; it says which). Several --model form an ensemble: the mean of their \
+        softmax probabilities decides (they must agree on dimension, channels and classes).
         """
     )
 
-    @Option(help: "Weight file, checkpoint or run folder.") var model: String
+    @Option(help: "Weight file, checkpoint or run folder; repeat for an ensemble (e.g. the five folds' runs).") var model: [String] = []
     @Option(name: .shortAndLong, help: "Input file or folder.") var input: String
     @Option(name: .shortAndLong, help: "Output folder.") var output: String
     @Flag(help: "Average over flips of every spatial axis (4 in 2D, 8 in 3D).") var tta = false
     @Option(help: "Overlap of 3D windows (0-0.9).") var overlap: Double = 0.5
     @Option(help: "Slices per forward pass (2D).") var sliceBatch: Int = 16
     @Option(help: "3D window (default: the run's training patch, else 128,128,128).") var patch: String?
-    @Option(help: "Label values to write: decathlon (0-3) or brats (0, 1, 2, 4).") var labels: String = "decathlon"
+    @Option(help: "Label values to write: decathlon (0-3) or brats (0, 1, 2, 4).") var labels: LabelConvention = .decathlon
     @Flag(help: "Also write CASE_probabilities.nii.gz: float32 softmax probabilities (X, Y, Z, classes).") var saveProbabilities = false
     @Flag(help: "Also write CASE.png: axial, coronal, sagittal slices through the tumour, first channel with the prediction.") var png = false
     @Flag(help: "Replace existing outputs.") var overwrite = false
@@ -178,30 +189,35 @@ struct Predict: ParsableCommand {
     @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
+        guard !model.isEmpty else { throw ValidationError("Missing expected argument '--model <model>'") }
         guard (0 ... 0.9).contains(overlap) else { throw ValidationError("--overlap must be within 0...0.9") }
         guard sliceBatch >= 1 else { throw ValidationError("--slice-batch must be at least 1") }
         if let patch { guard parsePatch(patch) != nil else { throw ValidationError("--patch takes 3 positive sizes, e.g. 128,128,128") } }
-        guard LabelConvention(rawValue: labels) != nil else { throw ValidationError("--labels must be decathlon or brats") }
     }
 
     func run() throws {
         compute.apply()
-        var path = model
-        var isDirectory: ObjCBool = false
+        var networks: [UNet] = []
         var runPatch: [Int]?
-        if FileManager.default.fileExists(atPath: model, isDirectory: &isDirectory), isDirectory.boolValue {
-            // A run folder: its training patch is the default window.
-            if let data = FileManager.default.contents(atPath: model + "/config.json") {
-                runPatch = (try? JSONDecoder().decode(TrainingOptions.self, from: data))?.patch
+        for m in model {
+            var path = m
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: m, isDirectory: &isDirectory), isDirectory.boolValue {
+                // A run folder: its training patch is the default window.
+                if runPatch == nil, let data = FileManager.default.contents(atPath: m + "/config.json") {
+                    runPatch = (try? JSONDecoder().decode(TrainingOptions.self, from: data))?.patch
+                }
+                let choice = try Trainer.preferredCheckpoint(run: m)
+                print("using \(choice.path): \(choice.reason)")
+                path = choice.path
             }
-            guard let found = ["checkpoint_best.safetensors", "checkpoint_last.safetensors"].map({ model + "/" + $0 })
-                .first(where: { FileManager.default.fileExists(atPath: $0) }) else {
-                throw ValidationError("\(model) holds no checkpoint_best.safetensors or checkpoint_last.safetensors")
-            }
-            path = found
+            let (net, file) = try UNet.load(path)
+            try net.setPrecision(precision.precision)
+            let epoch = file.metadata["checkpoint.epoch"].map { ", epoch \($0)" } ?? ""
+            print("loaded \(path): \(net.config.dimension)D, \(net.parameters.parameterCount) parameters\(epoch)")
+            networks.append(net)
         }
-        let (net, _) = try UNet.load(path)
-        try net.setPrecision(precision.precision)
+        do { try Predictor.checkEnsemble(networks) } catch { throw RuntimeError("\(error) (models: \(model.joined(separator: ", ")))") }
         var options = Predictor.Options()
         options.overlap = overlap
         options.testTimeAugmentation = tta
@@ -209,9 +225,10 @@ struct Predict: ParsableCommand {
         if let p = patch.flatMap(parsePatch) ?? runPatch { options.patch3D = p }
         options.saveProbabilities = saveProbabilities
         options.png = png
-        options.convention = LabelConvention(rawValue: labels)!
+        options.convention = labels
         options.overwrite = overwrite
-        let times = try Predictor.run(network: net, input: input, output: output, options: options) { id, seconds in
+        print("\(networks.count == 1 ? "one model" : "an ensemble of \(networks.count) models (mean probabilities)"), \(Runtime.threads) thread(s), \(precision.precision.rawValue)\(tta ? ", flip TTA" : "")")
+        let times = try Predictor.run(networks: networks, input: input, output: output, options: options) { id, seconds in
             print(String(format: "%@: %.1f s", id, seconds))
         }
         print("wrote \(times.count) segmentation(s) to \(output)")
@@ -231,45 +248,50 @@ struct Train: ParsableCommand {
         """
     )
 
-    @Option(help: "Preprocessed folder (unet preprocess --dim 2).") var data: String
+    @Option(help: "Preprocessed folder (unet preprocess --dim 2, or --dim 3 for nvidia-3d).") var data: String
     @Option(help: "Fold of splits.json to validate on.") var fold: Int = 0
-    @Option(help: "composer-2d or nvidia-3d.") var preset: String = "composer-2d"
+    @Option(help: "The recipe network.") var preset: Preset = .composer2D
     @Option(help: "Override the filters per level, e.g. 16,32,64,128 (a smaller, faster network).") var filters: String?
-    @Option(help: "Run folder.") var out: String
+    @Option(name: [.short, .customLong("output")], help: "Run folder (an existing run is continued with --resume only).") var output: String?
+    @Option(name: .customLong("out"), help: .hidden) var out: String?
+
     @Option(help: "Epochs.") var epochs: Int = 200
     @Option(help: "Batch size (default 64 in 2D, 2 in 3D).") var batch: Int?
     @Option(help: "3D patch, e.g. 128,128,128 (the default) or 64,64,64.") var patch: String?
     @Option(help: "Learning rate.") var lr: Double = 1e-3
-    @Option(help: "radam, adam, adamw or sgd.") var optimizer: String = "radam"
+    @Option(help: "Optimizer.") var optimizer: Optimizer.Kind = .radam
     @Option(help: "Weight decay.") var weightDecay: Double = 1e-4
-    @Option(help: "constant, cosine (warm restarts every 50 epochs) or poly (power 0.9).") var schedule: String = "constant"
+    @Option(help: "Learning-rate schedule: cosine restarts every 50 epochs, poly has power 0.9.") var schedule: ScheduleName = .constant
     @Option(help: "Seed (initialisation, data order, augmentations).") var seed: UInt64 = 0
     @Option(help: "Probability of a foreground-centred sample (default 0.33 in 2D, 0.4 in 3D).") var foregroundProbability: Double?
     @Flag(help: "Flip every spatial axis with probability 0.5 (default in 3D; Composer's 2D flips H only).") var flipAllAxes = false
     @Flag(help: "Add NVIDIA's zoom augmentation (p 0.15, scale 0.7-1.0).") var zoom = false
-    @Option(help: "Validate every N epochs.") var valEvery: Int = 1
+    @Option(help: "Validate every N epochs, or auto: as often as keeps validation and checkpoints within 10% of the wall clock (and always at the end).")
+    var valEvery: ValidationFrequency = .auto
+    @Option(help: "Minutes between writes of checkpoint_last (also written with each validation, on Ctrl-C and at the end).")
+    var checkpointEvery: Double = 5
     @Option(help: "Budget of training time in minutes (validation excluded): finish at the first epoch end past it.") var timeLimit: Double?
-    @Flag(help: "Continue the run in --out from its checkpoint_last.") var resume = false
+    @Flag(help: "Continue the run in the output folder from its checkpoint_last.") var resume = false
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
-        guard UNetConfig.preset(preset) != nil else { throw ValidationError("--preset must be composer-2d or nvidia-3d") }
+        _ = try OutputOption.required(output, legacy: out)
         if let timeLimit { guard timeLimit > 0 else { throw ValidationError("--time-limit must be > 0 minutes") } }
-        guard epochs >= 1, (batch ?? 1) >= 1, valEvery >= 1, fold >= 0 else { throw ValidationError("--epochs, --batch, --val-every must be >= 1 and --fold >= 0") }
+        guard epochs >= 1, (batch ?? 1) >= 1, fold >= 0 else { throw ValidationError("--epochs and --batch must be >= 1 and --fold >= 0") }
+        guard checkpointEvery >= 0, checkpointEvery.isFinite else { throw ValidationError("--checkpoint-every must be >= 0 minutes") }
         if let p = foregroundProbability { guard (0 ... 1).contains(p) else { throw ValidationError("--foreground-probability must be within 0...1") } }
         if let patch {
-            guard UNetConfig.preset(preset)?.dimension == 3 else { throw ValidationError("--patch is for 3D networks (nvidia-3d)") }
+            guard preset.config.dimension == 3 else { throw ValidationError("--patch is for 3D networks (nvidia-3d)") }
             guard parsePatch(patch) != nil else { throw ValidationError("--patch takes 3 positive sizes, e.g. 64,64,64") }
         }
-        guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be radam, adam, adamw or sgd") }
-        guard ["constant", "cosine", "poly"].contains(schedule) else { throw ValidationError("--schedule must be constant, cosine or poly") }
         if let filters { guard filters.split(separator: ",").allSatisfy({ Int($0).map { $0 > 0 } ?? false }) else { throw ValidationError("--filters must be positive integers separated by commas") } }
     }
 
     func run() throws {
+        let out = try OutputOption.required(output, legacy: out)
         compute.apply()
-        var config = UNetConfig.preset(preset)!
+        var config = preset.config
         if let filters {
             let f = filters.split(separator: ",").map { Int($0)! }
             config = UNetConfig(dimension: config.dimension, depth: f.count, filterCap: Int.max, residual: config.residual, norm: config.norm)
@@ -283,23 +305,28 @@ struct Train: ParsableCommand {
         if let foregroundProbability { options.augmentations.foregroundProbability = foregroundProbability }
         if flipAllAxes { options.augmentations.flipAxes = Array(0 ..< config.dimension) }
         options.augmentations.zoom = zoom
-        options.optimizer = Optimizer.Settings(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, weightDecay: weightDecay)
-        options.schedule = schedule == "constant" ? .constant : (schedule == "cosine" ? .cosineWarmRestarts(period: 50, multiplier: 1, minimum: 0) : .polynomial(total: epochs, power: 0.9, end: 0))
+        options.optimizer = Optimizer.Settings(kind: optimizer, learningRate: lr, weightDecay: weightDecay)
+        options.schedule = schedule.schedule(epochs: epochs)
         options.seed = seed
-        options.validateEvery = valEvery
         options.timeLimit = timeLimit.map { $0 * 60 }
+        var cadence = Trainer.Cadence()
+        if case let .every(n) = valEvery { cadence.validateEvery = n }
+        cadence.checkpointInterval = checkpointEvery * 60
         signal(SIGINT) { _ in Trainer.requestStop() }
-        let trainer = Trainer(data: data, run: out, options: options, precision: precision.precision)
+        signal(SIGTERM) { _ in Trainer.requestStop() }
+        let trainer = Trainer(data: data, run: out, options: options, precision: precision.precision, cadence: cadence)
         let outcome = try trainer.train(resume: resume) { r in
-            var line = String(format: "epoch %d: loss %.4f, lr %.2g, %.1f s", r.epoch, r.loss, r.learningRate, r.seconds)
-            if let d = r.validationDice, let regions = r.regionDice {
-                line += String(format: "; validation Dice %.2f (WT %.1f, TC %.1f, ET %.1f)", d, regions["WT"] ?? 0, regions["TC"] ?? 0, regions["ET"] ?? 0)
-            }
-            print(line)
+                var line = String(format: "epoch %d (step %d): loss %.4f, lr %.2g, %.1f s", r.epoch, r.step, r.loss, r.learningRate, r.seconds)
+                if let d = r.validationDice, let regions = r.regionDice {
+                    line += String(format: "; validation Dice %.2f (WT %.1f, TC %.1f, ET %.1f) in %.0f s", d, regions["WT"] ?? 0, regions["TC"] ?? 0,
+                                   regions["ET"] ?? 0, r.validationSeconds ?? 0)
+                }
+                print(line)
         }
+        let summary = trainer.timeSummary()
         switch outcome {
-        case .finished: print("finished; \(trainer.bestCheckpoint) holds the best validation Dice")
-        case let .stopped(epoch, step): print("stopped in epoch \(epoch + 1) after step \(step); continue with --resume")
+        case .finished: print("finished; \(summary)\n\(trainer.bestCheckpoint) holds the best validation Dice, \(trainer.lastCheckpoint) the final state")
+        case let .stopped(epoch, step): print("stopped in epoch \(epoch + 1) after step \(step); \(summary)\ncontinue with --resume")
         }
     }
 }
@@ -311,15 +338,29 @@ struct Plot: ParsableCommand {
     )
 
     @Argument(help: "Run folder (holding log.jsonl).") var folder: String
-    @Option(name: .shortAndLong, help: "Output PNG (default RUN/progress.png).") var output: String?
+    @Option(name: .shortAndLong, help: "Output PNG (default RUN/progress.png, which is always redrawn).") var output: String?
+    @Flag(help: "Replace an existing output.") var overwrite = false
+
+    func validate() throws { if let output, !overwrite { try refuseExisting(output) } }
 
     func run() throws {
         let records = try Trainer.records(log: folder + "/log.jsonl")
-        guard !records.isEmpty else { throw ValidationError("\(folder)/log.jsonl has no epochs yet") }
+        guard !records.isEmpty else { throw RuntimeError("\(folder)/log.jsonl has no epochs yet") }
         let path = output ?? folder + "/progress.png"
         try Trainer.drawProgress(records, to: path)
         print("wrote \(path) (\(records.count) epochs)")
     }
+}
+
+/// How often `train` validates: `auto` or a number of epochs.
+enum ValidationFrequency: ExpressibleByArgument, Equatable {
+    case auto
+    case every(Int)
+    init?(argument: String) {
+        if argument == "auto" { self = .auto } else if let n = Int(argument), n >= 1 { self = .every(n) } else { return nil }
+    }
+    var defaultValueDescription: String { "auto" }
+    static var allValueStrings: [String] { ["auto", "N (epochs, >= 1)"] }
 }
 
 /// "64,64,64" -> [64, 64, 64]; nil unless 3 positive integers.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Benchmarks
 import Foundation
 import Engine
 import NeuralNet
@@ -6,7 +7,7 @@ import NeuralNet
 /// One measured phase, run in a child process so peak memory is per phase (hidden from help).
 struct BenchTrainPhase: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "train-phase", shouldDisplay: false)
-    @Option var preset: String
+    @Option var preset: Preset
     @Option var phase: String
     @Option var batch: Int
     @Option(parsing: .upToNextOption) var spatial: [Int]
@@ -16,8 +17,7 @@ struct BenchTrainPhase: ParsableCommand {
 
     func run() throws {
         compute.apply()
-        guard let config = UNetConfig.preset(preset) else { throw ValidationError("unknown preset \(preset)") }
-        let r = try TrainingBenchmark.run(preset: preset, config: config, phase: phase, batch: batch, spatial: spatial, steps: steps,
+        let r = try TrainingBenchmark.run(preset: preset.rawValue, config: preset.config, phase: phase, batch: batch, spatial: spatial, steps: steps,
                                           precision: precision.precision)
         print(String(decoding: try JSONEncoder().encode(r), as: UTF8.self))
     }
@@ -36,7 +36,7 @@ struct BenchTrain: ParsableCommand {
         """
     )
 
-    @Option(help: "composer-2d or nvidia-3d.") var preset: String
+    @Option(help: "The recipe network.") var preset: Preset
     @Option(help: "Training batch (default: 16 in 2D, 1 in 3D).") var batch: Int?
     @Option(help: "Inference batch (default: 64 in 2D, 1 in 3D).") var inferenceBatch: Int?
     @Option(help: "Timed steps per phase run (median kept), after one untimed step.") var steps: Int = 3
@@ -48,8 +48,6 @@ struct BenchTrain: ParsableCommand {
     @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
-        guard let c = UNetConfig.preset(preset) else { throw ValidationError("--preset must be composer-2d or nvidia-3d") }
-        _ = c
         guard steps >= 1, rounds >= 1 else { throw ValidationError("--steps and --rounds must be at least 1") }
     }
 
@@ -61,13 +59,13 @@ struct BenchTrain: ParsableCommand {
     }
 
     func run() throws {
-        let config = UNetConfig.preset(preset)!
+        let config = preset.config
         let spatial = config.dimension == 2 ? [192, 160] : [128, 128, 128]
         let trainBatch = batch ?? (config.dimension == 2 ? 16 : 1)
         let inferBatch = inferenceBatch ?? (config.dimension == 2 ? 64 : 1)
         let threads = compute.threads ?? ProcessInfo.processInfo.activeProcessorCount
         let me = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../bench/torch_reference.py").standardized.path
+        let script = BundledData.torchBenchmark ?? "bench/torch_reference.py"
         let torch = !noTorch && FileManager.default.fileExists(atPath: script) && (try? runChild("/usr/bin/env", ["python3", "-c", "import torch"])) != nil
         if !noTorch && !torch {
             FileHandle.standardError.write(Data("PyTorch not available (pip install \"torch==2.13.0+cpu\"): SwiftUNet only\n".utf8))
@@ -83,7 +81,7 @@ struct BenchTrain: ParsableCommand {
         let precisions: [Precision] = precision.precision == .bf16 ? [.fp32, .bf16] : [.fp32]
         for round in 1 ... rounds {
             for (phase, b) in [("train", trainBatch), ("infer", inferBatch)] {
-                let common = ["--preset", preset, "--phase", phase, "--batch", "\(b)", "--steps", "\(steps)"]
+                let common = ["--preset", preset.rawValue, "--phase", phase, "--batch", "\(b)", "--steps", "\(steps)"]
                 for p in precisions {
                     FileHandle.standardError.write(Data("round \(round)/\(rounds): SwiftUNet \(p.rawValue) \(phase), batch \(b)...\n".utf8))
                     keep(try decode(runChild(me, ["bench", "train-phase"] + common + ["--precision", p.rawValue, "--threads", "\(threads)", "--spatial"]
@@ -122,13 +120,8 @@ struct BenchTrain: ParsableCommand {
                 ratios["\(phase)_bf16_over_fp32"] = bf16.imagesPerSecond / fp32.imagesPerSecond
             }
         }
-        let report = Report(preset: preset, threads: threads, results: results, ratios: ratios)
-        if json {
-            let e = JSONEncoder()
-            e.outputFormatting = [.sortedKeys]
-            print(String(decoding: try e.encode(report), as: UTF8.self))
-            return
-        }
+        let report = Report(preset: preset.rawValue, threads: threads, results: results, ratios: ratios)
+        if json { return try printJSON(report) }
         print("\(preset), \(threads) threads; training batch \(trainBatch), inference batch \(inferBatch) of \(spatial.map(String.init).joined(separator: "x")); best of \(rounds) round(s), median of \(steps) steps each")
         let header = ["phase", "implementation", "batch", "s/step", "img/s", "GFLOP/s", "peak RSS MB"]
         func width(_ h: String) -> Int { h == "implementation" ? 34 : (h == "phase" ? 7 : 12) }

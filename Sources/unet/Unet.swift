@@ -7,8 +7,23 @@ struct Unet: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "unet",
         abstract: "Train and run the UNet for brain-tumour segmentation on MRI, on the CPU.",
+        version: BundledData.version,
         subcommands: [Demo.self, Info.self, Convert.self, Synthesize.self, Preprocess.self, Evaluate.self, Train.self, Plot.self, Predict.self, OverlayCommand.self, Init.self, Forward.self, Step.self, Bench.self]
     )
+
+    /// The release number `--version` prints (with the commit).
+    static let release = "0.4.0"
+
+    /// As ArgumentParser's, with library errors put in the command line's words (see `explained`): usage
+    /// errors exit 64 with the usage text, failures while running exit 1 with the message alone.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: explained(error))
+        }
+    }
 }
 
 /// Options every compute command shares.
@@ -43,6 +58,12 @@ struct PrecisionOptions: ParsableArguments {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print a table (or JSON) and compare against a reference measured in the same run.",
-        subcommands: [BenchKernels.self, BenchMemory.self, BenchIO.self, BenchTrain.self, BenchTrainPhase.self]
+        subcommands: [BenchKernels.self, BenchMemory.self, BenchIO.self, BenchTrain.self, BenchTrainPhase.self, BenchLoader.self]
     )
+}
+
+/// A failure while running a command (not a usage error): printed as "Error: ..." with exit status 1.
+struct RuntimeError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

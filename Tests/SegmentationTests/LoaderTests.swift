@@ -127,12 +127,20 @@ import Testing
             #expect(image[n...].allSatisfy { abs($0 - 2) < 1e-5 })
         }
         #expect(flipped > 25)
-        // A flip of axis 1 maps (z, y, x) to (z, 3 - y, x).
-        var one = Augmentations.none
-        one.flipAxes = [1]
-        var label = (0 ..< n).map { UInt8($0) }, image = (0 ..< n).map(Float.init)
-        while !one.apply(image: &image, label: &label, channels: 1, spatial: spatial, rng: &rng).contains(.flip) {}
+        // A flip of axis 1 maps (z, y, x) to (z, 3 - y, x), in the image's channels and the label alike.
+        var label = (0 ..< n).map { UInt8($0) }, image = (0 ..< 2 * n).map(Float.init)
+        Augmentations.flip(image: &image, label: &label, channels: 2, spatial: spatial, axis: 1)
         #expect(label[(1 * 4 + 0) * 5 + 2] == UInt8((1 * 4 + 3) * 5 + 2))
+        #expect(image[n + (1 * 4 + 0) * 5 + 2] == Float(n + (1 * 4 + 3) * 5 + 2))
+        // Blur keeps a constant, contrast clamps to the sample's range, brightness scales.
+        var constant = [Float](repeating: 2, count: 2 * n)
+        Augmentations.blur(&constant, channels: 2, spatial: spatial, sigma: 1)
+        #expect(constant.allSatisfy { abs($0 - 2) < 1e-5 })
+        var ramp: [Float] = [-1, 0, 0.5, 1]
+        Augmentations.contrast(&ramp, by: 1.5)
+        #expect(ramp == [-1, 0, 0.75, 1])
+        Augmentations.scale(&ramp, by: 2)
+        #expect(ramp == [-2, 0, 1.5, 2])
     }
 
     /// Zoom: the centred box resized back; cubic reproduces a linear ramp inside, the label takes nearest values,

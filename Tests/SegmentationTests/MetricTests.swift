@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import MedicalImaging
 @testable import Segmentation
+import Engine
 
 @Suite struct MetricTests {
     static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/metrics").path
@@ -32,5 +33,40 @@ import Testing
             let e = (pow(Double(x - 3), 2) + pow(Double(2 * (y - 2)), 2) + pow(Double(3 * (z - 1)), 2)).squareRoot()
             #expect(abs(d[(z * 4 + y) * 5 + x] - e) < 1e-12)
         } } }
+    }
+
+    /// The validation's one-pass scores (a confusion matrix) equal the mask-based Dice and the recipe's
+    /// per-class rule, including absent classes.
+    @Test func confusionScoresMatchMasks() {
+        var rng = SplitMix64(mixing: 11)
+        for trial in 0 ..< 20 {
+            let n = 300
+            // Trial 0: class 3 absent from both; trial 1: absent from the truth only.
+            let truth = (0 ..< n).map { _ in UInt8(Int.random(in: 0 ..< (trial == 0 || trial == 1 ? 3 : 4), using: &rng)) }
+            let prediction = (0 ..< n).map { _ in UInt8(Int.random(in: 0 ..< (trial == 0 ? 3 : 4), using: &rng)) }
+            var m = [Int](repeating: 0, count: 16)
+            Metrics.accumulateConfusion(&m, prediction: Array(prediction[..<100]), truth: Array(truth[..<100]), classes: 4)
+            Metrics.accumulateConfusion(&m, prediction: Array(prediction[100...]), truth: Array(truth[100...]), classes: 4)
+            let reference = Evaluation.score(id: "x", truth: truth, prediction: prediction, shape: [n, 1, 1], spacing: [1, 1, 1])
+            for s in Evaluation.structures {
+                #expect(abs(Metrics.dice(confusion: m, classes: 4, of: s.classes) - reference.dice[s.name]!) < 1e-12)
+            }
+            let recipe = (1 ... 3).map { Metrics.recipeClassDice(confusion: m, classes: 4, label: UInt8($0)) }.reduce(0, +) / 3
+            #expect(abs(100 * recipe - reference.recipeDice) < 1e-9, "trial \(trial)")
+        }
+    }
+
+    /// Ground-truth cases without a prediction are refused, or with `allowMissing` listed and left out.
+    @Test func missingPredictionsAreRefused() throws {
+        let folder = try temporaryFolder()
+        defer { removeTemporary(folder) }
+        let fm = FileManager.default
+        try fm.copyItem(atPath: Self.folder + "/gt", toPath: folder + "/gt")
+        try fm.copyItem(atPath: Self.folder + "/pred", toPath: folder + "/pred")
+        let removed = try #require(try Evaluation.labelFiles(folder + "/pred").sorted { $0.key < $1.key }.first)
+        try fm.removeItem(atPath: removed.value)
+        #expect(throws: SegmentationError.self) { try Evaluation.run(truthFolder: folder + "/gt", predictionFolder: folder + "/pred") }
+        let summary = try Evaluation.run(truthFolder: folder + "/gt", predictionFolder: folder + "/pred", allowMissing: true)
+        #expect(summary.missing == [removed.key] && summary.cases.count == 3)
     }
 }

@@ -4,6 +4,12 @@ import Testing
 @testable import NeuralNet
 @testable import Segmentation
 
+/// Writes `tiny`'s first `channels` channels as one 4D NIfTI at `path` (its folder created), with `header`'s geometry.
+private func writeImage(_ tiny: TinyCase, like header: NiftiHeader, channels: Int = 4, to path: String) throws {
+    try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path, withIntermediateDirectories: true)
+    try NiftiImage(shape: tiny.shape + [channels], voxels: .float32(tiny.channels.prefix(channels).flatMap { $0 }), like: header).write(to: path)
+}
+
 @Suite struct PredictorTests {
     @Test func windowsCoverTheVolume() {
         #expect(Predictor.windowStarts(128, 128, overlap: 0.5) == [0])
@@ -26,8 +32,7 @@ import Testing
         var reference = NiftiHeader()
         reference.shape = tiny.shape
         reference.setAffine(Affine(rows: [[-1.2, 0, 0, 90], [0, -0.9, 0, 100], [0, 0, 2, -50], [0, 0, 0, 1]]))
-        try FileManager.default.createDirectory(atPath: folder + "/in", withIntermediateDirectories: true)
-        try NiftiImage(shape: tiny.shape + [4], voxels: .float32(tiny.channels.flatMap { $0 }), like: reference).write(to: folder + "/in/CASE_A.nii.gz")
+        try writeImage(tiny, like: reference, to: folder + "/in/CASE_A.nii.gz")
         var config = UNetConfig(dimension: dimension, depth: 3, filterCap: 16, residual: dimension == 2, norm: dimension == 2 ? .batch : .instance)
         config.filters = [8, 8, 16]
         let net = try UNet(config: config)
@@ -37,7 +42,7 @@ import Testing
         options.convention = .brats
         options.saveProbabilities = true
         options.png = true
-        let times = try Predictor.run(network: net, input: folder + "/in", output: folder + "/out", options: options)
+        let times = try Predictor.run(networks: [net], input: folder + "/in", output: folder + "/out", options: options)
         #expect(times.count == 1)
         let out = try NiftiImage.read(folder + "/out/CASE_A.nii.gz")
         #expect(out.shape == tiny.shape)
@@ -63,6 +68,43 @@ import Testing
         let png = try Data(contentsOf: URL(fileURLWithPath: folder + "/out/CASE_A.png"))
         #expect(png.prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]))
         // Existing outputs are not replaced.
-        #expect(throws: SegmentationError.self) { try Predictor.run(network: net, input: folder + "/in", output: folder + "/out", options: options) }
+        #expect(throws: SegmentationError.self) { try Predictor.run(networks: [net], input: folder + "/in", output: folder + "/out", options: options) }
+    }
+
+    /// An ensemble's probabilities are the mean of its members' (2D and 3D, with TTA in 2D); members that
+    /// disagree on classes are refused.
+    @Test(arguments: [2, 3])
+    func ensembleAveragesProbabilities(dimension: Int) throws {
+        let folder = try temporaryFolder()
+        defer { removeTemporary(folder) }
+        let tiny = TinyCase(seed: 5)
+        var header = NiftiHeader()
+        header.shape = tiny.shape
+        try writeImage(tiny, like: header, to: folder + "/in/CASE_B.nii.gz")
+        var config = UNetConfig(dimension: dimension, depth: 3, filterCap: 16, residual: false, norm: .instance)
+        config.filters = [4, 8, 8]
+        let a = try UNet(config: config), b = try UNet(config: config)
+        a.initialize(seed: 1)
+        b.initialize(seed: 2)
+        var options = Predictor.Options()
+        options.patch3D = [64, 64, 64]
+        options.testTimeAugmentation = dimension == 2
+        options.saveProbabilities = true
+        func probabilities(_ networks: [UNet], _ name: String) throws -> [Float] {
+            _ = try Predictor.run(networks: networks, input: folder + "/in", output: folder + "/" + name, options: options)
+            return try NiftiImage.read(folder + "/\(name)/CASE_B_probabilities.nii.gz").floatValues()
+        }
+        let (pa, pb, both) = (try probabilities([a], "a"), try probabilities([b], "b"), try probabilities([a, b], "ab"))
+        #expect(pa != pb)
+        var worst: Float = 0
+        for i in both.indices { worst = max(worst, abs(both[i] - (pa[i] + pb[i]) / 2)) }
+        #expect(worst <= 1e-5, "ensemble differs from the mean by \(worst)")
+        var other = config
+        other.classes = 3
+        #expect(throws: SegmentationError.self) { try Predictor.checkEnsemble([a, try UNet(config: other)]) }
+        // A run that fails on a case (2 channels for a 4-channel model) leaves no output folder behind.
+        try writeImage(tiny, like: header, channels: 2, to: folder + "/bad/CASE_C.nii.gz")
+        #expect(throws: SegmentationError.self) { try Predictor.run(networks: [a], input: folder + "/bad", output: folder + "/failed", options: options) }
+        #expect(!FileManager.default.fileExists(atPath: folder + "/failed"))
     }
 }

@@ -27,7 +27,8 @@ import Testing
         defer { removeTemporary(folder) }
         let options = try setUp(folder)
         var straight: [EpochRecord] = []
-        let a = Trainer(data: folder + "/pre", run: folder + "/runA", options: options)
+        let every = Trainer.Cadence(validateEvery: 1)
+        let a = Trainer(data: folder + "/pre", run: folder + "/runA", options: options, cadence: every)
         #expect(try a.train(resume: false) { straight.append($0) } == .finished)
         #expect(straight.count == 3 && straight.allSatisfy { $0.validationDice != nil })
         #expect(straight[2].loss < straight[0].loss, "loss did not fall: \(straight.map(\.loss))")
@@ -35,17 +36,79 @@ import Testing
             #expect(FileManager.default.fileExists(atPath: folder + "/runA/" + f), "\(f)")
         }
 
-        let b = Trainer(data: folder + "/pre", run: folder + "/runB", options: options)
-        let stopped = try b.train(resume: false) { record in if record.epoch == 1 { Trainer.requestStop() } }
+        #expect(try Trainer.preferredCheckpoint(run: folder + "/runA").path.hasSuffix("checkpoint_best.safetensors"))
+
+        let b = Trainer(data: folder + "/pre", run: folder + "/runB", options: options, cadence: every)
+        let stopped = try b.train(resume: false, afterStep: { epoch, step, _ in if epoch == 1 && step == 1 { b.requestStop() } })
         #expect(stopped == .stopped(epoch: 1, step: 1))
+        // Stopped after training on past its last validation: its newest state is the one to use.
+        #expect(try Trainer.preferredCheckpoint(run: folder + "/runB").path.hasSuffix("checkpoint_last.safetensors"))
         #expect(throws: SegmentationError.self) { try Trainer(data: folder + "/pre", run: folder + "/runB", options: options).train(resume: false) }
         var resumed: [EpochRecord] = []
-        #expect(try Trainer(data: folder + "/pre", run: folder + "/runB", options: options).train(resume: true) { resumed.append($0) } == .finished)
+        #expect(try Trainer(data: folder + "/pre", run: folder + "/runB", options: options, cadence: every).train(resume: true) { resumed.append($0) } == .finished)
         #expect(resumed.map(\.epoch) == [2, 3])
         #expect(resumed.last!.loss == straight.last!.loss)
         let (wa, _) = try UNet.load(folder + "/runA/checkpoint_last.safetensors")
         let (wb, _) = try UNet.load(folder + "/runB/checkpoint_last.safetensors")
         for h in wa.parameters.entries.indices { #expect(try wa.parameters.value(h).toArray() == wb.parameters.value(h).toArray()) }
+        // Each record says where its time went.
+        for r in straight + resumed {
+            let t = try #require(r.time)
+            #expect(t.training > 0 && t.validation > 0 && t.wall >= t.training + t.validation + t.data)
+        }
+    }
+
+    /// Validation never changes what is learnt: validating every epoch or only at the end leaves byte-identical
+    /// checkpoint_last files (weights, optimizer state, step).
+    @Test func trajectoryDoesNotDependOnValidationCadence() throws {
+        let folder = try temporaryFolder()
+        defer { removeTemporary(folder) }
+        let options = try setUp(folder)
+        var often: [EpochRecord] = [], once: [EpochRecord] = []
+        _ = try Trainer(data: folder + "/pre", run: folder + "/often", options: options, cadence: .init(validateEvery: 1)).train(resume: false) { often.append($0) }
+        _ = try Trainer(data: folder + "/pre", run: folder + "/once", options: options, cadence: .init(validateEvery: 1000)).train(resume: false) { once.append($0) }
+        #expect(often.allSatisfy { $0.validationDice != nil })
+        #expect(once.map { $0.validationDice != nil } == [false, false, true])
+        #expect(often.map(\.loss) == once.map(\.loss))
+        let a = try Data(contentsOf: URL(fileURLWithPath: folder + "/often/checkpoint_last.safetensors"))
+        let b = try Data(contentsOf: URL(fileURLWithPath: folder + "/once/checkpoint_last.safetensors"))
+        #expect(a == b)
+    }
+
+    /// The automatic cadence keeps validation and checkpoints within their share of the wall clock (give or take
+    /// the one pass whose cost was estimated before it ran), and still validates before the end.
+    @Test func automaticCadenceRespectsItsBound() throws {
+        let folder = try temporaryFolder()
+        defer { removeTemporary(folder) }
+        var options = try setUp(folder)
+        options.epochs = 60
+        let share = 0.2
+        var records: [EpochRecord] = []
+        _ = try Trainer(data: folder + "/pre", run: folder + "/run", options: options, cadence: .init(overheadShare: share)).train(resume: false) { records.append($0) }
+        #expect(records.count == 60 && records.last?.validationDice != nil)
+        let before = records.dropLast()
+        let validations = before.filter { $0.validationDice != nil }.count
+        #expect(validations >= 1 && validations < 30, "validated \(validations) times in 59 epochs")
+        let overhead = before.map { ($0.time?.validation ?? 0) + ($0.time?.checkpoint ?? 0) }
+        let wall = try #require(before.last?.wallSeconds)
+        #expect(overhead.reduce(0, +) <= share * wall + overhead.max()!, "overhead \(overhead.reduce(0, +)) s of \(wall) s")
+    }
+
+    /// A log whose last line was cut by a kill still reads, and the next record starts on a line of its own.
+    @Test func logSurvivesAHalfWrittenLine() throws {
+        let folder = try temporaryFolder()
+        defer { removeTemporary(folder) }
+        let options = try setUp(folder)
+        let trainer = Trainer(data: folder + "/pre", run: folder + "/run", options: options)
+        try FileManager.default.createDirectory(atPath: folder + "/run", withIntermediateDirectories: true)
+        try trainer.appendToLog(EpochRecord(epoch: 1, step: 2, loss: 1, learningRate: 1e-3, seconds: 1))
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: trainer.log))
+        handle.seekToEndOfFile()
+        handle.write(Data("{\"epoch\":2,\"ste".utf8))
+        try handle.close()
+        #expect(try Trainer.records(log: trainer.log).map(\.epoch) == [1])
+        try trainer.appendToLog(EpochRecord(epoch: 2, step: 4, loss: 1, learningRate: 1e-3, seconds: 1))
+        #expect(try Trainer.records(log: trainer.log).map(\.epoch) == [1, 2])
     }
 }
 
@@ -68,8 +131,9 @@ import Testing
         options.epochs = 6
         options.optimizer.learningRate = 1e-2
         var records: [EpochRecord] = []
-        #expect(try Trainer(data: folder + "/pre", run: folder + "/run", options: options).train(resume: false) { records.append($0) } == .finished)
-        #expect(records.count == 6 && records.allSatisfy { $0.validationDice != nil })
+        #expect(try Trainer(data: folder + "/pre", run: folder + "/run", options: options, cadence: .init(validateEvery: 1)).train(resume: false) { records.append($0) } == .finished)
+        try #require(records.count == 6)
+        #expect(records.allSatisfy { $0.validationDice != nil })
         #expect(records[5].loss < records[0].loss, "loss did not fall: \(records.map(\.loss))")
         // A tiny budget: the first epoch passes it, so the run ends there, validated.
         options.timeLimit = 1e-6

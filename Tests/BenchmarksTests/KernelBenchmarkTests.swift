@@ -1,4 +1,4 @@
-@testable import Engine
+@testable import Benchmarks
 import Testing
 
 @Suite("Kernel benchmark")

@@ -1,4 +1,5 @@
 import CDNNL
+import Engine
 
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
 import Engine
+import NeuralNet
 import Foundation
 
 /// Times one training step (forward, loss, backward, optimizer) or one inference forward at a given

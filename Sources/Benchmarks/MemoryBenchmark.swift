@@ -1,3 +1,5 @@
+import Engine
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
