@@ -74,7 +74,8 @@ grep -q "using .*checkpoint_best.safetensors: the best validation Dice" "$tmp/pr
 # 1 prediction for 5 ground-truth cases: refused (an inflated score otherwise), unless --allow-missing, which warns.
 "$unet" evaluate --gt "$tmp/data/labelsTr" --pred "$tmp/pred" >/dev/null 2>&1 && fail "evaluate scored 1 of 5 cases without --allow-missing"
 "$unet" evaluate --gt "$tmp/data/labelsTr" --pred "$tmp/pred" --allow-missing --png "$tmp/pictures" --images "$tmp/data/imagesTr" \
-  > "$tmp/ev.out" 2>&1 || fail "evaluate a prediction"
+  --report "$tmp/report.html" > "$tmp/ev.out" 2>&1 || fail "evaluate a prediction"
+grep -q '<figure id="BRATS_002"><img alt="BRATS_002" src="data:image/png;base64,' "$tmp/report.html" || fail "report without the case's picture"
 grep -q "WARNING: 4 ground-truth case(s) have no prediction" "$tmp/ev.out" || fail "evaluate --allow-missing did not warn: $(cat "$tmp/ev.out")"
 [ -f "$tmp/pictures/BRATS_002.png" ] || fail "evaluate --png wrote no picture"
 

@@ -68,6 +68,12 @@ public enum Overlay {
     /// Without an image the labels are drawn on black.
     public static func write(image path: String?, channel: Int, truth: String?, prediction: String?,
                              convention: LabelConvention = .decathlon, to output: String) throws {
+        try picture(image: path, channel: channel, truth: truth, prediction: prediction, convention: convention).write(to: output)
+    }
+
+    /// Reads the files and renders them, as `write` does.
+    public static func picture(image path: String?, channel: Int, truth: String?, prediction: String?,
+                               convention: LabelConvention = .decathlon) throws -> RGBImage {
         var spatial: [Int]?
         var values: [Float]?
         if let path {
@@ -92,6 +98,6 @@ public enum Overlay {
         let t = try labels(truth), p = try labels(prediction)
         guard let spatial else { throw SegmentationError.invalidArgument("an overlay needs an image or a label map") }
         let image = values ?? [Float](repeating: 0, count: spatial.reduce(1, *))
-        try render(image: image, shape: spatial, truth: t, prediction: p).write(to: output)
+        return render(image: image, shape: spatial, truth: t, prediction: p)
     }
 }

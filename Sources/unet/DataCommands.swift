@@ -152,6 +152,7 @@ struct Evaluate: ParsableCommand {
     @Option(name: .shortAndLong, help: "Summary JSON (default: PRED/summary.json); the CSV goes beside it.") var output: String?
     @Option(help: "Label convention of the files (auto: from their values).") var labels: LabelsChoice = .auto
     @Option(help: "Write DIR/CASE.png per case: ground truth beside prediction, through the tumour.") var png: String?
+    @Option(help: "Write one self-contained HTML page: means and spread per region, cases worst first, every case's picture.") var report: String?
     @Option(help: "Images for the pictures (a folder of 4D images or nnU-Net channel files; the first channel is shown).") var images: String?
     @Flag(help: "Replace an existing summary (and pictures).") var overwrite = false
     @Flag(help: "Score the cases that have a prediction even when others have none (the summary lists the missing).") var allowMissing = false
@@ -179,22 +180,38 @@ struct Evaluate: ParsableCommand {
             FileHandle.standardError.write(Data("WARNING: \(missing.count) ground-truth case(s) have no prediction and are left out of the means: \(missing.joined(separator: ", "))\n".utf8))
         }
         print("wrote \(json) and \(csv)")
-        if let png { try pictures(summary, to: png) }
+        guard png != nil || report != nil else { return }
+        let pictures = try self.pictures(summary)
+        if let png {
+            try FileManager.default.createDirectory(atPath: png, withIntermediateDirectories: true)
+            for (id, bytes) in pictures { try AtomicFile.write(bytes, to: png + "/\(id).png") }
+            print("wrote \(pictures.count) picture(s) to \(png)")
+        }
+        if let report {
+            try AtomicFile.write(text: EvaluationReport.html(summary, pictures: pictures, title: pred), to: report)
+            print("wrote \(report)")
+        }
     }
 
-    /// DIR/CASE.png for every scored case.
-    func pictures(_ summary: Evaluation.Summary, to folder: String) throws {
+    func validate() throws {
+        if !overwrite, let report { try refuseExisting(report) }
+        if !overwrite, let png, let names = try? FileManager.default.contentsOfDirectory(atPath: png), names.contains(where: { $0.hasSuffix(".png") }) {
+            throw ValidationError("\(png) holds pictures already; pass --overwrite to replace them, or choose another folder")
+        }
+    }
+
+    /// Every scored case's picture (PNG bytes): the first image channel (from --images; black without),
+    /// ground truth beside prediction.
+    func pictures(_ summary: Evaluation.Summary) throws -> [String: [UInt8]] {
         let imageFiles = try images.map { Dictionary(uniqueKeysWithValues: try Predictor.inputs($0).map { ($0.id, $0.files[0]) }) } ?? [:]
         let truths = try Evaluation.labelFiles(gt), predictions = try Evaluation.labelFiles(pred)
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        var out: [String: [UInt8]] = [:]
         for c in summary.cases {
-            let out = folder + "/\(c.id).png"
-            if !overwrite, FileManager.default.fileExists(atPath: out) { throw ValidationError("\(out) exists; pass --overwrite to replace it") }
             if images != nil && imageFiles[c.id] == nil { print("note: no image for \(c.id) in \(images!); labels drawn on black") }
-            try Overlay.write(image: imageFiles[c.id], channel: 0, truth: truths[c.id], prediction: predictions[c.id],
-                              convention: LabelConvention(rawValue: summary.labelConvention) ?? .decathlon, to: out)
+            out[c.id] = try Overlay.picture(image: imageFiles[c.id], channel: 0, truth: truths[c.id], prediction: predictions[c.id],
+                                            convention: LabelConvention(rawValue: summary.labelConvention) ?? .decathlon).png()
         }
-        print("wrote \(summary.cases.count) picture(s) to \(folder)")
+        return out
     }
 }
 

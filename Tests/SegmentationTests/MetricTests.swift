@@ -69,4 +69,27 @@ import Engine
         let summary = try Evaluation.run(truthFolder: folder + "/gt", predictionFolder: folder + "/pred", allowMissing: true)
         #expect(summary.missing == [removed.key] && summary.cases.count == 3)
     }
+
+    /// The HTML report is one self-contained page: every case in the table (worst first) and with its
+    /// picture inline as a PNG; no external references.
+    @Test func reportHoldsEveryCaseAndPicture() throws {
+        let summary = try Evaluation.run(truthFolder: Self.folder + "/gt", predictionFolder: Self.folder + "/pred")
+        let truths = try Evaluation.labelFiles(Self.folder + "/gt"), predictions = try Evaluation.labelFiles(Self.folder + "/pred")
+        var pictures: [String: [UInt8]] = [:]
+        for c in summary.cases {
+            pictures[c.id] = try Overlay.picture(image: nil, channel: 0, truth: truths[c.id], prediction: predictions[c.id]).png()
+        }
+        let page = EvaluationReport.html(summary, pictures: pictures, title: "fixtures <pred>")
+        #expect(page.hasPrefix("<!DOCTYPE html>") && page.contains("fixtures &lt;pred&gt;"))
+        #expect(!page.contains("src=\"http") && !page.contains("<script"))
+        let worst = summary.cases.min { $0.recipeDice < $1.recipeDice }!.id
+        for c in summary.cases {
+            #expect(page.contains("<a href=\"#\(c.id)\">\(c.id)</a>"), "\(c.id) has no row")
+            let figure = try #require(page.range(of: "<figure id=\"\(c.id)\"><img alt=\"\(c.id)\" src=\"data:image/png;base64,"), "\(c.id) has no picture")
+            let data = page[figure.upperBound...].prefix { $0 != "\"" }
+            #expect(Data(base64Encoded: String(data))?.prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]))
+        }
+        let first = try #require(page.range(of: "<a href=\"#"))
+        #expect(page[first.upperBound...].hasPrefix(worst + "\""), "the table does not start with the worst case, \(worst)")
+    }
 }
