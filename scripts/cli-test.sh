@@ -62,6 +62,15 @@ train -o "$tmp/runB" --epochs 2 --resume || fail "train --resume"
 cmp -s "$tmp/runA/checkpoint_last.safetensors" "$tmp/runB/checkpoint_last.safetensors" || fail "resumed run differs from the uninterrupted one"
 for f in config.json log.jsonl progress.png checkpoint_best.safetensors; do [ -f "$tmp/runA/$f" ] || fail "train wrote no $f"; done
 "$unet" plot "$tmp/runA" -o "$tmp/replot.png" | grep -q "2 epochs" || fail "plot"
+# One writer per run folder: while a run trains, a second `train --resume` on its folder is refused.
+"$unet" train --data "$tmp/pre" -o "$tmp/runC" --batch 2 --filters 8,16,16,16,16 --epochs 100000 >/dev/null 2>&1 &
+first=$!
+for _ in $(seq 1 120); do [ -f "$tmp/runC/log.jsonl" ] && break; sleep 0.5; done
+set +e
+out=$("$unet" train --data "$tmp/pre" -o "$tmp/runC" --batch 2 --filters 8,16,16,16,16 --epochs 100000 --resume 2>&1); status=$?
+set -e
+kill -INT $first; wait $first || true
+[ $status -eq 1 ] && echo "$out" | grep -q "in use" || fail "a second writer on a run folder: $status $out"
 
 # Prediction on a raw case: a label file on the input's grid, then scored.
 mkdir -p "$tmp/one" && cp "$tmp/data/imagesTr/BRATS_002.nii.gz" "$tmp/one/"

@@ -64,6 +64,14 @@ public enum Preprocessing {
         guard options.dim == 2 || options.dim == 3 else { throw SegmentationError.invalidArgument("dimension must be 2 or 3, got \(options.dim)") }
         let (X, Y, Z) = (loaded.shape[0], loaded.shape[1], loaded.shape.count > 2 ? loaded.shape[2] : 1)
         let original = [Z, Y, X]
+        // NaN or infinite voxels would poison the channel's statistics and every later step: refuse the case.
+        for (c, values) in loaded.channels.enumerated() {
+            let bad = values.withUnsafeBufferPointer { v in v.reduce(0) { $0 + ($1.isFinite ? 0 : 1) } }
+            if bad > 0 {
+                let name = c < channelNames.count ? " (\(channelNames[c]))" : ""
+                throw SegmentationError.invalidArgument("case \(loaded.id) has \(bad) NaN or infinite voxel(s) in channel \(c)\(name); fix or drop the image")
+            }
+        }
         // Foreground box.
         var lo = [Z, Y, X], hi = [-1, -1, -1]
         loaded.channels.withUnsafeBufferPointers { channels in

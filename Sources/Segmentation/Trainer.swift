@@ -163,6 +163,9 @@ public final class Trainer: @unchecked Sendable {
             throw SegmentationError.invalidArgument("a 3D network trains on patches (set one) and a 2D network on whole slices (no patch)")
         }
         let fm = FileManager.default
+        try fm.createDirectory(atPath: run, withIntermediateDirectories: true)
+        let lock = try RunLock(folder: run)
+        defer { withExtendedLifetime(lock) {} }
         let configPath = run + "/config.json"
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -174,7 +177,6 @@ public final class Trainer: @unchecked Sendable {
             guard old == options else { throw SegmentationError.invalidFile(configPath, "the run was started with other options; only the number of epochs and the time budget may change on resume") }
             try AtomicFile.write(Array(try encoder.encode(options)), to: configPath)
         } else {
-            try fm.createDirectory(atPath: run, withIntermediateDirectories: true)
             try AtomicFile.write(Array(try encoder.encode(options)), to: configPath)
         }
         let splitsData: Data
@@ -572,4 +574,21 @@ extension Trainer {
         return "wall clock \(ProgressReporter.duration(t.wall)): training \(share(t.training)), data \(share(t.data)), "
             + "validation \(share(t.validation)), checkpoints and log \(share(t.checkpoint))"
     }
+}
+
+/// One writer per run folder: an advisory lock on RUN/.lock, held while `train` runs. The kernel drops it when
+/// the process ends, however it ends, so a killed run never blocks the next one.
+final class RunLock {
+    private let fd: Int32
+
+    init(folder: String) throws {
+        fd = open(folder + "/.lock", O_RDWR | O_CREAT, 0o644)
+        guard fd >= 0 else { throw SegmentationError.invalidFile(folder + "/.lock", "cannot be opened: " + String(cString: strerror(errno))) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw SegmentationError.runInUse(folder)
+        }
+    }
+
+    deinit { close(fd) }  // closing the descriptor releases the lock
 }

@@ -94,6 +94,24 @@ import Testing
         #expect(overhead.reduce(0, +) <= share * wall + overhead.max()!, "overhead \(overhead.reduce(0, +)) s of \(wall) s")
     }
 
+    /// A second trainer on a folder in use is refused (the first holds its lock); once the lock is released
+    /// the folder trains again.
+    @Test func oneWriterPerRunFolder() throws {
+        let folder = try temporaryFolder()
+        defer { removeTemporary(folder) }
+        var options = try setUp(folder)
+        options.epochs = 1
+        try FileManager.default.createDirectory(atPath: folder + "/run", withIntermediateDirectories: true)
+        var holder: RunLock? = try RunLock(folder: folder + "/run")
+        do {
+            _ = try Trainer(data: folder + "/pre", run: folder + "/run", options: options).train(resume: false)
+            Issue.record("a second writer was let in")
+        } catch SegmentationError.runInUse {}
+        #expect(holder != nil)
+        holder = nil
+        #expect(try Trainer(data: folder + "/pre", run: folder + "/run", options: options).train(resume: false) == .finished)
+    }
+
     /// A log whose last line was cut by a kill still reads, and the next record starts on a line of its own.
     @Test func logSurvivesAHalfWrittenLine() throws {
         let folder = try temporaryFolder()
