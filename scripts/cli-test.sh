@@ -167,8 +167,8 @@ set -e
 scripts/install.sh "$tmp/prefix" >/dev/null || fail "install.sh"
 cp -r "$tmp/prefix" "$tmp/moved" && rm -rf "$tmp/prefix"
 (cd "$tmp" && ./moved/bin/unet --version | grep -q "commit") || fail "unet --version"
-(cd "$tmp" && ./moved/bin/unet synth --cases 2 -o "$tmp/installed-synth" 2>&1 | grep -q "anatomy: $tmp/moved/share/swiftunet/brain-template/t1_brain.nii.gz") \
-  || fail "the installed unet did not find its brain template"
+out=$(cd "$tmp" && ./moved/bin/unet synth --cases 2 -o "$tmp/installed-synth" 2>&1) || fail "installed synth: $out"
+echo "$out" | grep -q "anatomy: $tmp/moved/share/swiftunet/brain-template/t1_brain.nii.gz" || fail "the installed unet did not find its brain template: $out"
 [ -f "$tmp/moved/share/swiftunet/brain-template/SOURCE.md" ] || fail "the template's notice is not installed beside it"
 [ -s "$tmp/moved/share/bash-completion/completions/unet" ] || fail "no bash completion installed"
 echo "cli-test: all checks passed"

@@ -539,7 +539,7 @@ extension Trainer {
             LineChart(title: "Validation Dice (%) against hours of wall clock", series: dice(hours)),
             LineChart(title: "Learning rate against steps", series: [("lr", Array(zip(steps, records.map(\.learningRate))), (120, 60, 160))]),
         ]
-        let (w, h) = (480, 220)
+        let (w, h) = (600, 220)  // wide enough for the longest title
         var out = RGBImage(width: w, height: h * charts.count, fill: (255, 255, 255))
         for (i, c) in charts.enumerated() { out.paste(c.render(width: w, height: h), x: 0, y: i * h) }
         try out.write(to: path)

@@ -39,7 +39,7 @@ struct Demo: ParsableCommand {
         let fm = FileManager.default
         let data = out + "/data", pre = out + "/preprocessed", run = out + "/run"
         let predictions = out + "/predictions", overlays = out + "/overlays"
-        func stage(_ s: String) { print("== \(s) (\(ProgressReporter.duration(Date().timeIntervalSince(start))) so far)") }
+        func stage(_ s: String) { print("== \(s) (\(ProgressReporter.duration(Date().timeIntervalSince(start))) so far)"); fflush(nil) }
 
         stage("1/6 synthesize \(cases) phantom cases")
         if fm.fileExists(atPath: data + "/dataset.json") {
@@ -69,7 +69,7 @@ struct Demo: ParsableCommand {
         options.timeLimit = minutes * 60
         let trainer = Trainer(data: pre, run: run, options: options)
         _ = try trainer.train(resume: fm.fileExists(atPath: run + "/config.json")) { r in
-            if let d = r.validationDice { print(String(format: "step %d: loss %.4f, validation Dice %.2f", r.step, r.loss, d)) }
+            if let d = r.validationDice { print(String(format: "step %d: loss %.4f, validation Dice %.2f", r.step, r.loss, d)); fflush(nil) }
         }
 
         stage("4/6 predict the validation cases")

@@ -322,11 +322,13 @@ struct Train: ParsableCommand {
                                    regions["ET"] ?? 0, r.validationSeconds ?? 0)
                 }
                 print(line)
+                fflush(nil)  // one line per epoch, also when stdout is a file (nohup, logs)
         }
         let summary = trainer.timeSummary()
         switch outcome {
         case .finished: print("finished; \(summary)\n\(trainer.bestCheckpoint) holds the best validation Dice, \(trainer.lastCheckpoint) the final state")
-        case let .stopped(epoch, step): print("stopped in epoch \(epoch + 1) after step \(step); \(summary)\ncontinue with --resume")
+        case let .stopped(epoch, step):
+            print((step == 0 ? "stopped after epoch \(epoch)" : "stopped in epoch \(epoch + 1) after step \(step)") + "; \(summary)\ncontinue with --resume")
         }
     }
 }
