@@ -47,7 +47,7 @@ npy(sys.argv[1] + "/x.npy", "<f4", (2, 4, 32, 32), struct.pack("<%df" % n, *[mat
 m = 2 * 32 * 32
 npy(sys.argv[1] + "/y.npy", "|u1", (2, 1, 32, 32), bytes((i // 7) % 4 for i in range(m)))
 PY
-"$unet" forward --model "$tmp/m.safetensors" --input "$tmp/x.npy" --output "$tmp/logits.npy" | grep -q "logits 2x4x32x32" || fail "forward"
+out=$("$unet" forward --model "$tmp/m.safetensors" --input "$tmp/x.npy" -o "$tmp/logits.npy") && echo "$out" | grep -q "logits 2x4x32x32" || fail "forward: $out"
 "$unet" step --model "$tmp/m.safetensors" --input "$tmp/x.npy" --target "$tmp/y.npy" --steps 4 --lr 1e-3 \
   -o "$tmp/m2.safetensors" --losses "$tmp/losses.json" >/dev/null 2>&1 || fail "step"
 python3 -c "import json,sys; l=json.load(open(sys.argv[1])); sys.exit(0 if len(l) == 4 and l[-1] < l[0] else 1)" "$tmp/losses.json" \
@@ -132,6 +132,12 @@ set +e
 out=$("$unet" info "$tmp/cut.nii.gz" 2>&1); status=$?
 set -e
 [ $status -eq 1 ] && echo "$out" | grep -q "cut.nii.gz" || fail "truncated gzip: $status $out"
+# A predict that fails on a case (an unreadable file) after creating its output folder removes it again.
+mkdir -p "$tmp/badcases" && cp "$tmp/bad.nii" "$tmp/badcases/"
+set +e
+out=$("$unet" predict --model "$tmp/runA" -i "$tmp/badcases" -o "$tmp/pred-bad" 2>&1); status=$?
+set -e
+[ $status -eq 1 ] && echo "$out" | grep -q "bad.nii" && [ ! -e "$tmp/pred-bad" ] || fail "failed predict: $status, folder left: $(ls -d "$tmp/pred-bad" 2>/dev/null) $out"
 # The kernel benchmark's report: JSON with the passes asked for (no layers: the FMA probe only); bad passes refused.
 kb=$("$unet" bench kernels --limit 0 --passes 2 --json 2>/dev/null) || fail "bench kernels --limit 0: $kb"
 echo "$kb" | grep -q '"passes":2' && echo "$kb" | grep -q '"kernels":\[\]' || fail "bench kernels JSON: $kb"
@@ -158,6 +164,9 @@ set +e
 out=$("$unet" predict --model "$tmp/empty-run" -i "$tmp/one" -o "$tmp/pred-none" 2>&1); status=$?
 set -e
 [ $status -eq 1 ] && echo "$out" | grep -q "empty-run" && ! echo "$out" | grep -qi "usage" || fail "runtime error: $status $out"
+[ ! -e "$tmp/pred-none" ] || fail "a failed predict left its output folder"
+"$unet" overlay --image "$tmp/data/imagesTr/BRATS_002.nii.gz" --truth "$tmp/data/labelsTr/BRATS_002.nii.gz" -o "$tmp/overlay.png" >/dev/null \
+  && [ -f "$tmp/overlay.png" ] || fail "overlay -o"
 set +e
 out=$("$unet" synth --cases 1 -o "$tmp/data" 2>&1); status=$?
 set -e
