@@ -47,7 +47,7 @@ extension LabelConvention: ExpressibleByArgument {
 
 /// The output of a command: `-o/--output PATH`; `--out`, the old spelling of some commands, still works
 /// (hidden from --help).
-struct OutputOption {
+enum OutputOption {
     /// The path given, or nil; refuses both spellings with different values.
     static func resolve(_ output: String?, legacy: String?) throws -> String? {
         if let output, let legacy, output != legacy {
