@@ -20,6 +20,15 @@ let package = Package(
             name: "CDNNL",
             linkerSettings: [.linkedLibrary("dnnl"), .linkedLibrary("dl")]
         ),
+        // The only place MPI is seen: a few collectives over MPI_COMM_WORLD (see include/CMPI.h). Built against
+        // the system MPI's headers (Debian's alternatives link: Open MPI by default, MPICH if chosen).
+        .target(
+            name: "CMPI",
+            cSettings: [.unsafeFlags(["-I/usr/include/x86_64-linux-gnu/mpi", "-I/usr/include/mpi"])],
+            linkerSettings: [.linkedLibrary("mpi")]
+        ),
+        // Data-parallel training across processes: MPI_COMM_WORLD as an Engine.ProcessGroup.
+        .target(name: "Cluster", dependencies: ["CMPI", "Engine"]),
         // Tensor core: storage, shapes, layouts, oneDNN-backed kernels and the naive reference.
         .target(name: "Engine", dependencies: ["CDNNL"]),
         // The only place zlib is seen: gzip streams over in-memory buffers (see include/CZlib.h).
@@ -45,6 +54,7 @@ let package = Package(
                 "NeuralNet",
                 "FileSupport",
                 "Benchmarks",
+                "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

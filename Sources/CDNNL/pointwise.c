@@ -91,3 +91,76 @@ void cdnnl_affine_activate(const float *x, const float *residual, float *out, in
     act_ctx k = {x, residual, out, channels, (channels + block - 1) / block * block, spatial, block, slope, a, b};
     cdnnl_parallel(cdnnl_max_threads(), batch * (k.padded / block), act_range, &k);
 }
+
+typedef struct {
+    const float *a, *b;
+    int64_t batch, channels, padded, spatial, block;
+    double *sum_a, *sum_ab;
+} sums_ctx;
+
+// One unit of work = one channel block over every sample, so no two threads add into the same sum.
+static void sums_range(void *p, int64_t begin, int64_t end) {
+    const sums_ctx *k = p;
+    const int64_t blocks = k->padded / k->block, B = k->block;
+    for (int64_t cb = begin; cb < end; cb++) {
+        double sa[16] = {0}, sab[16] = {0};
+        for (int64_t n = 0; n < k->batch; n++) {
+            const int64_t base = (n * blocks + cb) * k->spatial * B;
+            const float *a = k->a + base, *b = k->b ? k->b + base : NULL;
+            // Float partial sums over short runs keep the loop fast; doubles carry them across runs.
+            for (int64_t s0 = 0; s0 < k->spatial; s0 += 256) {
+                const int64_t s1 = s0 + 256 < k->spatial ? s0 + 256 : k->spatial;
+                float pa[16] = {0}, pab[16] = {0};
+                for (int64_t s = s0; s < s1; s++)
+                    for (int64_t l = 0; l < B; l++) {
+                        float v = a[s * B + l];
+                        pa[l] += v;
+                        if (b) pab[l] += v * b[s * B + l];
+                    }
+                for (int64_t l = 0; l < B; l++) { sa[l] += pa[l]; sab[l] += pab[l]; }
+            }
+        }
+        for (int64_t l = 0; l < B; l++) {
+            const int64_t c = cb * B + l;
+            if (c >= k->channels) continue;
+            k->sum_a[c] += sa[l];
+            if (k->b) k->sum_ab[c] += sab[l];
+        }
+    }
+}
+
+void cdnnl_channel_sums(const float *a, const float *b, int64_t batch, int64_t channels, int64_t spatial, int layout,
+                        double *sum_a, double *sum_ab) {
+    int64_t block = layout == CDNNL_LAYOUT_BLOCKED16 ? 16 : (layout == CDNNL_LAYOUT_BLOCKED8 ? 8 : 1);
+    sums_ctx k = {a, b, batch, channels, (channels + block - 1) / block * block, spatial, block, sum_a, sum_ab};
+    cdnnl_parallel(cdnnl_max_threads(), k.padded / block, sums_range, &k);
+}
+
+typedef struct {
+    const float *x, *y;
+    float *out;
+    int64_t channels, padded, spatial, block;
+    const float *a, *b, *d;
+} combine_ctx;
+
+static void combine_range(void *p, int64_t begin, int64_t end) {
+    const combine_ctx *k = p;
+    const int64_t blocks = k->padded / k->block, B = k->block;
+    for (int64_t u = begin; u < end; u++) {
+        const int64_t cb = u % blocks, base = u * k->spatial * B;
+        float a[16] = {0}, b[16] = {0}, d[16] = {0};
+        for (int64_t l = 0; l < B; l++)
+            if (cb * B + l < k->channels) { a[l] = k->a[cb * B + l]; b[l] = k->b[cb * B + l]; d[l] = k->d[cb * B + l]; }
+        const float *x = k->x + base, *y = k->y + base;
+        float *o = k->out + base;
+        for (int64_t s = 0; s < k->spatial * B; s += B)
+            for (int64_t l = 0; l < B; l++) o[s + l] = a[l] * x[s + l] + b[l] * y[s + l] + d[l];
+    }
+}
+
+void cdnnl_channel_combine(const float *x, const float *y, float *out, int64_t batch, int64_t channels, int64_t spatial,
+                           int layout, const float *a, const float *b, const float *d) {
+    int64_t block = layout == CDNNL_LAYOUT_BLOCKED16 ? 16 : (layout == CDNNL_LAYOUT_BLOCKED8 ? 8 : 1);
+    combine_ctx k = {x, y, out, channels, (channels + block - 1) / block * block, spatial, block, a, b, d};
+    cdnnl_parallel(cdnnl_max_threads(), batch * (k.padded / block), combine_range, &k);
+}

@@ -32,13 +32,16 @@ public enum Losses {
         return p
     }
 
-    /// Mean cross-entropy over every voxel (PyTorch `CrossEntropyLoss()`, no class weights).
-    public static func crossEntropy(logits: Tensor, target: Labels, gradient: Tensor? = nil, scale: Float = 1) throws -> Float {
+    /// Mean cross-entropy over every voxel (PyTorch `CrossEntropyLoss()`, no class weights). With a `group`, the
+    /// logits are this member's share of a global batch and the mean is over the whole batch: the loss is the
+    /// global one on every member, the gradient this share's part of the global gradient.
+    public static func crossEntropy(logits: Tensor, target: Labels, gradient: Tensor? = nil, scale: Float = 1,
+                                    across group: ProcessGroup? = nil) throws -> Float {
         try checkLogits(logits, target, "cross-entropy")
         if let gradient { try require(gradient, dims: logits.dims, layout: .plain, "cross-entropy", "gradient") }
         let (n, c, s) = (logits.batch, logits.channels, logits.count / (logits.batch * logits.channels))
         let probs = try softmax(logits)
-        let m = Double(n * s)
+        let m = try group?.sum([Double(n * s)])[0] ?? Double(n * s)
         var total = 0.0
         withExtendedLifetime((probs.storage, gradient?.storage)) {
             let p = probs.floats
@@ -55,13 +58,15 @@ public enum Losses {
                 }
             }
         }
+        if let group { total = try group.sum([total])[0] }
         return Float(total / m)
     }
 
     /// Soft Dice loss of the recipe (MONAI DiceLoss: softmax, one-hot target, background
-    /// excluded, sums over batch and voxels, smoothing 1e-5 on both sides), mean over classes 1..C-1.
+    /// excluded, sums over batch and voxels, smoothing 1e-5 on both sides), mean over classes 1..C-1. With a
+    /// `group`, the sums run over every member's share of the global batch, as `crossEntropy`'s mean does.
     public static func dice(logits: Tensor, target: Labels, gradient: Tensor? = nil, scale: Float = 1,
-                            smooth: Double = 1e-5) throws -> Float {
+                            smooth: Double = 1e-5, across group: ProcessGroup? = nil) throws -> Float {
         try checkLogits(logits, target, "Dice loss")
         if let gradient { try require(gradient, dims: logits.dims, layout: .plain, "Dice loss", "gradient") }
         let (n, c, s) = (logits.batch, logits.channels, logits.count / (logits.batch * logits.channels))
@@ -86,8 +91,12 @@ public enum Losses {
                     }
                 }
             }
-            for k in 1..<c { loss += 1 - (2 * inter[k] + smooth) / (gsum[k] + psum[k] + smooth) }
         }
+        if let group {
+            let all = try group.sum(inter + psum + gsum)
+            (inter, psum, gsum) = (Array(all[0 ..< c]), Array(all[c ..< 2 * c]), Array(all[2 * c ..< 3 * c]))
+        }
+        for k in 1..<c { loss += 1 - (2 * inter[k] + smooth) / (gsum[k] + psum[k] + smooth) }
         loss /= Double(c - 1)
         guard let gradient else { return Float(loss) }
         // dL/dp_k(v) = -(2 g_k(v) D_k - (2 I_k + s)) / D_k^2 / (C-1), D_k = G_k + P_k + s; then

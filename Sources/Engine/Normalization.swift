@@ -90,6 +90,102 @@ public final class BatchNormalization: @unchecked Sendable {
     }
 }
 
+extension BatchNormalization {
+    /// Training forward over a batch shared by `group`: the statistics are those of the whole global batch (every
+    /// member's share), so each member normalises as one process would the whole batch (synchronised batch norm).
+    /// Writes `output`, the global `mean` and biased `variance`, and updates the running statistics with the
+    /// global count's unbiased variance: identical on every member.
+    public func forwardTraining(input: Tensor, scale: Tensor, shift: Tensor, output: Tensor, mean: Tensor, variance: Tensor,
+                                runningMean: Tensor, runningVariance: Tensor, across group: ProcessGroup) throws {
+        let op = "batch normalization"
+        try require(input, dims: dims, layout: layout, op, "input")
+        try require(output, dims: dims, layout: layout, op, "output")
+        for (t, n) in [(scale, "weight"), (shift, "bias"), (mean, "mean"), (variance, "variance"),
+                       (runningMean, "running_mean"), (runningVariance, "running_var")] {
+            try require(t, count: channels, op, n)
+        }
+        let C = channels, positions = dims.dropFirst(2).reduce(1, *)
+        // [sum x (C), sum x^2 (C), count]
+        var sums = [Double](repeating: 0, count: 2 * C + 1)
+        sums.withUnsafeMutableBufferPointer { s in
+            withExtendedLifetime(input.storage) {
+                cdnnl_channel_sums(input.floats, input.floats, Int64(dims[0]), Int64(C), Int64(positions), layout.cValue,
+                                   s.baseAddress!, s.baseAddress! + C)
+            }
+        }
+        sums[2 * C] = Double(dims[0] * positions)
+        sums = try group.sum(sums)
+        let count = sums[2 * C]
+        var a = [Float](repeating: 0, count: C), b = a
+        let gamma = try scale.toArray(), beta = try shift.toArray()
+        let unbias = count > 1 ? count / (count - 1) : 1
+        let m = Double(momentum)
+        withExtendedLifetime((mean.storage, variance.storage, runningMean.storage, runningVariance.storage)) {
+            for c in 0 ..< C {
+                let mu = sums[c] / count
+                let v = max(0, sums[C + c] / count - mu * mu)
+                let inv = 1 / (v + Double(epsilon)).squareRoot()
+                a[c] = Float(Double(gamma[c]) * inv)
+                b[c] = Float(Double(beta[c]) - mu * Double(gamma[c]) * inv)
+                mean.floats[c] = Float(mu)
+                variance.floats[c] = Float(v)
+                runningMean.floats[c] = Float((1 - m) * Double(runningMean.floats[c]) + m * mu)
+                runningVariance.floats[c] = Float((1 - m) * Double(runningVariance.floats[c]) + m * v * unbias)
+            }
+        }
+        withExtendedLifetime((input.storage, output.storage)) {
+            cdnnl_affine_activate(input.floats, nil, output.floats, Int64(dims[0]), Int64(C), Int64(positions), layout.cValue, 1, a, b)
+        }
+    }
+
+    /// Backward of the synchronised forward: dx = gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat)), the
+    /// means over the global batch. Overwrites `inputGradient` (which may be `outputGradient`); adds this member's
+    /// share of the scale and shift gradients (the group's gradient sum completes them).
+    public func backward(input: Tensor, outputGradient: Tensor, scale: Tensor, mean: Tensor, variance: Tensor,
+                         inputGradient: Tensor, scaleGradient: Tensor, shiftGradient: Tensor, across group: ProcessGroup) throws {
+        let op = "batch normalization"
+        try require(input, dims: dims, layout: layout, op, "input")
+        try require(outputGradient, dims: dims, layout: layout, op, "output gradient")
+        try require(inputGradient, dims: dims, layout: layout, op, "input gradient")
+        for (t, n) in [(scale, "weight"), (mean, "mean"), (variance, "variance"),
+                       (scaleGradient, "weight gradient"), (shiftGradient, "bias gradient")] {
+            try require(t, count: channels, op, n)
+        }
+        let C = channels, positions = dims.dropFirst(2).reduce(1, *)
+        // [sum dy (C), sum dy * x (C), count]
+        var sums = [Double](repeating: 0, count: 2 * C + 1)
+        sums.withUnsafeMutableBufferPointer { s in
+            withExtendedLifetime((outputGradient.storage, input.storage)) {
+                cdnnl_channel_sums(outputGradient.floats, input.floats, Int64(dims[0]), Int64(C), Int64(positions), layout.cValue,
+                                   s.baseAddress!, s.baseAddress! + C)
+            }
+        }
+        sums[2 * C] = Double(dims[0] * positions)
+        let local = sums
+        sums = try group.sum(sums)
+        let count = sums[2 * C]
+        let gamma = try scale.toArray(), mu = try mean.toArray(), v = try variance.toArray()
+        var a = [Float](repeating: 0, count: C), b = a, d = a
+        withExtendedLifetime((scaleGradient.storage, shiftGradient.storage)) {
+            for c in 0 ..< C {
+                let m = Double(mu[c]), inv = 1 / (Double(v[c]) + Double(epsilon)).squareRoot()
+                // sum dy * xhat = (sum dy * x - mean * sum dy) / sigma
+                let dyxhat = (sums[C + c] - m * sums[c]) * inv
+                let k = Double(gamma[c]) * inv
+                a[c] = Float(k)
+                b[c] = Float(-k * dyxhat * inv / count)
+                d[c] = Float(-k * sums[c] / count + k * dyxhat * inv * m / count)
+                scaleGradient.floats[c] += Float((local[C + c] - m * local[c]) * inv)
+                shiftGradient.floats[c] += Float(local[c])
+            }
+        }
+        withExtendedLifetime((outputGradient.storage, input.storage, inputGradient.storage)) {
+            cdnnl_channel_combine(outputGradient.floats, input.floats, inputGradient.floats, Int64(dims[0]), Int64(C), Int64(positions),
+                                  layout.cValue, a, b, d)
+        }
+    }
+}
+
 private func makeBatchNorm(dims: [Int], layout: Layout, epsilon: Float, op: String) throws -> OpaquePointer {
     var h: OpaquePointer?
     let spatial = dims.dropFirst(2).map(Int64.init)

@@ -92,6 +92,10 @@ final class Context {
     var keepNormInputs = false
     /// What convolutions multiply in (everything else is float32 in both).
     var precision: Precision = .fp32
+    /// The processes sharing each training batch (nil: this process alone), and whether batch norm takes its
+    /// statistics over the whole global batch (otherwise over this process's share).
+    var group: ProcessGroup?
+    var synchronizedBatchNorm = false
     var layout: Layout { workspace.layout }
 
     init(parameters: ParameterSet, layout: Layout) {
@@ -209,8 +213,13 @@ final class Norm {
             if batchOp?.dims != x.dims || batchOp?.layout != x.layout { batchOp = try BatchNormalization(dims: x.dims, layout: x.layout) }
             if c.training {
                 if mean?.count != channels { mean = try Tensor(zeros: [channels]); variance = try Tensor(zeros: [channels]) }
-                try batchOp!.forwardTraining(input: x, scale: p.value(weight), shift: p.value(bias), output: y, mean: mean!,
-                                             variance: variance!, runningMean: p.value(runningMean!), runningVariance: p.value(runningVariance!))
+                if c.synchronizedBatchNorm, let group = c.group {
+                    try batchOp!.forwardTraining(input: x, scale: p.value(weight), shift: p.value(bias), output: y, mean: mean!, variance: variance!,
+                                                 runningMean: p.value(runningMean!), runningVariance: p.value(runningVariance!), across: group)
+                } else {
+                    try batchOp!.forwardTraining(input: x, scale: p.value(weight), shift: p.value(bias), output: y, mean: mean!,
+                                                 variance: variance!, runningMean: p.value(runningMean!), runningVariance: p.value(runningVariance!))
+                }
                 p.batchesTracked[prefix, default: 0] += 1
             } else {
                 try batchOp!.forwardInference(input: x, scale: p.value(weight), shift: p.value(bias), runningMean: p.value(runningMean!),
@@ -282,8 +291,13 @@ final class Norm {
         let p = c.parameters
         switch kind {
         case .batch:
-            try batchOp!.backward(input: x, outputGradient: dy, scale: p.value(weight), mean: mean!, variance: variance!,
-                                  inputGradient: dx, scaleGradient: p.gradient(weight), shiftGradient: p.gradient(bias))
+            if c.synchronizedBatchNorm, let group = c.group {
+                try batchOp!.backward(input: x, outputGradient: dy, scale: p.value(weight), mean: mean!, variance: variance!,
+                                      inputGradient: dx, scaleGradient: p.gradient(weight), shiftGradient: p.gradient(bias), across: group)
+            } else {
+                try batchOp!.backward(input: x, outputGradient: dy, scale: p.value(weight), mean: mean!, variance: variance!,
+                                      inputGradient: dx, scaleGradient: p.gradient(weight), shiftGradient: p.gradient(bias))
+            }
         case .instance:
             try instanceOp!.backward(input: x, outputGradient: dy, scale: p.value(weight), mean: mean!, variance: variance!,
                                      inputGradient: dx, scaleGradient: p.gradient(weight), shiftGradient: p.gradient(bias))

@@ -5,8 +5,9 @@ import Foundation
 /// With deep supervision: heads weighted 0.5^i, weights normalised to sum 1, each against the target
 /// downsampled by nearest neighbour to the head's size.
 public enum SegmentationLoss {
-    /// Returns the loss and the logits' gradients (plain, one per output), ready for `UNet.backward`.
-    public static func evaluate(_ outputs: [Tensor], target: Labels) throws -> (loss: Float, gradients: [Tensor]) {
+    /// Returns the loss and the logits' gradients (plain, one per output), ready for `UNet.backward`. With a
+    /// `group`, outputs and target are this member's share of a global batch, and the loss is the global batch's.
+    public static func evaluate(_ outputs: [Tensor], target: Labels, across group: ProcessGroup? = nil) throws -> (loss: Float, gradients: [Tensor]) {
         let weights = (0 ..< outputs.count).map { Float(pow(0.5, Double($0))) }
         let total = weights.reduce(0, +)
         var loss: Float = 0
@@ -15,8 +16,8 @@ public enum SegmentationLoss {
             let w = weights[i] / total
             let t = i == 0 ? target : try downsample(target, to: logits.spatial)
             let g = try Tensor(zeros: logits.dims)
-            loss += w * (try Losses.dice(logits: logits, target: t, gradient: g, scale: w))
-            loss += w * (try Losses.crossEntropy(logits: logits, target: t, gradient: g, scale: w))
+            loss += w * (try Losses.dice(logits: logits, target: t, gradient: g, scale: w, across: group))
+            loss += w * (try Losses.crossEntropy(logits: logits, target: t, gradient: g, scale: w, across: group))
             gradients.append(g)
         }
         return (loss, gradients)

@@ -91,6 +91,11 @@ public final class ParameterSet: @unchecked Sendable {
         return try v.withUnsafeMutableFloats { vp in try g.withUnsafeMutableFloats { gp in try body(vp, gp) } }
     }
 
+    /// The flat non-trainable buffers (batch norm running statistics; alignment gaps included).
+    public func withFlatStatistics<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        try Tensor(storage: bufferStorage!, offset: 0, dims: [max(1, bufferCount)]).withUnsafeMutableFloats { try body($0) }
+    }
+
     /// Copies values of every entry (and batch counts) from `other`, which must have the same names and shapes.
     public func copyValues(from other: ParameterSet) throws {
         for e in entries {

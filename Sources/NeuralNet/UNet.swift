@@ -102,6 +102,25 @@ public final class UNet {
 
     public var precision: Precision { context.precision }
 
+    /// Trains as one member of `group` (nil: alone): each training step's batch is this member's share of a
+    /// global batch; the loss's sums and means run over the global batch and the gradients are summed over the
+    /// group before the update, so every member applies the same update. With `synchronizedBatchNorm`, batch
+    /// norm's statistics are the global batch's too, and the members compute what one process computes on the
+    /// whole batch; without it each member normalises with its share's statistics (as PyTorch DDP does).
+    public func shareTraining(with group: ProcessGroup?, synchronizedBatchNorm: Bool) {
+        context.group = group
+        context.synchronizedBatchNorm = synchronizedBatchNorm
+    }
+
+    public var group: ProcessGroup? { context.group }
+
+    /// Makes every member's batch norm running statistics member `root`'s (they differ between members when
+    /// batch norm is not synchronised), as DDP's buffer broadcast does; before validation and checkpoints.
+    public func adoptStatistics(from root: Int) throws {
+        guard let group = context.group, parameters.bufferCount > 0 else { return }
+        try parameters.withFlatStatistics { try group.broadcast(UnsafeMutableRawPointer($0.baseAddress!), count: $0.count * 4, from: root) }
+    }
+
     public init(config: UNetConfig, layout: Layout = .native) throws {
         try config.validate()
         self.config = config

@@ -300,10 +300,12 @@ public final class TrainingLoader: @unchecked Sendable {
 
     /// The batch of step `step` in `epoch` as tensors: input (N, C, sampleShape...), labels (N, 1, sampleShape...).
     /// `workers` threads prepare the samples (each sample's randomness is its own, so the batch is the same
-    /// for any count).
-    public func batch(epoch: Int, step: Int, size: Int, workers: Int = 1) throws -> (Tensor, Labels) {
+    /// for any count). `share`: only these positions of the batch (one process's share of a batch that several
+    /// train on; the samples are those the whole batch has at these positions).
+    public func batch(epoch: Int, step: Int, size: Int, workers: Int = 1, share: Range<Int>? = nil) throws -> (Tensor, Labels) {
         let plan = epochPlan(epoch, batch: size)
-        let items = plan[step % plan.count]
+        let share = share ?? 0 ..< size
+        let items = Array(plan[step % plan.count][share])
         let voxels = sampleShape.reduce(1, *), values = channels * voxels
         var image = [Float](repeating: 0, count: items.count * values)
         var label = [UInt8](repeating: 0, count: items.count * voxels)
@@ -311,7 +313,7 @@ public final class TrainingLoader: @unchecked Sendable {
             label.withUnsafeMutableBufferPointer { l in
                 let out = SampleSlots(image: i.baseAddress!, label: l.baseAddress!)
                 _ = Parallel.map(count: items.count, workers: workers) { k in
-                    let s = self.sample(case: items[k], epoch: epoch, position: step * size + k)
+                    let s = self.sample(case: items[k], epoch: epoch, position: step * size + share.lowerBound + k)
                     s.image.withUnsafeBufferPointer { (out.image + k * values).update(from: $0.baseAddress!, count: values) }
                     s.label.withUnsafeBufferPointer { (out.label + k * voxels).update(from: $0.baseAddress!, count: voxels) }
                 }

@@ -22,6 +22,7 @@ public final class ProgressReporter: @unchecked Sendable {
     /// Marks `count` more items done; `note` is shown beside the bar (e.g. the case just finished). `eta`, when
     /// the caller knows better (e.g. a time budget), replaces the estimate from the rate so far.
     public func advance(by count: Int = 1, note: String = "", eta: Double? = nil) {
+        if Self.silent { return }
         lock.lock()
         defer { lock.unlock() }
         done += count
@@ -41,8 +42,13 @@ public final class ProgressReporter: @unchecked Sendable {
         }
     }
 
+    /// No progress and no information lines at all (set once at start-up, e.g. on every process of a parallel
+    /// job but the first, which speaks for all).
+    nonisolated(unsafe) public static var silent = false
+
     /// A line of information for the person watching (stderr, beside the progress lines).
     public static func say(_ text: String) {
+        if silent { return }
         FileHandle.standardError.write(Data((text + "\n").utf8))
     }
 

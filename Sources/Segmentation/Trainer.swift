@@ -130,13 +130,39 @@ public final class Trainer: @unchecked Sendable {
     /// thread count it is how to compute, not what, and a run may resume in the other precision.
     public let precision: Precision
     public let cadence: Cadence
+    /// The processes training this run together (nil: this one alone). Each computes its share of every batch;
+    /// the first (rank 0) alone writes the run folder; validation is split among them. Like the precision, how
+    /// to compute, not what: a run may resume with another number of processes.
+    public let group: ProcessGroup?
+    /// With a group: batch norm statistics over the global batch (the members then compute what one process
+    /// computes), not over each member's share.
+    public let synchronizedBatchNorm: Bool
 
-    public init(data: String, run: String, options: TrainingOptions, precision: Precision = .fp32, cadence: Cadence = .automatic) {
+    public init(data: String, run: String, options: TrainingOptions, precision: Precision = .fp32, cadence: Cadence = .automatic,
+                group: ProcessGroup? = nil, synchronizedBatchNorm: Bool = false) {
         self.data = data
         self.run = run
         self.options = options
         self.precision = precision
         self.cadence = cadence
+        self.group = group
+        self.synchronizedBatchNorm = synchronizedBatchNorm
+    }
+
+    /// Whether this process writes the run folder (the only one, or rank 0 of a group).
+    var leads: Bool { (group?.rank ?? 0) == 0 }
+
+    /// Whether any member was asked to stop (every member gets the same answer, so all stop at the same step).
+    func agreedStop() throws -> Bool {
+        guard let group else { return stopping }
+        return try group.sum([stopping ? 1 : 0])[0] > 0
+    }
+
+    /// The leader's `flags` on every member: decisions that depend on timing (validate now? the time budget
+    /// spent?) are the leader's, so that the members never part ways.
+    func agree(_ flags: [Bool]) throws -> [Bool] {
+        guard let group else { return flags }
+        return try group.broadcast(flags.map { UInt8($0 ? 1 : 0) }, from: 0).map { $0 != 0 }
     }
 
     public var lastCheckpoint: String { run + "/checkpoint_last.safetensors" }
@@ -162,14 +188,19 @@ public final class Trainer: @unchecked Sendable {
         guard (options.network.dimension == 3) == (options.patch != nil) else {
             throw SegmentationError.invalidArgument("a 3D network trains on patches (set one) and a 2D network on whole slices (no patch)")
         }
+        if let group, options.batch < group.size {
+            throw SegmentationError.invalidArgument("a batch of \(options.batch) cannot be shared by \(group.size) processes (each needs a sample at least)")
+        }
         let fm = FileManager.default
         try fm.createDirectory(atPath: run, withIntermediateDirectories: true)
-        let lock = try RunLock(folder: run)
+        let lock = leads ? try RunLock(folder: run) : nil
         defer { withExtendedLifetime(lock) {} }
         let configPath = run + "/config.json"
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        if fm.fileExists(atPath: configPath) {
+        if !leads {
+            // The leader checks and writes the configuration.
+        } else if fm.fileExists(atPath: configPath) {
             guard resume else { throw SegmentationError.runExists(run) }
             var old = try JSONDecoder().decode(TrainingOptions.self, from: Data(contentsOf: URL(fileURLWithPath: configPath)))
             // A resumed run may be extended (or shortened); nothing else may change.
@@ -210,9 +241,15 @@ public final class Trainer: @unchecked Sendable {
             network = try UNet(config: options.network)
             network.initialize(seed: options.seed)
             optimizer = try Optimizer(options.optimizer, parameters: network.parameters)
-            for f in [log, stateFile] where fm.fileExists(atPath: f) { try fm.removeItem(atPath: f) }  // a fresh run of an unstarted folder
+            for f in [log, stateFile] where leads && fm.fileExists(atPath: f) { try fm.removeItem(atPath: f) }  // a fresh run of an unstarted folder
         }
         try network.setPrecision(precision)
+        network.shareTraining(with: group, synchronizedBatchNorm: synchronizedBatchNorm)
+        if let group {
+            ProgressReporter.say("\(group.size) processes share each batch of \(options.batch) (\(options.batch / group.size)"
+                + (options.batch % group.size == 0 ? "" : " or \(options.batch / group.size + 1)") + " samples each, \(Runtime.threads) thread(s) each); "
+                + "batch norm statistics " + (synchronizedBatchNorm || options.network.norm != .batch ? "of the whole batch" : "of each process's share"))
+        }
         Self.stopRequested = false
         stopHere = false
 
@@ -248,6 +285,7 @@ public final class Trainer: @unchecked Sendable {
             return t
         }
         func saveLast() throws {
+            guard leads else { return }
             let start = Date()
             try Checkpoint(step: globalStep, epoch: epoch, extra: ["step_in_epoch": "\(stepInEpoch)"])
                 .save(network: network, optimizer: optimizer, to: lastCheckpoint)
@@ -257,6 +295,7 @@ public final class Trainer: @unchecked Sendable {
             epochTime.checkpoint += checkpointCost
         }
         func saveState() throws {
+            guard leads else { return }
             let start = Date()
             state.time = now()
             try AtomicFile.write(Array(try sortedJSON.encode(state)), to: stateFile)
@@ -293,7 +332,7 @@ public final class Trainer: @unchecked Sendable {
             return s
         }
 
-        while epoch < options.epochs && now().training < options.timeLimit ?? .infinity {
+        while try agree([epoch < options.epochs && now().training < options.timeLimit ?? .infinity])[0] {
             let plan = loader.epochPlan(epoch, batch: options.batch)
             let epochStart = Date()
             var lossSum = 0.0, lossCount = 0
@@ -302,7 +341,8 @@ public final class Trainer: @unchecked Sendable {
                 // Prepared here, on the compute threads, not beside them: on a 2-core machine a background
                 // preparer slows every step more than the preparation costs.
                 let dataStart = Date()
-                let (x, y) = try loader.batch(epoch: epoch, step: stepInEpoch, size: options.batch, workers: Runtime.threads)
+                let (x, y) = try loader.batch(epoch: epoch, step: stepInEpoch, size: options.batch, workers: Runtime.threads,
+                                              share: group?.share(of: options.batch))
                 let stepStart = Date()
                 epochTime.data += stepStart.timeIntervalSince(dataStart)
                 sessionData += stepStart.timeIntervalSince(dataStart)
@@ -321,7 +361,7 @@ public final class Trainer: @unchecked Sendable {
                 sessionSteps += 1
                 progress.advance(note: note(), eta: eta())
                 afterStep(epoch, stepInEpoch, loss)
-                if stopping && stepInEpoch < plan.count {
+                if try agreedStop() && stepInEpoch < plan.count {
                     try saveLast()
                     try saveState()
                     return .stopped(epoch: epoch, step: stepInEpoch)
@@ -331,10 +371,15 @@ public final class Trainer: @unchecked Sendable {
             stepInEpoch = 0
             var record = EpochRecord(epoch: epoch, step: globalStep, loss: lossSum / Double(max(lossCount, 1)), learningRate: lr,
                                      seconds: Date().timeIntervalSince(epochStart))
-            let finishing = epoch == options.epochs || now().training >= options.timeLimit ?? .infinity
+            let stop = try agreedStop()
+            let timely = epoch == options.epochs || now().training >= options.timeLimit ?? .infinity
+            let decided = try agree([timely, !stop && dueForValidation(finishing: timely),
+                                     Date().timeIntervalSince(lastSave) >= cadence.checkpointInterval])
+            let (finishing, validating, saveDue) = (decided[0], decided[1], decided[2])
             var validated = false
-            if !stopping && dueForValidation(finishing: finishing) {
+            if validating {
                 let start = Date()
+                if !synchronizedBatchNorm { try network.adoptStatistics(from: 0) }
                 if let v = try validate(network, ids: fold.val) {
                     let seconds = Date().timeIntervalSince(start)
                     epochTime.validation += seconds
@@ -343,7 +388,7 @@ public final class Trainer: @unchecked Sendable {
                     (record.validationDice, record.classDice, record.regionDice) = (v.dice, v.classes, v.regions)
                     (state.validatedStep, state.validatedDice) = (globalStep, v.dice)
                     validated = true
-                    if v.dice > state.bestDice ?? -.infinity {
+                    if v.dice > state.bestDice ?? -.infinity, leads {
                         let saveStart = Date()
                         try Checkpoint(step: globalStep, epoch: epoch, extra: ["validation_dice": "\(v.dice)"])
                             .save(network: network, optimizer: optimizer, to: bestCheckpoint)
@@ -354,16 +399,15 @@ public final class Trainer: @unchecked Sendable {
                     epochTime.validation += Date().timeIntervalSince(start)  // stopped during validation
                 }
             }
-            let stop = stopping
-            let saving = validated || finishing || stop || Date().timeIntervalSince(lastSave) >= cadence.checkpointInterval
+            let saving = validated || finishing || stop || saveDue
             if saving { try saveLast() }
             let housekeeping = Date()
             record.trainingSeconds = now().training
             record.wallSeconds = now().wall
             epochTime.wall = Date().timeIntervalSince(epochStart)
             record.time = epochTime
-            try appendToLog(record)
-            if saving || Date().timeIntervalSince(lastDrawing) >= 60 {
+            if leads { try appendToLog(record) }
+            if leads && (saving || Date().timeIntervalSince(lastDrawing) >= 60) {
                 try Self.drawProgress(records(), to: run + "/progress.png")
                 lastDrawing = Date()
             }
@@ -398,7 +442,8 @@ extension Trainer {
     /// The recipe's validation metric on whole preprocessed volumes (inference mode; 2D slice batches that
     /// run across volume boundaries, or 3D sliding windows as `unet predict`): per class 1-3 Dice with the
     /// absent-class rule, mean over volumes then classes, x100; plus region Dice. nil when a stop was
-    /// requested meanwhile.
+    /// requested meanwhile. With a group, the members score shares of the slices (2D) or volumes (3D) in
+    /// lockstep rounds and add up their confusion matrices.
     func validate(_ network: UNet, ids: [String]) throws -> (dice: Double, classes: [Double], regions: [String: Double])? {
         let K = network.config.classes
         var confusion = [[Int]](repeating: [Int](repeating: 0, count: K * K), count: ids.count)
@@ -418,8 +463,12 @@ extension Trainer {
             var predictorOptions = Predictor.Options()
             predictorOptions.patch3D = options.patch!
             let progress = ProgressReporter(total: ids.count, label: "validation")
-            for (v, volume) in volumes.enumerated() {
-                if stopping { return nil }
+            let (rank, size) = (group?.rank ?? 0, group?.size ?? 1)
+            for round in 0 ..< (volumes.count + size - 1) / size {
+                if try agreedStop() { return nil }
+                let v = round * size + rank
+                guard v < volumes.count else { continue }
+                let volume = volumes[v]
                 let count = volume.shape.reduce(1, *), voxels = count / volume.shape[0]
                 var image = [Float](repeating: 0, count: count)
                 image.withUnsafeMutableBufferPointer { volume.x.copyFloats(from: 0, count: count, into: $0.baseAddress!) }
@@ -427,7 +476,7 @@ extension Trainer {
                 truth.withUnsafeMutableBufferPointer { volume.y.copyBytes(from: 0, count: voxels, into: $0.baseAddress!) }
                 let prediction = Predictor.argmax(try Predictor.logits(image, shape: volume.shape, network: network, options: predictorOptions), classes: K)
                 Metrics.accumulateConfusion(&confusion[v], prediction: prediction, truth: truth, classes: K)
-                progress.advance(note: ids[v])
+                progress.advance(by: size, note: ids[v])
             }
         } else {
             // Slices of every volume in turn fill batches of `validationBatch`, so no batch runs half empty at a
@@ -436,14 +485,18 @@ extension Trainer {
             if let odd = volumes.firstIndex(where: { $0.shape[2] != H || $0.shape[3] != W }) {
                 throw SegmentationError.invalidFile(Preprocessing.files(data, ids[odd]).image, "slices are \(volumes[odd].shape[2])x\(volumes[odd].shape[3]), \(ids[0])'s are \(H)x\(W)")
             }
-            let slices = volumes.enumerated().flatMap { v, volume in (0 ..< volume.shape[1]).map { (v, $0) } }
+            let all = volumes.enumerated().flatMap { v, volume in (0 ..< volume.shape[1]).map { (v, $0) } }
+            let slices = group.map { all[$0.share(of: all.count)] } ?? all[...]
             let progress = ProgressReporter(total: slices.count, label: "validation", unit: "slice")
             let plane = H * W
-            var start = 0
             var truth = [UInt8](repeating: 0, count: plane)
-            while start < slices.count {
-                if stopping { return nil }
-                let batch = slices[start ..< min(start + options.validationBatch, slices.count)]
+            // Every member runs as many rounds as the largest share needs (its last ones may be empty).
+            let largest = (all.count + (group?.size ?? 1) - 1) / (group?.size ?? 1)
+            for round in 0 ..< (largest + options.validationBatch - 1) / options.validationBatch {
+                if try agreedStop() { return nil }
+                let start = slices.startIndex + round * options.validationBatch
+                guard start < slices.endIndex else { continue }
+                let batch = slices[start ..< min(start + options.validationBatch, slices.endIndex)]
                 var input = [Float](repeating: 0, count: batch.count * C * plane)
                 input.withUnsafeMutableBufferPointer { p in
                     for (s, (v, d)) in batch.enumerated() {
@@ -457,9 +510,12 @@ extension Trainer {
                     let prediction = Predictor.argmax(Array(logits[s * K * plane ..< (s + 1) * K * plane]), classes: K)
                     Metrics.accumulateConfusion(&confusion[v], prediction: prediction, truth: truth, classes: K)
                 }
-                start += batch.count
                 progress.advance(by: batch.count)
             }
+        }
+        if let group {
+            let sums = try group.sum(confusion.flatMap { $0.map(Double.init) })
+            confusion = (0 ..< ids.count).map { v in sums[v * K * K ..< (v + 1) * K * K].map { Int($0) } }
         }
         var classTotals = [Double](repeating: 0, count: 3)
         var regionTotals: [String: Double] = [:]

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Cluster
 import Engine
 import FileSupport
 import Foundation
@@ -272,6 +273,9 @@ struct Train: ParsableCommand {
     var checkpointEvery: Double = 5
     @Option(help: "Budget of training time in minutes (validation excluded): finish at the first epoch end past it.") var timeLimit: Double?
     @Flag(help: "Continue the run in the output folder from its checkpoint_last.") var resume = false
+    @Flag(help: ArgumentHelp("Under mpirun: batch norm statistics over the whole batch (every process's share), so N processes compute what one does; otherwise each process's share (as PyTorch DDP).",
+                             valueName: "sync-batchnorm"))
+    var syncBatchnorm = false
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var precision: PrecisionOptions
 
@@ -291,6 +295,13 @@ struct Train: ParsableCommand {
     func run() throws {
         let out = try OutputOption.required(output, legacy: out)
         compute.apply()
+        // Started by mpirun or srun: this process is one of a group sharing every batch.
+        let group = try MPIGroup.joinWorld()
+        if let group {
+            if compute.threads == nil { Runtime.setThreads(group.defaultThreads()) }
+            ProgressReporter.silent = group.rank != 0
+        }
+        let speaks = (group?.rank ?? 0) == 0
         var config = preset.config
         if let filters {
             let f = filters.split(separator: ",").map { Int($0)! }
@@ -314,8 +325,10 @@ struct Train: ParsableCommand {
         cadence.checkpointInterval = checkpointEvery * 60
         signal(SIGINT) { _ in Trainer.requestStop() }
         signal(SIGTERM) { _ in Trainer.requestStop() }
-        let trainer = Trainer(data: data, run: out, options: options, precision: precision.precision, cadence: cadence)
+        let trainer = Trainer(data: data, run: out, options: options, precision: precision.precision, cadence: cadence,
+                              group: group, synchronizedBatchNorm: syncBatchnorm)
         let outcome = try trainer.train(resume: resume) { r in
+                guard speaks else { return }
                 var line = String(format: "epoch %d (step %d): loss %.4f, lr %.2g, %.1f s", r.epoch, r.step, r.loss, r.learningRate, r.seconds)
                 if let d = r.validationDice, let regions = r.regionDice {
                     line += String(format: "; validation Dice %.2f (WT %.1f, TC %.1f, ET %.1f) in %.0f s", d, regions["WT"] ?? 0, regions["TC"] ?? 0,
@@ -324,6 +337,7 @@ struct Train: ParsableCommand {
                 print(line)
                 fflush(nil)  // one line per epoch, also when stdout is a file (nohup, logs)
         }
+        guard speaks else { return }
         let summary = trainer.timeSummary()
         switch outcome {
         case .finished: print("finished; \(summary)\n\(trainer.bestCheckpoint) holds the best validation Dice, \(trainer.lastCheckpoint) the final state")

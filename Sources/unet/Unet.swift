@@ -1,5 +1,7 @@
 import ArgumentParser
+import Cluster
 import Engine
+import Foundation
 import MedicalImaging
 
 @main
@@ -20,7 +22,13 @@ struct Unet: ParsableCommand {
         do {
             var command = try parseAsRoot()
             try command.run()
+            MPIGroup.world?.leave()
         } catch {
+            if let world = MPIGroup.world, world.size > 1 {
+                // One process of a parallel job cannot go on: end them all, so none waits for it forever.
+                FileHandle.standardError.write(Data("Error (process \(world.rank) of \(world.size)): \(explained(error))\n".utf8))
+                world.abortJob(code: 1)
+            }
             exit(withError: explained(error))
         }
     }

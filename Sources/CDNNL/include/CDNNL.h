@@ -140,6 +140,17 @@ void cdnnl_affine_activate(const float *x, const float *residual, float *out, in
 int cdnnl_conv_forward_epilogue(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst,
                                 const float *scale, const float *shift, const float *residual, float slope);
 
+/// Per-channel sums over samples and positions of an activation tensor (N, C, spatial) in `layout`, added into
+/// sum_a[c] (sum of a) and, when b is not NULL, sum_ab[c] (sum of a * b; b has a's shape and layout).
+/// Batch statistics that several processes add up (synchronised batch normalization).
+void cdnnl_channel_sums(const float *a, const float *b, int64_t batch, int64_t channels, int64_t spatial, int layout,
+                        double *sum_a, double *sum_ab);
+
+/// out = a[ch] * x + b[ch] * y + d[ch] over activation tensors (N, C, spatial) in `layout`; out may be x or y;
+/// padding channels get 0.
+void cdnnl_channel_combine(const float *x, const float *y, float *out, int64_t batch, int64_t channels, int64_t spatial,
+                           int layout, const float *a, const float *b, const float *d);
+
 #ifdef __cplusplus
 }
 #endif
