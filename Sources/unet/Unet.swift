@@ -66,7 +66,7 @@ struct PrecisionOptions: ParsableArguments {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print a table (or JSON) and compare against a reference measured in the same run.",
-        subcommands: [BenchKernels.self, BenchMemory.self, BenchIO.self, BenchTrain.self, BenchTrainPhase.self, BenchLoader.self]
+        subcommands: [BenchKernels.self, BenchMemory.self, BenchIO.self, BenchTrain.self, BenchTrainPhase.self, BenchLoader.self, BenchAllreduce.self]
     )
 }
 
