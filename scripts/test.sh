@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: unit tests (engine kernels against the reference, NIfTI/NumPy files,
 # datasets, preprocessing, phantom; bad input), the memory check (1,000 forward+backward iterations
-# must keep RSS flat), the command-line checks on the real binary, and training under mpirun (2 processes).
+# must keep RSS flat), the command-line checks on the real binary, and training under mpirun (2 processes on
+# one host, and on two hosts made of network namespaces when run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
@@ -10,3 +11,4 @@ swift build -c release --product unet
 .build/release/unet bench memory --iterations 1000
 scripts/cli-test.sh
 scripts/mpi-test.sh
+scripts/netns-test.sh
