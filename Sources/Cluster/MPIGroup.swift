@@ -70,6 +70,16 @@ public final class MPIGroup: ProcessGroup, @unchecked Sendable {
         guard cmpi_broadcast(bytes, Int64(count), Int32(root)) == 0 else { throw Failure.collective("broadcast of \(count) bytes") }
     }
 
+    public func startSum(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
+        guard cmpi_start_sum_float(values, Int64(count)) == 0 else { throw Failure.collective("start of a sum of \(count) floats") }
+    }
+
+    public func progress() throws { _ = cmpi_progress() }
+
+    public func finishSums() throws {
+        guard cmpi_wait_sums() == 0 else { throw Failure.collective("wait for started sums") }
+    }
+
     /// Compute threads for one rank when none were asked for: OMP_NUM_THREADS, else this machine's cores shared
     /// evenly among its ranks (so `mpirun -np 2` on 2 cores runs 1 thread each, not 2 on each core).
     public func defaultThreads() -> Int {

@@ -11,9 +11,22 @@ public protocol ProcessGroup: AnyObject, Sendable {
     func sum(_ values: UnsafeMutablePointer<Double>, count: Int) throws
     /// Copies `count` bytes at `bytes` on member `root` to every member.
     func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, from root: Int) throws
+    /// Starts replacing `count` floats at `values` by their sum over the group and returns, possibly before it is
+    /// done (so communication overlaps the computation that follows); the values are the sum once `finishSums()`
+    /// returns, and must not be touched before. Members start the same sums in the same order.
+    func startSum(_ values: UnsafeMutablePointer<Float>, count: Int) throws
+    /// Lets started sums advance (call it now and then while computing).
+    func progress() throws
+    /// Waits until every started sum is done.
+    func finishSums() throws
 }
 
 extension ProcessGroup {
+    /// A group without nonblocking sums sums at once.
+    public func startSum(_ values: UnsafeMutablePointer<Float>, count: Int) throws { try sum(values, count: count) }
+    public func progress() throws {}
+    public func finishSums() throws {}
+
     /// The element-wise sum of `values` over the group.
     public func sum(_ values: [Double]) throws -> [Double] {
         var v = values

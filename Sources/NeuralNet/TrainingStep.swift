@@ -15,14 +15,36 @@ extension UNet {
             return loss
         }
         Profile.measure("zero gradients") { parameters.zeroGradients() }
-        try Profile.measure("backward (total)") { try backward(gradients) }
         if let group = context.group {
-            // Each member's gradient is its share's part of the global loss's gradient: their sum is the whole.
-            try Profile.measure("gradient allreduce") {
-                try parameters.withFlatBuffers { _, g in try group.sum(g.baseAddress!, count: g.count) }
-            }
+            try backwardSummingGradients(gradients, over: group)
+        } else {
+            try Profile.measure("backward (total)") { try backward(gradients) }
         }
         _ = Profile.measure("optimizer") { optimizer.update(learningRate: learningRate) }
         return loss
+    }
+
+    /// Backward, with the gradient sum over `group` started in buckets as soon as each bucket's gradients are
+    /// final, so that communication overlaps the rest of backward; waits for the sums at the end. Each member's
+    /// gradient is its share's part of the global loss's gradient: their sum is the whole.
+    private func backwardSummingGradients(_ logitGradients: [Tensor], over group: ProcessGroup) throws {
+        try parameters.withFlatBuffers { _, g in
+            var started = g.count  // gradients [started, count) are being summed
+            let bucket = gradientBucket
+            onGradientsReady = { ready in
+                if started - ready >= bucket {
+                    try group.startSum(g.baseAddress! + ready, count: started - ready)
+                    started = ready
+                }
+                try group.progress()
+            }
+            defer { onGradientsReady = nil }
+            try Profile.measure("backward (total)") { try backward(logitGradients) }
+            if started > 0 { try group.startSum(g.baseAddress!, count: started) }
+            let clock = ContinuousClock(), start = clock.now
+            try Profile.measure("gradient sum (wait)") { try group.finishSums() }
+            let waited = clock.now - start
+            lastGradientWait = Double(waited.components.seconds) + Double(waited.components.attoseconds) * 1e-18
+        }
     }
 }

@@ -114,6 +114,36 @@ public final class UNet {
 
     public var group: ProcessGroup? { context.group }
 
+    /// Called by `backward` after each block with the lowest offset into the flat gradient buffer from which every
+    /// gradient is final (backward runs from the last-registered parameters to the first, so the finished part
+    /// grows down from the end); 0 at the end. Lets gradient sums start while backward still runs.
+    var onGradientsReady: ((Int) throws -> Void)?
+
+    /// Gradients summed together, in floats: large enough for the network to move them at full speed, small
+    /// enough that the first sum starts early in backward (PyTorch DDP's default bucket is 25 MB). `Int.max`:
+    /// one sum after backward (no overlap).
+    public var gradientBucket = 4 << 20
+
+    /// Seconds the last training step waited after backward for the gradient sums to finish (the communication
+    /// that backward did not hide); 0 without a group.
+    public internal(set) var lastGradientWait = 0.0
+
+    /// The first flat-buffer offset of each top-level part's parameters ("input_block", "downsamples.0", ...).
+    private lazy var partOffsets: [String: Int] = {
+        var first: [String: Int] = [:]
+        for e in parameters.entries where e.kind == .trainable {
+            let words = e.name.split(separator: ".")
+            let part = ["downsamples", "upsamples", "deep_supervision_heads"].contains(String(words[0])) ? words.prefix(2).joined(separator: ".") : String(words[0])
+            first[part] = min(first[part] ?? .max, e.offset)
+        }
+        return first
+    }()
+
+    private func gradientsReady(from parts: [String]) throws {
+        guard let onGradientsReady else { return }
+        try onGradientsReady(parts.compactMap { partOffsets[$0] }.min() ?? 0)
+    }
+
     /// Makes every member's batch norm running statistics member `root`'s (they differ between members when
     /// batch norm is not synchronised), as DDP's buffer broadcast does; before validation and checkpoints.
     public func adoptStatistics(from root: Int) throws {
@@ -266,24 +296,28 @@ public final class UNet {
             let level = last - 1 - i
             if let p = pending[level] { try Elementwise.accumulate(dx, into: p); ws.give(dx) } else { pending[level] = dx }
         }
+        try gradientsReady(from: ["output_block"] + heads.indices.map { "deep_supervision_heads.\($0)" })
         // Decoder in reverse; skip gradients collected per encoder level.
         var skipGradients: [Tensor] = []
         var dy = pending[last]!
         for j in stride(from: last, through: 0, by: -1) {
             if j < last, let extra = pending[j] { try Elementwise.accumulate(extra, into: dy); ws.give(extra) }
             let (dx, dskip) = try upsamples[j].backward(dy, c)
+            try gradientsReady(from: ["upsamples.\(j)"])
             ws.give(dy)
             skipGradients.append(dskip)  // j runs from the full-resolution block down: index = level
             dy = dx
         }
         let encoder = [inputBlock] + downsamples
         var g = try bottleneck.backward(dy, needInput: true, c)!
+        try gradientsReady(from: ["bottleneck"])
         ws.give(dy)
         for level in stride(from: encoder.count - 1, through: 0, by: -1) {
             let skip = skipGradients[level]
             try Elementwise.accumulate(skip, into: g)
             ws.give(skip)
             let next = try encoder[level].backward(g, needInput: level > 0, c)
+            try gradientsReady(from: [level == 0 ? "input_block" : "downsamples.\(level - 1)"])
             ws.give(g)
             guard let next else { break }
             g = next

@@ -21,6 +21,14 @@ void cmpi_abort(int code);
 /// 0 on success; MPI's default error handler ends the job on a communication failure.
 int cmpi_sum_float(float *values, int64_t count);
 int cmpi_sum_double(double *values, int64_t count);
+/// Starts an in-place sum of `count` floats over all ranks (MPI_Iallreduce on a communicator of its own, so
+/// it never matches the blocking operations above) and returns at once; 0 on success, -1 when too many are
+/// pending. The buffer must stay untouched until cmpi_wait_sums returns.
+int cmpi_start_sum_float(float *values, int64_t count);
+/// Lets started sums advance (MPI_Testall); 1 when none is pending any more.
+int cmpi_progress(void);
+/// Waits for every started sum.
+int cmpi_wait_sums(void);
 /// `bytes` bytes from `root` to every rank, in place.
 int cmpi_broadcast(void *bytes, int64_t count, int root);
 int cmpi_barrier(void);
