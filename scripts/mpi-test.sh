@@ -64,6 +64,22 @@ mpi 2 "$unet" train "${args[@]}" --epochs 30 --sync-batchnorm -o "$tmp/straight"
 cmp -s "$tmp/killed/checkpoint_last.safetensors" "$tmp/straight/checkpoint_last.safetensors" \
   || fail "killed and resumed run ends elsewhere than the uninterrupted one"
 
+# Ctrl-C on mpirun (forwarded to the processes): all stop at the same step, with one checkpoint of it.
+mpi 2 "$unet" train "${args[@]}" --epochs 400 --sync-batchnorm -o "$tmp/stopped" >"$tmp/stopped.out" 2>&1 &
+job=$!
+for _ in $(seq 1 600); do [ -f "$tmp/stopped/log.jsonl" ] && [ "$(wc -l <"$tmp/stopped/log.jsonl")" -ge 3 ] && break; sleep 0.1; done
+launcher=""
+for p in $(pgrep -x mpirun); do tr '\0' ' ' <"/proc/$p/cmdline" | grep -q -- "-o $tmp/stopped" && launcher=$p; done
+[ -n "$launcher" ] || { kill $job; fail "no mpirun for the run to stop"; }
+kill -INT "$launcher"
+for _ in $(seq 1 600); do kill -0 $job 2>/dev/null || break; sleep 0.1; done
+kill -0 $job 2>/dev/null && { kill -9 $job; fail "the job went on for 60 s after Ctrl-C"; }
+grep -q "^stopped" "$tmp/stopped.out" || fail "no stop message after Ctrl-C: $(tail -5 "$tmp/stopped.out")"
+step=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["checkpointStep"])' "$tmp/stopped/state.json")
+logged=$(tail -1 "$tmp/stopped/log.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["step"])')
+[ "$step" = "$logged" ] && [ "$step" -ge 3 ] || fail "checkpoint of step $step, log ends at step $logged"
+echo "Ctrl-C on mpirun: both processes stopped after step $step with its checkpoint"
+
 # Every process fails (a batch of 1 cannot be shared by 2): the job ends with the message.
 out=$(mpi 2 "$unet" train "${args[@]}" --batch 1 --epochs 1 -o "$tmp/bad" 2>&1) && fail "a batch of 1 on 2 processes ran"
 echo "$out" | grep -q "cannot be shared by 2 processes" || fail "no clear message for an unshareable batch: $out"
