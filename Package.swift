@@ -58,6 +58,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Tooling: the libFuzzer entry point for every parser of outside bytes (scripts/fuzz.sh builds it with
+        // the fuzzer and address sanitizer; an ordinary build makes a binary that does nothing).
+        .executableTarget(name: "unet-fuzz", dependencies: ["MedicalImaging", "NeuralNet"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks"]),
         .testTarget(name: "MedicalImagingTests", dependencies: ["MedicalImaging", "CZlib"], exclude: ["Fixtures"]),

@@ -23,7 +23,7 @@ echo "$again" | grep -q "skipped 5" || fail "finished cases were not skipped: $a
 
 "$unet" convert "$tmp/data/labelsTr/BRATS_001.nii.gz" "$tmp/label.npy" >/dev/null
 "$unet" convert "$tmp/label.npy" -o "$tmp/label.nii.gz" --like "$tmp/data/labelsTr/BRATS_001.nii.gz" >/dev/null
-"$unet" info --json "$tmp/label.nii.gz" | grep -q '"shape":\[240,240,155\]' || fail "convert round trip lost the shape"
+grep -q '"shape":\[240,240,155\]' <<<"$("$unet" info --json "$tmp/label.nii.gz")" || fail "convert round trip lost the shape"
 "$unet" convert "$tmp/label.npy" "$tmp/label.nii.gz" >/dev/null 2>&1 && fail "convert overwrote its output"
 
 # Evaluation of labels against themselves: perfect scores, summary files written, not overwritten.
@@ -33,8 +33,8 @@ echo "$ev" | grep -q "recipe Dice (Composer/NVIDIA metric): 100.00" || fail "eva
 "$unet" evaluate --gt "$tmp/data/labelsTr" --pred "$tmp/data/labelsTr" -o "$tmp/eval/summary.json" >/dev/null 2>&1 && fail "evaluate overwrote its summary"
 
 # The network: exact parameter counts, a forward, and steps on one batch that lower the loss.
-"$unet" init --preset composer-2d --seed 1 -o "$tmp/m.safetensors" | grep -q "24,543,268 parameters" || fail "composer-2d parameter count"
-"$unet" init --preset nvidia-3d -o "$tmp/m3.safetensors" | grep -q "31,192,868 parameters" || fail "nvidia-3d parameter count"
+grep -q "24,543,268 parameters" <<<"$("$unet" init --preset composer-2d --seed 1 -o "$tmp/m.safetensors")" || fail "composer-2d parameter count"
+grep -q "31,192,868 parameters" <<<"$("$unet" init --preset nvidia-3d -o "$tmp/m3.safetensors")" || fail "nvidia-3d parameter count"
 python3 - "$tmp" <<'PY'  # a (2, 4, 32, 32) float32 input and (2, 1, 32, 32) uint8 labels, standard library only
 import math, struct, sys
 def npy(path, descr, shape, data):
@@ -61,7 +61,7 @@ train -o "$tmp/runB" --epochs 1 && fail "train reused a run folder without --res
 train -o "$tmp/runB" --epochs 2 --resume || fail "train --resume"
 cmp -s "$tmp/runA/checkpoint_last.safetensors" "$tmp/runB/checkpoint_last.safetensors" || fail "resumed run differs from the uninterrupted one"
 for f in config.json log.jsonl progress.png checkpoint_best.safetensors; do [ -f "$tmp/runA/$f" ] || fail "train wrote no $f"; done
-"$unet" plot "$tmp/runA" -o "$tmp/replot.png" | grep -q "2 epochs" || fail "plot"
+grep -q "2 epochs" <<<"$("$unet" plot "$tmp/runA" -o "$tmp/replot.png")" || fail "plot"
 # One writer per run folder: while a run trains, a second `train --resume` on its folder is refused.
 "$unet" train --data "$tmp/pre" -o "$tmp/runC" --batch 2 --filters 8,16,16,16,16 --epochs 100000 >/dev/null 2>&1 &
 first=$!
@@ -77,8 +77,8 @@ mkdir -p "$tmp/one" && cp "$tmp/data/imagesTr/BRATS_002.nii.gz" "$tmp/one/"
 "$unet" predict --model "$tmp/runA" -i "$tmp/one" -o "$tmp/pred" --png --save-probabilities > "$tmp/predict.out" || fail "predict"
 grep -q "using .*checkpoint_best.safetensors: the best validation Dice" "$tmp/predict.out" || fail "predict did not say which checkpoint: $(cat "$tmp/predict.out")"
 "$unet" train --data "$tmp/pre" -o "$tmp/runA" --val-every 0 >/dev/null 2>&1 && fail "train accepted --val-every 0"
-"$unet" info --json "$tmp/pred/BRATS_002.nii.gz" | grep -q '"shape":\[240,240,155\]' || fail "prediction shape"
-"$unet" info --json "$tmp/pred/BRATS_002_probabilities.nii.gz" | grep -q '"shape":\[240,240,155,4\]' || fail "probabilities shape"
+grep -q '"shape":\[240,240,155\]' <<<"$("$unet" info --json "$tmp/pred/BRATS_002.nii.gz")" || fail "prediction shape"
+grep -q '"shape":\[240,240,155,4\]' <<<"$("$unet" info --json "$tmp/pred/BRATS_002_probabilities.nii.gz")" || fail "probabilities shape"
 [ -f "$tmp/pred/BRATS_002.png" ] || fail "predict --png wrote no picture"
 # 1 prediction for 5 ground-truth cases: refused (an inflated score otherwise), unless --allow-missing, which warns.
 "$unet" evaluate --gt "$tmp/data/labelsTr" --pred "$tmp/pred" >/dev/null 2>&1 && fail "evaluate scored 1 of 5 cases without --allow-missing"
@@ -94,7 +94,7 @@ grep -q "WARNING: 4 ground-truth case(s) have no prediction" "$tmp/ev.out" || fa
   || fail "train nvidia-3d"
 grep -q '"validationDice"' "$tmp/run3d/log.jsonl" || fail "3D run not validated"
 "$unet" predict --model "$tmp/run3d" -i "$tmp/one" -o "$tmp/pred3d" >/dev/null || fail "predict 3D"
-"$unet" info --json "$tmp/pred3d/BRATS_002.nii.gz" | grep -q '"shape":\[240,240,155\]' || fail "3D prediction shape"
+grep -q '"shape":\[240,240,155\]' <<<"$("$unet" info --json "$tmp/pred3d/BRATS_002.nii.gz")" || fail "3D prediction shape"
 
 # bf16: on a CPU with AVX512_BF16 the logits stay within bf16's rounding of fp32's; without it (or with
 # it hidden) --precision bf16 is refused up front with the reason, exit status 64, nothing written.
@@ -145,7 +145,8 @@ echo "$kb" | grep -q '"passes":2' && echo "$kb" | grep -q '"kernels":\[\]' || fa
 # One vocabulary: every command that writes says -o/--output in its help, takes -o, and refuses an existing
 # output without --overwrite (train: without --resume, checked above); --out, the old spelling, still works.
 for c in demo synth preprocess evaluate train plot predict overlay init forward step convert; do
-  "$unet" $c --help 2>&1 | grep -q -- "-o, --output" || fail "$c --help does not offer -o, --output"
+  help=$("$unet" $c --help 2>&1)  # whole, not piped into grep -q: an early exit would SIGPIPE the writer
+  grep -q -- "-o, --output" <<<"$help" || fail "$c --help does not offer -o, --output"
 done
 "$unet" init --preset composer-2d -o "$tmp/m.safetensors" >/dev/null 2>&1 && fail "init replaced an existing output"
 "$unet" init --preset composer-2d --out "$tmp/old.safetensors" >/dev/null 2>&1 && [ -f "$tmp/old.safetensors" ] || fail "init --out (old spelling)"

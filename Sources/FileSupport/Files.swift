@@ -43,6 +43,19 @@ public final class MappedFile: @unchecked Sendable {
     }
 }
 
+/// Files that describe data (dataset.json and the like): read whole, refused past a size limit, so that a wrong
+/// or hostile file cannot make the reader allocate without bound. (Read through a mapping: Foundation's
+/// Data(contentsOf:) leaks a buffer on an empty file, as fuzzing found.)
+public enum SmallFile {
+    public static func read(_ path: String, limit: Int) throws -> Data {
+        let file = try MappedFile(path: path)
+        guard file.bytes.count <= limit else {
+            throw FileError.io(file: path, reason: "is \(file.bytes.count) bytes, more than the \(limit) such a file may have")
+        }
+        return file.bytes.isEmpty ? Data() : Data(file.bytes)
+    }
+}
+
 /// Writes a file so that readers see either the old file or the complete new one, never a part:
 /// the content goes to a hidden temporary file in the same folder, is flushed to disk, then renamed.
 public enum AtomicFile {

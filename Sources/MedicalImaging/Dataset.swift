@@ -1,3 +1,4 @@
+import FileSupport
 import Foundation
 
 /// How a dataset folder is organised.
@@ -78,8 +79,14 @@ public struct Dataset: Sendable {
             throw ImagingError.invalidDataset(folder: root, problems: ["no dataset.json (expected the Decathlon or nnU-Net v2 layout)"])
         }
         let object: Any
+        let text: Data
         do {
-            object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: jsonPath)))
+            text = try SmallFile.read(jsonPath, limit: 64 << 20)  // 64 MB describe millions of cases
+        } catch {
+            throw ImagingError.invalidDataset(folder: root, problems: ["dataset.json cannot be read: \(error)"])
+        }
+        do {
+            object = try JSONSerialization.jsonObject(with: text)
         } catch {
             throw ImagingError.invalidDataset(folder: root, problems: ["dataset.json is not valid JSON: \(error.localizedDescription)"])
         }

@@ -35,6 +35,24 @@ import Testing
         for c in UInt8(0) ... 3 { #expect(LabelConvention.brats.trainingClass(of: Int(LabelConvention.brats.storedValue(of: c))) == c) }
     }
 
+    /// Found by fuzzing (scripts/fuzz.sh dataset): an empty dataset.json leaked Foundation's read buffer. It, text
+    /// that is not JSON, and a file past the size limit each give one clear problem.
+    @Test func emptyOrHostileDatasetJSON() throws {
+        let folder = try temporaryFolder()
+        defer { removeTemporary(folder) }
+        let path = folder + "/dataset.json"
+        for (content, expected) in [(Data(), "not valid JSON"), (Data("{\"modality\": [".utf8), "not valid JSON"),
+                                    (Data(repeating: 0x20, count: (64 << 20) + 1), "more than the")] {
+            try content.write(to: URL(fileURLWithPath: path))
+            do {
+                _ = try Dataset.open(folder)
+                Issue.record("dataset.json of \(content.count) bytes opened")
+            } catch let ImagingError.invalidDataset(_, problems) {
+                #expect(problems.count == 1 && problems[0].contains(expected), "\(problems)")
+            }
+        }
+    }
+
     /// One clear message per problem, naming the file.
     @Test func reportsEveryProblem() throws {
         let folder = try temporaryFolder()
