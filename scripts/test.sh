@@ -2,7 +2,7 @@
 # The project's test command: unit tests (engine kernels against the reference, NIfTI/NumPy files,
 # datasets, preprocessing, phantom; bad input), the memory check (1,000 forward+backward iterations
 # must keep RSS flat), the command-line checks on the real binary, and training under mpirun (2 processes on
-# one host, and on two hosts made of network namespaces when run as root).
+# one host, and on two hosts made of network namespaces when run as root), and 30 s of fuzzing per parser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
@@ -12,3 +12,4 @@ swift build -c release --product unet
 scripts/cli-test.sh
 scripts/mpi-test.sh
 scripts/netns-test.sh
+scripts/fuzz.sh all 30
