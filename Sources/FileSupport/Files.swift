@@ -94,6 +94,24 @@ public enum AtomicFile {
         }
     }
 
+    /// Removes the temporary files that killed writers left in `folder` (those of processes that no longer
+    /// run; a live writer's are kept). Returns their names. Writers call it on the folders they write into, so a
+    /// kill never leaves temporary files piling up.
+    @discardableResult
+    public static func removeStale(in folder: String) -> [String] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return [] }
+        var removed: [String] = []
+        for name in names where name.hasPrefix(".") {
+            // .NAME.tmp-PID-RANDOM
+            guard let mark = name.range(of: ".tmp-", options: .backwards) else { continue }
+            let parts = name[mark.upperBound...].split(separator: "-")
+            guard parts.count == 2, let pid = Int32(parts[0]), UInt32(parts[1]) != nil else { continue }
+            if kill(pid, 0) == 0 || errno == EPERM { continue }  // that writer still runs
+            if unlink(folder + "/" + name) == 0 { removed.append(name) }
+        }
+        return removed
+    }
+
     /// Writes `data` atomically.
     public static func write(_ data: [UInt8], to path: String) throws {
         try write(to: path) { append in try data.withUnsafeBytes { try append($0) } }

@@ -1,4 +1,5 @@
 import Engine
+import FileSupport
 import Foundation
 import MedicalImaging
 import NeuralNet
@@ -18,6 +19,9 @@ public enum Predictor {
         /// Label values written: the Decathlon's (0-3) or BraTS (0, 1, 2, 4).
         public var convention = LabelConvention.decathlon
         public var overwrite = false
+        /// Leave cases whose outputs all exist as they are (to finish an interrupted run); a case with only some of
+        /// its outputs is done again.
+        public var skipExisting = false
         /// Also write the softmax probabilities (CASE_probabilities.nii.gz) and an overlay picture (CASE.png).
         public var saveProbabilities = false
         public var png = false
@@ -265,6 +269,7 @@ public enum Predictor {
         let fm = FileManager.default
         let created = !fm.fileExists(atPath: output)
         try fm.createDirectory(atPath: output, withIntermediateDirectories: true)
+        AtomicFile.removeStale(in: output)  // a killed run's unfinished files
         do {
             return try segmentAll(cases, networks: networks, output: output, options: options, report: report)
         } catch {
@@ -281,8 +286,10 @@ public enum Predictor {
             let path = output + "/\(c.id).nii.gz"
             let (probabilitiesPath, picturePath) = (output + "/\(c.id)_probabilities.nii.gz", output + "/\(c.id).png")
             let written = [path] + (options.saveProbabilities ? [probabilitiesPath] : []) + (options.png ? [picturePath] : [])
-            if !options.overwrite, let existing = written.first(where: { FileManager.default.fileExists(atPath: $0) }) {
-                throw SegmentationError.outputExists(existing, "exists")
+            let existing = written.filter { FileManager.default.fileExists(atPath: $0) }
+            if options.skipExisting && existing.count == written.count { continue }
+            if !options.overwrite && !options.skipExisting, let first = existing.first {
+                throw SegmentationError.outputExists(first, "exists")
             }
             let start = Date()
             let loaded = try load(id: c.id, files: c.files, channels: network.config.inputChannels)

@@ -230,6 +230,7 @@ public enum Preprocessing {
     public static func run(dataset: Dataset, folder: String, options: PreprocessOptions,
                            progress: ProgressReporter? = nil) throws -> Summary {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        AtomicFile.removeStale(in: folder)  // a killed run's unfinished files
         // A folder holds cases of one configuration: refuse to mix (skipped cases would keep the old one).
         let configPath = folder + "/preprocess.json"
         if !options.overwrite, let data = FileManager.default.contents(atPath: configPath),

@@ -37,7 +37,9 @@ public enum Synth {
         }
         for sub in ["imagesTr", "labelsTr"] {
             try fm.createDirectory(atPath: folder + "/" + sub, withIntermediateDirectories: true)
+            AtomicFile.removeStale(in: folder + "/" + sub)  // a killed run's unfinished files
         }
+        AtomicFile.removeStale(in: folder)
         let anatomy = try options.template.map { try Anatomy.template(t1Path: $0) } ?? Anatomy.procedural()
         let generator = PhantomGenerator(anatomy: anatomy)
         let reference = { var h = anatomy.header; h.shape = anatomy.shape; return h }()

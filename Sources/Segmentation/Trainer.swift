@@ -195,6 +195,7 @@ public final class Trainer: @unchecked Sendable {
         try fm.createDirectory(atPath: run, withIntermediateDirectories: true)
         let lock = leads ? try RunLock(folder: run) : nil
         defer { withExtendedLifetime(lock) {} }
+        if leads { AtomicFile.removeStale(in: run) }  // what a killed writer left half written
         let configPath = run + "/config.json"
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

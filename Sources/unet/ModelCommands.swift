@@ -186,10 +186,12 @@ struct Predict: ParsableCommand {
     @Flag(help: "Also write CASE_probabilities.nii.gz: float32 softmax probabilities (X, Y, Z, classes).") var saveProbabilities = false
     @Flag(help: "Also write CASE.png: axial, coronal, sagittal slices through the tumour, first channel with the prediction.") var png = false
     @Flag(help: "Replace existing outputs.") var overwrite = false
+    @Flag(help: "Leave cases whose outputs all exist (finish an interrupted run); the others are predicted.") var skipExisting = false
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
+        guard !(overwrite && skipExisting) else { throw ValidationError("--overwrite and --skip-existing exclude each other") }
         guard !model.isEmpty else { throw ValidationError("Missing expected argument '--model <model>'") }
         guard (0 ... 0.9).contains(overlap) else { throw ValidationError("--overlap must be within 0...0.9") }
         guard sliceBatch >= 1 else { throw ValidationError("--slice-batch must be at least 1") }
@@ -228,6 +230,7 @@ struct Predict: ParsableCommand {
         options.png = png
         options.convention = labels
         options.overwrite = overwrite
+        options.skipExisting = skipExisting
         print("\(networks.count == 1 ? "one model" : "an ensemble of \(networks.count) models (mean probabilities)"), \(Runtime.threads) thread(s), \(precision.precision.rawValue)\(tta ? ", flip TTA" : "")")
         let times = try Predictor.run(networks: networks, input: input, output: output, options: options) { id, seconds in
             print(String(format: "%@: %.1f s", id, seconds))
