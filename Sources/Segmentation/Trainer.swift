@@ -288,8 +288,15 @@ public final class Trainer: @unchecked Sendable {
         func saveLast() throws {
             guard leads else { return }
             let start = Date()
-            try Checkpoint(step: globalStep, epoch: epoch, extra: ["step_in_epoch": "\(stepInEpoch)"])
-                .save(network: network, optimizer: optimizer, to: lastCheckpoint)
+            do {
+                try Checkpoint(step: globalStep, epoch: epoch, extra: ["step_in_epoch": "\(stepInEpoch)"])
+                    .save(network: network, optimizer: optimizer, to: lastCheckpoint)
+            } catch {
+                // The write goes to a temporary file first, so the previous checkpoint is still whole.
+                let previous = fm.fileExists(atPath: lastCheckpoint) ? "the previous one (step \(state.checkpointStep)) is intact and the run resumes from it"
+                                                                     : "there is no earlier one: the run starts again"
+                throw SegmentationError.invalidFile(lastCheckpoint, "writing the training state at step \(globalStep) failed (\(error)); \(previous)")
+            }
             checkpointCost = Date().timeIntervalSince(start)
             state.checkpointStep = globalStep
             lastSave = Date()

@@ -19,6 +19,9 @@ struct Unet: ParsableCommand {
     /// As ArgumentParser's, with library errors put in the command line's words (see `explained`): usage
     /// errors exit 64 with the usage text, failures while running exit 1 with the message alone.
     static func main() {
+        // Past a file size limit (ulimit -f) a write fails with EFBIG and a message naming the file, instead of the
+        // signal's default of ending the process mid-write without a word.
+        signal(SIGXFSZ, SIG_IGN)
         do {
             var command = try parseAsRoot()
             try command.run()
