@@ -160,6 +160,11 @@ public struct Dataset: Sendable {
         } else {
             problems.append("dataset.json has no 'training' list")
         }
+        // A count that disagrees with the list means a dataset.json edited by hand or cut short: say so rather
+        // than guess which one is right.
+        if let n = json["numTraining"] as? Int, json["training"] is [Any], n != training.count {
+            problems.append("dataset.json says numTraining \(n), its training list has \(training.count) cases")
+        }
         var test: [DatasetCase] = []
         for entry in json["test"] as? [Any] ?? [] {
             let image = (entry as? String) ?? ((entry as? [String: Any])?["image"] as? String)
