@@ -8,6 +8,9 @@ public struct Checkpoint {
     public var epoch: Int
     /// Opaque RNG state of the training loop (e.g. the data loader's generator), restored on resume.
     public var rngState: [UInt64]
+    /// The metadata key of the spacing (x, y, z, mm, comma-separated) of the volumes a model was trained on.
+    public static let spacingKey = "training_spacing"
+
     /// Free-form extra values (e.g. best metric so far).
     public var extra: [String: String]
 

@@ -25,6 +25,9 @@ public enum Predictor {
         /// Also write the softmax probabilities (CASE_probabilities.nii.gz) and an overlay picture (CASE.png).
         public var saveProbabilities = false
         public var png = false
+        /// The spacing (x, y, z, mm) the model was trained at: a case on another grid is resampled to it
+        /// (trilinear), predicted, and its probabilities resampled back. nil: predict on the case's own grid.
+        public var spacing: [Double]?
         public init() {}
     }
 
@@ -93,8 +96,27 @@ public enum Predictor {
         -> (labels: [UInt8], probabilities: [[Float]]?) {
         try checkEnsemble(networks)
         let network = networks[0]
-        let pre = try Preprocessing.transform(loaded, options: PreprocessOptions(dim: network.config.dimension), channelNames: [],
-                                              convention: .decathlon)
+        if let target = options.spacing, let grid = Resampling.grid(of: loaded, at: target) {
+            // Predict at the model's spacing; bring the probabilities back to the case's own grid.
+            let resampled = Resampling.resample(loaded, to: grid)
+            var inner = options
+            inner.spacing = nil
+            let (_, p) = try segment(resampled, networks: networks, options: inner, probabilities: true)
+            let back = p!.map { Resampling.trilinear($0, from: grid, to: loaded.shape) }
+            let n = back[0].count
+            var labels = [UInt8](repeating: 0, count: n)
+            for i in 0 ..< n {
+                var best = 0
+                for k in 1 ..< back.count where back[k][i] > back[best][i] { best = k }
+                labels[i] = UInt8(best)
+            }
+            return (labels, probabilities ? back : nil)
+        }
+        // 2D: whole slices (padded to a size the network divides), not the training crop, so no tissue is left out.
+        var preprocessing = PreprocessOptions(dim: network.config.dimension)
+        preprocessing.cropInPlane2D = false
+        preprocessing.sizeMultiple2D = network.config.totalStride
+        let pre = try Preprocessing.transform(loaded, options: preprocessing, channelNames: [], convention: .decathlon)
         let K = network.config.classes
         // One network: its logits (their argmax is the probabilities'); an ensemble: the mean probabilities.
         var out = try logits(pre.image, shape: pre.meta.shape, network: network, options: options)

@@ -31,6 +31,10 @@ public struct PreprocessOptions: Sendable {
     /// 2: keep depth, pad then centre-crop (H, W) to `patch2D`. 3: pad every axis to at least `minimum3D`.
     public var dim: Int
     public var patch2D = [192, 160]
+    /// 2D: centre-crop (H, W) to `patch2D` (the recipe's training input). Off (prediction): pad (H, W) to at least
+    /// `patch2D` and up to a multiple of `sizeMultiple2D`, never crop, so that every voxel of the brain is seen.
+    public var cropInPlane2D = true
+    public var sizeMultiple2D = 1
     public var minimum3D = [128, 128, 128]
     public var overwrite = false
     /// Seed of the 5-fold split (0 as Composer; NVIDIA uses 12345).
@@ -52,6 +56,10 @@ public enum Preprocessing {
     /// Target size of each (D, H, W) axis: (padTo, cropTo) — pad up to padTo, then centre-crop to cropTo.
     static func targets(_ options: PreprocessOptions, cropped: [Int]) -> [(pad: Int, crop: Int?)] {
         if options.dim == 2 {
+            guard options.cropInPlane2D else {
+                let m = max(options.sizeMultiple2D, 1)
+                return [(cropped[0], nil)] + (1 ... 2).map { a in ((max(cropped[a], options.patch2D[a - 1]) + m - 1) / m * m, nil) }
+            }
             return [(cropped[0], nil), (options.patch2D[0], options.patch2D[0]), (options.patch2D[1], options.patch2D[1])]
         }
         return (0 ..< 3).map { (options.minimum3D[$0], nil) }

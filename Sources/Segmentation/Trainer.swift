@@ -220,6 +220,8 @@ public final class Trainer: @unchecked Sendable {
         let fold = splits.folds[options.fold]
         let loader = try TrainingLoader(folder: data, ids: fold.train, patch: options.patch, augmentations: options.augmentations, seed: options.seed)
         let validationItems = try validationWork(ids: fold.val)
+        // The training volumes' spacing goes into the checkpoints: prediction resamples other grids to it.
+        let spacingRecord = trainingSpacing(ids: fold.train).map { [Checkpoint.spacingKey: $0.map { "\($0)" }.joined(separator: ",")] } ?? [:]
 
         // Start or resume.
         var network: UNet, optimizer: Optimizer
@@ -289,7 +291,7 @@ public final class Trainer: @unchecked Sendable {
             guard leads else { return }
             let start = Date()
             do {
-                try Checkpoint(step: globalStep, epoch: epoch, extra: ["step_in_epoch": "\(stepInEpoch)"])
+                try Checkpoint(step: globalStep, epoch: epoch, extra: ["step_in_epoch": "\(stepInEpoch)"].merging(spacingRecord) { a, _ in a })
                     .save(network: network, optimizer: optimizer, to: lastCheckpoint)
             } catch {
                 // The write goes to a temporary file first, so the previous checkpoint is still whole.
@@ -398,7 +400,7 @@ public final class Trainer: @unchecked Sendable {
                     validated = true
                     if v.dice > state.bestDice ?? -.infinity, leads {
                         let saveStart = Date()
-                        try Checkpoint(step: globalStep, epoch: epoch, extra: ["validation_dice": "\(v.dice)"])
+                        try Checkpoint(step: globalStep, epoch: epoch, extra: ["validation_dice": "\(v.dice)"].merging(spacingRecord) { a, _ in a })
                             .save(network: network, optimizer: optimizer, to: bestCheckpoint)
                         epochTime.checkpoint += Date().timeIntervalSince(saveStart)
                         (state.bestDice, state.bestStep) = (v.dice, globalStep)
@@ -431,6 +433,17 @@ public final class Trainer: @unchecked Sendable {
 }
 
 extension Trainer {
+    /// The median spacing (x, y, z, mm) of the preprocessed training volumes `ids`; nil when their metadata says none.
+    func trainingSpacing(ids: [String]) -> [Double]? {
+        let spacings = ids.compactMap { id -> [Double]? in
+            guard let data = FileManager.default.contents(atPath: Preprocessing.files(self.data, id).meta),
+                  let meta = try? JSONDecoder().decode(CaseMeta.self, from: data), meta.spacing.count >= 3 else { return nil }
+            return Array(meta.spacing.prefix(3))
+        }
+        guard !spacings.isEmpty else { return nil }
+        return (0 ..< 3).map { a in spacings.map { $0[a] }.sorted()[spacings.count / 2] }
+    }
+
     /// The validation pass's work: slices (2D) or sliding windows (3D) over the held-out volumes.
     func validationWork(ids: [String]) throws -> Int {
         var items = 0

@@ -187,11 +187,17 @@ struct Predict: ParsableCommand {
     @Flag(help: "Also write CASE.png: axial, coronal, sagittal slices through the tumour, first channel with the prediction.") var png = false
     @Flag(help: "Replace existing outputs.") var overwrite = false
     @Flag(help: "Leave cases whose outputs all exist (finish an interrupted run); the others are predicted.") var skipExisting = false
+    @Option(help: ArgumentHelp("Spacing (mm) to predict at: cases on another grid are resampled to it and back. Default: the spacing the model was trained at (recorded in its checkpoints), else 1,1,1 (the recipe's data); native: each case's own.",
+                               valueName: "x,y,z|native"))
+    var spacing: String?
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
         guard !(overwrite && skipExisting) else { throw ValidationError("--overwrite and --skip-existing exclude each other") }
+        if let spacing, spacing != "native", parseSpacing(spacing) == nil {
+            throw ValidationError("--spacing takes 3 positive sizes in mm, e.g. 1,1,1, or native")
+        }
         guard !model.isEmpty else { throw ValidationError("Missing expected argument '--model <model>'") }
         guard (0 ... 0.9).contains(overlap) else { throw ValidationError("--overlap must be within 0...0.9") }
         guard sliceBatch >= 1 else { throw ValidationError("--slice-batch must be at least 1") }
@@ -202,6 +208,7 @@ struct Predict: ParsableCommand {
         compute.apply()
         var networks: [UNet] = []
         var runPatch: [Int]?
+        var recordedSpacing: [Double]?
         for m in model {
             var path = m
             var isDirectory: ObjCBool = false
@@ -215,6 +222,7 @@ struct Predict: ParsableCommand {
                 path = choice.path
             }
             let (net, file) = try UNet.load(path)
+            if recordedSpacing == nil { recordedSpacing = file.metadata[Checkpoint.spacingKey].flatMap(parseSpacing) }
             try net.setPrecision(precision.precision)
             let epoch = file.metadata["checkpoint.epoch"].map { ", epoch \($0)" } ?? ""
             print("loaded \(path): \(net.config.dimension)D, \(net.parameters.parameterCount) parameters\(epoch)")
@@ -231,6 +239,16 @@ struct Predict: ParsableCommand {
         options.convention = labels
         options.overwrite = overwrite
         options.skipExisting = skipExisting
+        switch spacing {
+        case "native": options.spacing = nil
+        case let text?: options.spacing = parseSpacing(text)
+        case nil: options.spacing = recordedSpacing ?? [1, 1, 1]
+        }
+        let spacingNote = options.spacing.map { s in
+            "cases on another grid are resampled to " + s.map { String(format: "%g", $0) }.joined(separator: " x ") + " mm"
+                + (spacing == nil && recordedSpacing == nil ? " (the recipe's; the model records no training spacing)" : "")
+        } ?? "each case on its own grid"
+        print(spacingNote)
         print("\(networks.count == 1 ? "one model" : "an ensemble of \(networks.count) models (mean probabilities)"), \(Runtime.threads) thread(s), \(precision.precision.rawValue)\(tta ? ", flip TTA" : "")")
         let times = try Predictor.run(networks: networks, input: input, output: output, options: options) { id, seconds in
             print(String(format: "%@: %.1f s", id, seconds))
@@ -386,4 +404,10 @@ enum ValidationFrequency: ExpressibleByArgument, Equatable {
 func parsePatch(_ text: String) -> [Int]? {
     let sizes = text.split(separator: ",").compactMap { Int($0) }
     return sizes.count == 3 && sizes.allSatisfy({ $0 > 0 }) && text.split(separator: ",").count == 3 ? sizes : nil
+}
+
+/// "1,1,1" as three positive spacings in mm.
+func parseSpacing(_ text: String) -> [Double]? {
+    let v = text.split(separator: ",").compactMap { Double($0) }
+    return v.count == 3 && v.allSatisfy { $0 > 0 && $0.isFinite } ? v : nil
 }

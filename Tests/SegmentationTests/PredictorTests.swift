@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 import Testing
 @testable import MedicalImaging
@@ -69,6 +70,57 @@ private func writeImage(_ tiny: TinyCase, like header: NiftiHeader, channels: In
         #expect(png.prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]))
         // Existing outputs are not replaced.
         #expect(throws: SegmentationError.self) { try Predictor.run(networks: [net], input: folder + "/in", output: folder + "/out", options: options) }
+    }
+
+    /// 2D prediction sees whole slices, not the training crop (192 x 160): a brain 200 voxels wide is predicted to
+    /// its edges (a cropped-off voxel would get background probability exactly 1).
+    @Test func twoDPredictionCoversABrainWiderThanTheTrainingCrop() throws {
+        let (X, Y, Z) = (200, 120, 2)
+        var rng = SplitMix64(mixing: 5)
+        var image = [Float](repeating: 0, count: 4 * X * Y * Z)
+        for i in image.indices { image[i] = Float(rng.uniform(1, 2)) }  // nonzero everywhere: the box is the whole slice
+        var config = UNetConfig(dimension: 2, depth: 3, filterCap: 16, residual: true, norm: .batch)
+        config.filters = [8, 8, 16]
+        let net = try UNet(config: config)
+        let loaded = LoadedCase(id: "WIDE", shape: [X, Y, Z], channels: (0 ..< 4).map { Array(image[$0 * X * Y * Z ..< ($0 + 1) * X * Y * Z]) },
+                                label: nil, header: { var h = NiftiHeader(); h.shape = [X, Y, Z]; return h }())
+        let (labels, probabilities) = try Predictor.segment(loaded, networks: [net], options: Predictor.Options(), probabilities: true)
+        #expect(labels.count == X * Y * Z)
+        let background = probabilities![0]
+        // x = 0 and x = 199 lie outside a 160-wide centre crop of 200.
+        for x in [0, 5, X - 1] { #expect(background[(Y / 2) * X + x] < 1, "voxel x = \(x) was not predicted") }
+    }
+
+    /// A case on another grid is resampled to the model's spacing, predicted, and its probabilities brought back:
+    /// the output is on the case's own grid. Resampling itself: a linear ramp survives up- and down-sampling.
+    @Test func predictingAtTheModelsSpacingReturnsToTheCasesGrid() throws {
+        let (X, Y, Z) = (40, 36, 6)
+        var header = NiftiHeader()
+        header.shape = [X, Y, Z]
+        header.setAffine(Affine(rows: [[0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+        var rng = SplitMix64(mixing: 6)
+        var channels: [[Float]] = []
+        for _ in 0 ..< 4 {
+            var c = [Float](repeating: 0, count: X * Y * Z)
+            for i in c.indices where i % X > 4 && i % X < 35 { c[i] = Float(rng.uniform(1, 2)) }
+            channels.append(c)
+        }
+        let loaded = LoadedCase(id: "FINE", shape: [X, Y, Z], channels: channels, label: nil, header: header)
+        #expect(Resampling.grid(of: loaded, at: [0.505, 0.5, 1]) == nil)
+        #expect(Resampling.grid(of: loaded, at: [1, 1, 1]) == [20, 18, 6])
+        let coarse = Resampling.resample(loaded, to: [20, 18, 6])
+        #expect(coarse.header.spacing.map { ($0 * 1000).rounded() / 1000 } == [1, 1, 1])
+        #expect(coarse.channels[0][0] == 0)  // outside the brain stays exactly zero
+        var config = UNetConfig(dimension: 2, depth: 3, filterCap: 16, residual: true, norm: .batch)
+        config.filters = [8, 8, 16]
+        var options = Predictor.Options()
+        options.spacing = [1, 1, 1]
+        let (labels, probabilities) = try Predictor.segment(loaded, networks: [try UNet(config: config)], options: options, probabilities: true)
+        #expect(labels.count == X * Y * Z && probabilities!.count == 4 && probabilities![0].count == X * Y * Z)
+        let ramp = (0 ..< 30 * 8 * 3).map { Float($0 % 30) }
+        let up = Resampling.trilinear(ramp, from: [30, 8, 3], to: [60, 8, 3])
+        let down = Resampling.trilinear(up, from: [60, 8, 3], to: [30, 8, 3])
+        #expect(zip(down, ramp).allSatisfy { abs($0 - $1) < 1e-4 || $1 == 0 || $1 == 29 })
     }
 
     /// An ensemble's probabilities are the mean of its members' (2D and 3D, with TTA in 2D); members that
