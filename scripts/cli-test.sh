@@ -138,6 +138,14 @@ set +e
 out=$("$unet" predict --model "$tmp/runA" -i "$tmp/badcases" -o "$tmp/pred-bad" 2>&1); status=$?
 set -e
 [ $status -eq 1 ] && echo "$out" | grep -q "bad.nii" && [ ! -e "$tmp/pred-bad" ] || fail "failed predict: $status, folder left: $(ls -d "$tmp/pred-bad" 2>/dev/null) $out"
+# A case too large for the memory there is: refused before it is read, with the need and what is available.
+set +e
+out=$(UNET_MEMORY_AVAILABLE=512M "$unet" predict --model "$tmp/runA" -i "$tmp/data/imagesTr/BRATS_001.nii.gz" -o "$tmp/pred-mem" 2>&1); status=$?
+out2=$(UNET_MEMORY_AVAILABLE=512M "$unet" preprocess --data "$tmp/data" -o "$tmp/pre-mem" --dim 2 2>&1); status2=$?
+set -e
+[ $status -eq 1 ] && grep -q "predicting case BRATS_001 (240x240x155x4) needs about" <<<"$out" && grep -q "0.5 GB are available" <<<"$out" \
+  && [ ! -e "$tmp/pred-mem" ] || fail "predict beyond the memory: $status $out"
+[ $status2 -eq 1 ] && grep -q "preprocessing case BRATS_00. needs about" <<<"$out2" || fail "preprocess beyond the memory: $status2 $out2"
 # The kernel benchmark's report: JSON with the passes asked for (no layers: the FMA probe only); bad passes refused.
 kb=$("$unet" bench kernels --limit 0 --passes 2 --json 2>/dev/null) || fail "bench kernels --limit 0: $kb"
 echo "$kb" | grep -q '"passes":2' && echo "$kb" | grep -q '"kernels":\[\]' || fail "bench kernels JSON: $kb"

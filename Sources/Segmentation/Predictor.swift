@@ -314,6 +314,13 @@ public enum Predictor {
                 throw SegmentationError.outputExists(first, "exists")
             }
             let start = Date()
+            // Refuse what cannot fit before reading it (headers only).
+            let voxels = try c.files.reduce(0) { $0 + (try NiftiImage.readHeader($1)).voxelCount }
+            let factor = network.config.dimension == 2 ? MemoryBudget.prediction2D : MemoryBudget.prediction3D
+            let shape = try NiftiImage.readHeader(c.files[0]).shape.map(String.init).joined(separator: "x")
+            try MemoryBudget.check(need: Int(Double(voxels * 4) * factor) + MemoryBudget.fixed + network.parameters.parameterCount * 4 * networks.count,
+                                   what: "predicting case \(c.id) (\(shape)\(c.files.count > 1 ? ", \(c.files.count) files" : ""))",
+                                   basis: "\(factor)x its \(MemoryBudget.gigabytes(voxels * 4)) of float32 channels, the network and 1 GB")
             let loaded = try load(id: c.id, files: c.files, channels: network.config.inputChannels)
             let (classes, probabilities) = try segment(loaded, networks: networks, options: options, probabilities: options.saveProbabilities)
             var header = loaded.header

@@ -254,7 +254,19 @@ public enum Preprocessing {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         // true: processed now; false: finished before and skipped.
-        let results = Parallel.map(count: cases.count, workers: options.workers) { index -> Bool in
+        // Memory: the largest case must fit, and only as many cases are preprocessed at once as fit together.
+        var workers = options.workers
+        let needs = cases.map { c in
+            Int(Double(c.imageFiles.reduce(0) { $0 + ((try? NiftiImage.readHeader($1))?.voxelCount ?? 0) } * 4) * MemoryBudget.preprocessing)
+        }
+        if let largest = needs.indices.max(by: { needs[$0] < needs[$1] }) {
+            try MemoryBudget.check(need: needs[largest] + MemoryBudget.fixed, what: "preprocessing case \(cases[largest].id)",
+                                   basis: "\(MemoryBudget.preprocessing)x its float32 channels and 1 GB")
+            if let available = MemoryBudget.available(), needs[largest] > 0 {
+                workers = max(1, min(workers, (available - MemoryBudget.fixed) / needs[largest]))
+            }
+        }
+        let results = Parallel.map(count: cases.count, workers: workers) { index -> Bool in
             let c = cases[index]
             let paths = files(folder, c.id)
             let fm = FileManager.default
