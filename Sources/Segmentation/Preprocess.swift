@@ -237,6 +237,18 @@ public enum Preprocessing {
     /// and `preprocess.json` (the options). Finished cases are skipped unless `options.overwrite`.
     public static func run(dataset: Dataset, folder: String, options: PreprocessOptions,
                            progress: ProgressReporter? = nil) throws -> Summary {
+        // Memory: the largest case must fit, and only as many cases are preprocessed at once as fit together.
+        var workers = options.workers
+        let needs = dataset.training.map { c in
+            Int(Double(c.imageFiles.reduce(0) { $0 + ((try? NiftiImage.readHeader($1))?.voxelCount ?? 0) } * 4) * MemoryBudget.preprocessing)
+        }
+        if let largest = needs.indices.max(by: { needs[$0] < needs[$1] }) {
+            try MemoryBudget.check(need: needs[largest] + MemoryBudget.fixed, what: "preprocessing case \(dataset.training[largest].id)",
+                                   basis: "\(MemoryBudget.preprocessing)x its float32 channels and 1 GB")
+            if let available = MemoryBudget.available(), needs[largest] > 0 {
+                workers = max(1, min(workers, (available - MemoryBudget.fixed) / needs[largest]))
+            }
+        }
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         AtomicFile.removeStale(in: folder)  // a killed run's unfinished files
         // A folder holds cases of one configuration: refuse to mix (skipped cases would keep the old one).
@@ -254,18 +266,6 @@ public enum Preprocessing {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         // true: processed now; false: finished before and skipped.
-        // Memory: the largest case must fit, and only as many cases are preprocessed at once as fit together.
-        var workers = options.workers
-        let needs = cases.map { c in
-            Int(Double(c.imageFiles.reduce(0) { $0 + ((try? NiftiImage.readHeader($1))?.voxelCount ?? 0) } * 4) * MemoryBudget.preprocessing)
-        }
-        if let largest = needs.indices.max(by: { needs[$0] < needs[$1] }) {
-            try MemoryBudget.check(need: needs[largest] + MemoryBudget.fixed, what: "preprocessing case \(cases[largest].id)",
-                                   basis: "\(MemoryBudget.preprocessing)x its float32 channels and 1 GB")
-            if let available = MemoryBudget.available(), needs[largest] > 0 {
-                workers = max(1, min(workers, (available - MemoryBudget.fixed) / needs[largest]))
-            }
-        }
         let results = Parallel.map(count: cases.count, workers: workers) { index -> Bool in
             let c = cases[index]
             let paths = files(folder, c.id)

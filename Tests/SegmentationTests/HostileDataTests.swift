@@ -1,3 +1,4 @@
+import FileSupport
 import Foundation
 import MedicalImaging
 import NeuralNet
@@ -193,5 +194,18 @@ import Testing
         expectError(["checkpoint_last.safetensors", "network differs"]) {
             _ = try Trainer(data: folder + "/pre", run: folder + "/run", options: options).train(resume: true)
         }
+    }
+}
+
+/// What a killed writer leaves is removed by the next writer; a running writer's temporary file is kept.
+@Suite struct StaleTemporaryFileTests {
+    @Test func onlyDeadWritersFilesAreRemoved() throws {
+        let folder = try temporaryFolder()
+        defer { removeTemporary(folder) }
+        // pid 2^22 + 1 is above Linux's largest pid (4194304), so no process has it.
+        let dead = ".checkpoint_last.safetensors.tmp-4194305-17", live = ".log.jsonl.tmp-\(getpid())-9", other = ".hidden.tmp-note"
+        for name in [dead, live, other, "checkpoint_last.safetensors"] { try Data([1]).write(to: URL(fileURLWithPath: folder + "/" + name)) }
+        #expect(AtomicFile.removeStale(in: folder) == [dead])
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: folder)) == [live, other, "checkpoint_last.safetensors"])
     }
 }
