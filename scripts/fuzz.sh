@@ -24,7 +24,7 @@ seeds() {  # the committed files a target starts from
   case "$1" in
     nifti) ls Tests/MedicalImagingTests/Fixtures/*.nii ;;
     nifti-gz) ls Tests/MedicalImagingTests/Fixtures/*.nii.gz ;;
-    npy) ls Tests/MedicalImagingTests/Fixtures/*.npy ;;
+    npy) ls Tests/MedicalImagingTests/Fixtures/*.npy Tests/FuzzSeeds/npy/* ;;
     safetensors) ls Tests/NeuralNetTests/Fixtures/optimizers.safetensors Tests/FuzzSeeds/checkpoint/* ;;
     checkpoint) ls Tests/FuzzSeeds/checkpoint/* ;;
     dataset) ls Tests/FuzzSeeds/dataset/*.json ;;

@@ -50,7 +50,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     case "npy":
         write(data, size, to: dir + "/input.npy")
         _ = try? Npy.read(dir + "/input.npy")
-        if let mapped = try? Npy.map(dir + "/input.npy"), mapped.layout.datatype == .float32 {
+        // As the trainer reads preprocessed files: only little-endian float32 is copied (copyFloats's precondition;
+        // a big-endian file here was the harness's first finding, not the library's).
+        if let mapped = try? Npy.map(dir + "/input.npy"), mapped.layout.datatype == .float32, !mapped.layout.bigEndian {
             let n = min(mapped.layout.shape.reduce(1, *), 64)
             var out = [Float](repeating: 0, count: max(n, 1))
             out.withUnsafeMutableBufferPointer { mapped.copyFloats(from: 0, count: n, into: $0.baseAddress!) }
