@@ -5,12 +5,13 @@ import Foundation
 ///
 /// The factors are measured peaks (`/usr/bin/time -v`, a 512x512x400 4-channel float32 volume, 1.68 GB as
 /// float32): in units of the case's channels as float32, `unet predict` peaks at 4.3x in 2D (the image, its
-/// preprocessed copy, the logits of 4 classes and their restored probabilities) and `unet preprocess` at 3.0x
-/// per case in flight (the file's values, the channels, the cropped and normalised copy).
+/// preprocessed copy, the logits of 4 classes and their restored probabilities) and 3.7x in 3D (the sliding
+/// window's sums take the place of the logits), `unet preprocess` at 3.0x per case in flight (the file's values,
+/// the channels, the cropped and normalised copy).
 public enum MemoryBudget {
     /// Peak bytes per byte of the case's float32 channels.
     public static let prediction2D = 4.5
-    public static let prediction3D = 4.5
+    public static let prediction3D = 4.0
     public static let preprocessing = 3.2
     /// The network, its workspace and the process itself.
     public static let fixed = 1 << 30
