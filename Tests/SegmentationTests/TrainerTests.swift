@@ -90,7 +90,9 @@ import Testing
         #expect(records.count == 150 && records.last?.validationDice != nil)
         let before = records.dropLast()
         let validations = before.filter { $0.validationDice != nil }.count
-        #expect(validations >= 1 && validations < 100, "validated \(validations) times in 149 epochs")
+        // How often depends on what a pass costs against an epoch (on a loaded machine cheap passes may run every
+        // epoch): the bound below is the property; here only that the run looked at itself before the end.
+        #expect(validations >= 1, "validated \(validations) times in 149 epochs")
         let overhead = before.map { ($0.time?.validation ?? 0) + ($0.time?.checkpoint ?? 0) }
         let wall = try #require(before.last?.wallSeconds)
         #expect(overhead.reduce(0, +) <= share * wall + overhead.max()!, "overhead \(overhead.reduce(0, +)) s of \(wall) s")
