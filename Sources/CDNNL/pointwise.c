@@ -2,6 +2,11 @@
 #include "CDNNL.h"
 #include "kernels.h"
 
+// Channels interleaved per position in `layout` (1: plain).
+static int64_t channel_block(int layout) {
+    return layout == CDNNL_LAYOUT_BLOCKED16 ? 16 : (layout == CDNNL_LAYOUT_BLOCKED8 ? 8 : 1);
+}
+
 typedef struct {
     const float *y;
     float *out;
@@ -53,7 +58,7 @@ static void unact_range(void *p, int64_t begin, int64_t end) {
 
 void cdnnl_unactivate_affine(const float *y, float *out, int64_t batch, int64_t channels, int64_t spatial,
                              int layout, float slope, const float *a, const float *b, int per_sample) {
-    int64_t block = layout == CDNNL_LAYOUT_BLOCKED16 ? 16 : (layout == CDNNL_LAYOUT_BLOCKED8 ? 8 : 1);
+    int64_t block = channel_block(layout);
     unact_ctx k = {y, out, channels, (channels + block - 1) / block * block, spatial, block, 1.0f / slope, a, b, per_sample};
     cdnnl_parallel(cdnnl_max_threads(), batch * (k.padded / block), unact_range, &k);
 }
@@ -87,7 +92,7 @@ static void act_range(void *p, int64_t begin, int64_t end) {
 
 void cdnnl_affine_activate(const float *x, const float *residual, float *out, int64_t batch, int64_t channels,
                            int64_t spatial, int layout, float slope, const float *a, const float *b) {
-    int64_t block = layout == CDNNL_LAYOUT_BLOCKED16 ? 16 : (layout == CDNNL_LAYOUT_BLOCKED8 ? 8 : 1);
+    int64_t block = channel_block(layout);
     act_ctx k = {x, residual, out, channels, (channels + block - 1) / block * block, spatial, block, slope, a, b};
     cdnnl_parallel(cdnnl_max_threads(), batch * (k.padded / block), act_range, &k);
 }
@@ -131,7 +136,7 @@ static void sums_range(void *p, int64_t begin, int64_t end) {
 
 void cdnnl_channel_sums(const float *a, const float *b, int64_t batch, int64_t channels, int64_t spatial, int layout,
                         double *sum_a, double *sum_ab) {
-    int64_t block = layout == CDNNL_LAYOUT_BLOCKED16 ? 16 : (layout == CDNNL_LAYOUT_BLOCKED8 ? 8 : 1);
+    int64_t block = channel_block(layout);
     sums_ctx k = {a, b, batch, channels, (channels + block - 1) / block * block, spatial, block, sum_a, sum_ab};
     cdnnl_parallel(cdnnl_max_threads(), k.padded / block, sums_range, &k);
 }
@@ -160,7 +165,7 @@ static void combine_range(void *p, int64_t begin, int64_t end) {
 
 void cdnnl_channel_combine(const float *x, const float *y, float *out, int64_t batch, int64_t channels, int64_t spatial,
                            int layout, const float *a, const float *b, const float *d) {
-    int64_t block = layout == CDNNL_LAYOUT_BLOCKED16 ? 16 : (layout == CDNNL_LAYOUT_BLOCKED8 ? 8 : 1);
+    int64_t block = channel_block(layout);
     combine_ctx k = {x, y, out, channels, (channels + block - 1) / block * block, spatial, block, a, b, d};
     cdnnl_parallel(cdnnl_max_threads(), batch * (k.padded / block), combine_range, &k);
 }

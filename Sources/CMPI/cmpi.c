@@ -50,21 +50,17 @@ void cmpi_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
 // MPI counts are int: large buffers go in chunks of at most 2^30 elements.
 static const int64_t chunk = (int64_t)1 << 30;
 
-int cmpi_sum_float(float *values, int64_t count) {
+static int sum_in_place(void *values, int64_t count, MPI_Datatype type, size_t size) {
     for (int64_t at = 0; at < count; at += chunk) {
         int n = (int)(count - at < chunk ? count - at : chunk);
-        if (MPI_Allreduce(MPI_IN_PLACE, values + at, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS) return -1;
+        if (MPI_Allreduce(MPI_IN_PLACE, (char *)values + at * (int64_t)size, n, type, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS) return -1;
     }
     return 0;
 }
 
-int cmpi_sum_double(double *values, int64_t count) {
-    for (int64_t at = 0; at < count; at += chunk) {
-        int n = (int)(count - at < chunk ? count - at : chunk);
-        if (MPI_Allreduce(MPI_IN_PLACE, values + at, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS) return -1;
-    }
-    return 0;
-}
+int cmpi_sum_float(float *values, int64_t count) { return sum_in_place(values, count, MPI_FLOAT, sizeof(float)); }
+
+int cmpi_sum_double(double *values, int64_t count) { return sum_in_place(values, count, MPI_DOUBLE, sizeof(double)); }
 
 int cmpi_start_sum_float(float *values, int64_t count) {
     for (int64_t at = 0; at < count; at += chunk) {

@@ -30,15 +30,22 @@ public final class BatchNormalization: @unchecked Sendable {
     var channels: Int { dims[1] }
 
     /// Training forward. Writes `output`, the batch `mean` and biased `variance` (kept for
-    /// backward), and updates `runningMean`/`runningVariance` in place.
+    /// backward), and updates `runningMean`/`runningVariance` in place. With a `group`, the batch is shared by
+    /// its members and the statistics are the whole batch's (synchronised batch norm): each member normalises
+    /// as one process would the whole batch, and the running statistics (the global count's unbiased
+    /// variance) are the same on every member.
     public func forwardTraining(input: Tensor, scale: Tensor, shift: Tensor, output: Tensor,
                                 mean: Tensor, variance: Tensor,
-                                runningMean: Tensor, runningVariance: Tensor) throws {
+                                runningMean: Tensor, runningVariance: Tensor, across group: ProcessGroup? = nil) throws {
         try require(input, dims: dims, layout: layout, op, "input")
         try require(output, dims: dims, layout: layout, op, "output")
         for (t, n) in [(scale, "weight"), (shift, "bias"), (mean, "mean"), (variance, "variance"),
                        (runningMean, "running_mean"), (runningVariance, "running_var")] {
             try require(t, count: channels, op, n)
+        }
+        if let group {
+            return try synchronizedForward(input: input, scale: scale, shift: shift, output: output, mean: mean, variance: variance,
+                                           runningMean: runningMean, runningVariance: runningVariance, group: group)
         }
         try withExtendedLifetime((input.storage, scale.storage, shift.storage, output.storage, mean.storage, variance.storage)) {
             try check(cdnnl_bnorm_forward_training(handle, input.floats, scale.floats, shift.floats, output.floats,
@@ -71,15 +78,21 @@ public final class BatchNormalization: @unchecked Sendable {
     }
 
     /// Backward of the training forward. Overwrites `inputGradient`; adds into the
-    /// scale and shift gradients.
+    /// scale and shift gradients. With a `group` (the synchronised forward's), the means of dx's formula run over
+    /// the whole batch and the scale and shift gradients added are this member's share (the group's gradient sum
+    /// completes them).
     public func backward(input: Tensor, outputGradient: Tensor, scale: Tensor, mean: Tensor, variance: Tensor,
-                         inputGradient: Tensor, scaleGradient: Tensor, shiftGradient: Tensor) throws {
+                         inputGradient: Tensor, scaleGradient: Tensor, shiftGradient: Tensor, across group: ProcessGroup? = nil) throws {
         try require(input, dims: dims, layout: layout, op, "input")
         try require(outputGradient, dims: dims, layout: layout, op, "output gradient")
         try require(inputGradient, dims: dims, layout: layout, op, "input gradient")
         for (t, n) in [(scale, "weight"), (mean, "mean"), (variance, "variance"),
                        (scaleGradient, "weight gradient"), (shiftGradient, "bias gradient")] {
             try require(t, count: channels, op, n)
+        }
+        if let group {
+            return try synchronizedBackward(input: input, outputGradient: outputGradient, scale: scale, mean: mean, variance: variance,
+                                            inputGradient: inputGradient, scaleGradient: scaleGradient, shiftGradient: shiftGradient, group: group)
         }
         try withExtendedLifetime((input.storage, outputGradient.storage, scale.storage, mean.storage, variance.storage,
                                   inputGradient.storage, scaleGradient.storage, shiftGradient.storage)) {
@@ -91,30 +104,24 @@ public final class BatchNormalization: @unchecked Sendable {
 }
 
 extension BatchNormalization {
-    /// Training forward over a batch shared by `group`: the statistics are those of the whole global batch (every
-    /// member's share), so each member normalises as one process would the whole batch (synchronised batch norm).
-    /// Writes `output`, the global `mean` and biased `variance`, and updates the running statistics with the
-    /// global count's unbiased variance: identical on every member.
-    public func forwardTraining(input: Tensor, scale: Tensor, shift: Tensor, output: Tensor, mean: Tensor, variance: Tensor,
-                                runningMean: Tensor, runningVariance: Tensor, across group: ProcessGroup) throws {
-        let op = "batch normalization"
-        try require(input, dims: dims, layout: layout, op, "input")
-        try require(output, dims: dims, layout: layout, op, "output")
-        for (t, n) in [(scale, "weight"), (shift, "bias"), (mean, "mean"), (variance, "variance"),
-                       (runningMean, "running_mean"), (runningVariance, "running_var")] {
-            try require(t, count: channels, op, n)
-        }
+    /// Per channel: [sum of a (C), sum of a * b (C), the values per channel] over this member's batch.
+    private func channelSums(_ a: Tensor, _ b: Tensor) -> [Double] {
         let C = channels, positions = dims.dropFirst(2).reduce(1, *)
-        // [sum x (C), sum x^2 (C), count]
         var sums = [Double](repeating: 0, count: 2 * C + 1)
         sums.withUnsafeMutableBufferPointer { s in
-            withExtendedLifetime(input.storage) {
-                cdnnl_channel_sums(input.floats, input.floats, Int64(dims[0]), Int64(C), Int64(positions), layout.cValue,
-                                   s.baseAddress!, s.baseAddress! + C)
+            withExtendedLifetime((a.storage, b.storage)) {
+                cdnnl_channel_sums(a.floats, b.floats, Int64(dims[0]), Int64(C), Int64(positions), layout.cValue, s.baseAddress!, s.baseAddress! + C)
             }
         }
         sums[2 * C] = Double(dims[0] * positions)
-        sums = try group.sum(sums)
+        return sums
+    }
+
+    /// `forwardTraining` across `group` (arguments checked): the mean and variance from the group's sums of x and x^2.
+    private func synchronizedForward(input: Tensor, scale: Tensor, shift: Tensor, output: Tensor, mean: Tensor, variance: Tensor,
+                                     runningMean: Tensor, runningVariance: Tensor, group: ProcessGroup) throws {
+        let C = channels
+        let sums = try group.sum(channelSums(input, input))
         let count = sums[2 * C]
         var a = [Float](repeating: 0, count: C), b = a
         let gamma = try scale.toArray(), beta = try shift.toArray()
@@ -134,35 +141,18 @@ extension BatchNormalization {
             }
         }
         withExtendedLifetime((input.storage, output.storage)) {
-            cdnnl_affine_activate(input.floats, nil, output.floats, Int64(dims[0]), Int64(C), Int64(positions), layout.cValue, 1, a, b)
+            cdnnl_affine_activate(input.floats, nil, output.floats, Int64(dims[0]), Int64(C), Int64(dims.dropFirst(2).reduce(1, *)),
+                                  layout.cValue, 1, a, b)
         }
     }
 
-    /// Backward of the synchronised forward: dx = gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat)), the
-    /// means over the global batch. Overwrites `inputGradient` (which may be `outputGradient`); adds this member's
-    /// share of the scale and shift gradients (the group's gradient sum completes them).
-    public func backward(input: Tensor, outputGradient: Tensor, scale: Tensor, mean: Tensor, variance: Tensor,
-                         inputGradient: Tensor, scaleGradient: Tensor, shiftGradient: Tensor, across group: ProcessGroup) throws {
-        let op = "batch normalization"
-        try require(input, dims: dims, layout: layout, op, "input")
-        try require(outputGradient, dims: dims, layout: layout, op, "output gradient")
-        try require(inputGradient, dims: dims, layout: layout, op, "input gradient")
-        for (t, n) in [(scale, "weight"), (mean, "mean"), (variance, "variance"),
-                       (scaleGradient, "weight gradient"), (shiftGradient, "bias gradient")] {
-            try require(t, count: channels, op, n)
-        }
-        let C = channels, positions = dims.dropFirst(2).reduce(1, *)
-        // [sum dy (C), sum dy * x (C), count]
-        var sums = [Double](repeating: 0, count: 2 * C + 1)
-        sums.withUnsafeMutableBufferPointer { s in
-            withExtendedLifetime((outputGradient.storage, input.storage)) {
-                cdnnl_channel_sums(outputGradient.floats, input.floats, Int64(dims[0]), Int64(C), Int64(positions), layout.cValue,
-                                   s.baseAddress!, s.baseAddress! + C)
-            }
-        }
-        sums[2 * C] = Double(dims[0] * positions)
-        let local = sums
-        sums = try group.sum(sums)
+    /// `backward` across `group` (arguments checked): dx = gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat)),
+    /// the means from the group's sums of dy and dy * x.
+    private func synchronizedBackward(input: Tensor, outputGradient: Tensor, scale: Tensor, mean: Tensor, variance: Tensor,
+                                      inputGradient: Tensor, scaleGradient: Tensor, shiftGradient: Tensor, group: ProcessGroup) throws {
+        let C = channels
+        let local = channelSums(outputGradient, input)
+        let sums = try group.sum(local)
         let count = sums[2 * C]
         let gamma = try scale.toArray(), mu = try mean.toArray(), v = try variance.toArray()
         var a = [Float](repeating: 0, count: C), b = a, d = a
@@ -180,8 +170,8 @@ extension BatchNormalization {
             }
         }
         withExtendedLifetime((outputGradient.storage, input.storage, inputGradient.storage)) {
-            cdnnl_channel_combine(outputGradient.floats, input.floats, inputGradient.floats, Int64(dims[0]), Int64(C), Int64(positions),
-                                  layout.cValue, a, b, d)
+            cdnnl_channel_combine(outputGradient.floats, input.floats, inputGradient.floats, Int64(dims[0]), Int64(C),
+                                  Int64(dims.dropFirst(2).reduce(1, *)), layout.cValue, a, b, d)
         }
     }
 }

@@ -96,6 +96,8 @@ final class Context {
     /// statistics over the whole global batch (otherwise over this process's share).
     var group: ProcessGroup?
     var synchronizedBatchNorm = false
+    /// The group batch norm takes its statistics over (nil: this process's batch alone).
+    var batchNormGroup: ProcessGroup? { synchronizedBatchNorm ? group : nil }
     var layout: Layout { workspace.layout }
 
     init(parameters: ParameterSet, layout: Layout) {
@@ -213,13 +215,8 @@ final class Norm {
             if batchOp?.dims != x.dims || batchOp?.layout != x.layout { batchOp = try BatchNormalization(dims: x.dims, layout: x.layout) }
             if c.training {
                 if mean?.count != channels { mean = try Tensor(zeros: [channels]); variance = try Tensor(zeros: [channels]) }
-                if c.synchronizedBatchNorm, let group = c.group {
-                    try batchOp!.forwardTraining(input: x, scale: p.value(weight), shift: p.value(bias), output: y, mean: mean!, variance: variance!,
-                                                 runningMean: p.value(runningMean!), runningVariance: p.value(runningVariance!), across: group)
-                } else {
-                    try batchOp!.forwardTraining(input: x, scale: p.value(weight), shift: p.value(bias), output: y, mean: mean!,
-                                                 variance: variance!, runningMean: p.value(runningMean!), runningVariance: p.value(runningVariance!))
-                }
+                try batchOp!.forwardTraining(input: x, scale: p.value(weight), shift: p.value(bias), output: y, mean: mean!, variance: variance!,
+                                             runningMean: p.value(runningMean!), runningVariance: p.value(runningVariance!), across: c.batchNormGroup)
                 p.batchesTracked[prefix, default: 0] += 1
             } else {
                 try batchOp!.forwardInference(input: x, scale: p.value(weight), shift: p.value(bias), runningMean: p.value(runningMean!),
@@ -291,13 +288,8 @@ final class Norm {
         let p = c.parameters
         switch kind {
         case .batch:
-            if c.synchronizedBatchNorm, let group = c.group {
-                try batchOp!.backward(input: x, outputGradient: dy, scale: p.value(weight), mean: mean!, variance: variance!,
-                                      inputGradient: dx, scaleGradient: p.gradient(weight), shiftGradient: p.gradient(bias), across: group)
-            } else {
-                try batchOp!.backward(input: x, outputGradient: dy, scale: p.value(weight), mean: mean!, variance: variance!,
-                                      inputGradient: dx, scaleGradient: p.gradient(weight), shiftGradient: p.gradient(bias))
-            }
+            try batchOp!.backward(input: x, outputGradient: dy, scale: p.value(weight), mean: mean!, variance: variance!,
+                                  inputGradient: dx, scaleGradient: p.gradient(weight), shiftGradient: p.gradient(bias), across: c.batchNormGroup)
         case .instance:
             try instanceOp!.backward(input: x, outputGradient: dy, scale: p.value(weight), mean: mean!, variance: variance!,
                                      inputGradient: dx, scaleGradient: p.gradient(weight), shiftGradient: p.gradient(bias))

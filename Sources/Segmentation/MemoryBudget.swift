@@ -43,10 +43,12 @@ public enum MemoryBudget {
     static func gigabytes(_ bytes: Int) -> String { String(format: "%.1f GB", Double(bytes) / 1e9) }
 
     /// Throws when `need` bytes exceed what is available; `what` names the work and the case, `basis` how the
-    /// need was estimated.
-    public static func check(need: Int, what: String, basis: String) throws {
-        guard let available = available(), need > available else { return }
-        throw SegmentationError.invalidArgument("\(what) needs about \(gigabytes(need)) of memory (\(basis)); \(gigabytes(available)) are available. "
+    /// need was estimated. Returns what is available (nil: unknown).
+    @discardableResult
+    public static func check(need: Int, what: String, basis: String) throws -> Int? {
+        let free = available()
+        guard let free, need > free else { return free }
+        throw SegmentationError.invalidArgument("\(what) needs about \(gigabytes(need)) of memory (\(basis)); \(gigabytes(free)) are available. "
             + "Free memory, or use a machine with more")
     }
 }

@@ -102,15 +102,10 @@ public enum Predictor {
             var inner = options
             inner.spacing = nil
             let (_, p) = try segment(resampled, networks: networks, options: inner, probabilities: true)
-            let back = p!.map { Resampling.trilinear($0, from: grid, to: loaded.shape) }
-            let n = back[0].count
-            var labels = [UInt8](repeating: 0, count: n)
-            for i in 0 ..< n {
-                var best = 0
-                for k in 1 ..< back.count where back[k][i] > back[best][i] { best = k }
-                labels[i] = UInt8(best)
-            }
-            return (labels, probabilities ? back : nil)
+            var back: [Float] = []  // (K, voxels) on the case's grid
+            for volume in p! { back += Resampling.trilinear(volume, from: grid, to: loaded.shape) }
+            let n = loaded.shape.reduce(1, *)
+            return (argmax(back, classes: p!.count), probabilities ? (0 ..< p!.count).map { Array(back[$0 * n ..< ($0 + 1) * n]) } : nil)
         }
         // 2D: whole slices (padded to a size the network divides), not the training crop, so no tissue is left out.
         var preprocessing = PreprocessOptions(dim: network.config.dimension)
@@ -315,9 +310,10 @@ public enum Predictor {
             }
             let start = Date()
             // Refuse what cannot fit before reading it (headers only).
-            let voxels = try c.files.reduce(0) { $0 + (try NiftiImage.readHeader($1)).voxelCount }
+            let headers = try c.files.map(NiftiImage.readHeader)
+            let voxels = headers.reduce(0) { $0 + $1.voxelCount }
             let factor = network.config.dimension == 2 ? MemoryBudget.prediction2D : MemoryBudget.prediction3D
-            let shape = try NiftiImage.readHeader(c.files[0]).shape.map(String.init).joined(separator: "x")
+            let shape = headers[0].shape.map(String.init).joined(separator: "x")
             try MemoryBudget.check(need: Int(Double(voxels * 4) * factor) + MemoryBudget.fixed + network.parameters.parameterCount * 4 * networks.count,
                                    what: "predicting case \(c.id) (\(shape)\(c.files.count > 1 ? ", \(c.files.count) files" : ""))",
                                    basis: "\(factor)x its \(MemoryBudget.gigabytes(voxels * 4)) of float32 channels, the network and 1 GB")

@@ -243,9 +243,9 @@ public enum Preprocessing {
             Int(Double(c.imageFiles.reduce(0) { $0 + ((try? NiftiImage.readHeader($1))?.voxelCount ?? 0) } * 4) * MemoryBudget.preprocessing)
         }
         if let largest = needs.indices.max(by: { needs[$0] < needs[$1] }) {
-            try MemoryBudget.check(need: needs[largest] + MemoryBudget.fixed, what: "preprocessing case \(dataset.training[largest].id)",
-                                   basis: "\(MemoryBudget.preprocessing)x its float32 channels and 1 GB")
-            if let available = MemoryBudget.available(), needs[largest] > 0 {
+            let available = try MemoryBudget.check(need: needs[largest] + MemoryBudget.fixed, what: "preprocessing case \(dataset.training[largest].id)",
+                                                   basis: "\(MemoryBudget.preprocessing)x its float32 channels and 1 GB")
+            if let available, needs[largest] > 0 {
                 workers = max(1, min(workers, (available - MemoryBudget.fixed) / needs[largest]))
             }
         }

@@ -199,16 +199,14 @@ public final class Trainer: @unchecked Sendable {
         let configPath = run + "/config.json"
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        if !leads {
-            // The leader checks and writes the configuration.
-        } else if fm.fileExists(atPath: configPath) {
-            guard resume else { throw SegmentationError.runExists(run) }
-            var old = try JSONDecoder().decode(TrainingOptions.self, from: Data(contentsOf: URL(fileURLWithPath: configPath)))
-            // A resumed run may be extended (or shortened); nothing else may change.
-            (old.epochs, old.timeLimit) = (options.epochs, options.timeLimit)
-            guard old == options else { throw SegmentationError.invalidFile(configPath, "the run was started with other options; only the number of epochs and the time budget may change on resume") }
-            try AtomicFile.write(Array(try encoder.encode(options)), to: configPath)
-        } else {
+        if leads {  // the leader alone checks and writes the configuration
+            if fm.fileExists(atPath: configPath) {
+                guard resume else { throw SegmentationError.runExists(run) }
+                var old = try JSONDecoder().decode(TrainingOptions.self, from: Data(contentsOf: URL(fileURLWithPath: configPath)))
+                // A resumed run may be extended (or shortened); nothing else may change.
+                (old.epochs, old.timeLimit) = (options.epochs, options.timeLimit)
+                guard old == options else { throw SegmentationError.invalidFile(configPath, "the run was started with other options; only the number of epochs and the time budget may change on resume") }
+            }
             try AtomicFile.write(Array(try encoder.encode(options)), to: configPath)
         }
         let splitsData: Data
