@@ -39,7 +39,7 @@ public struct Checkpoint {
 
     /// Loads a checkpoint: the network (architecture from the file), an optimizer with its state, and the loop state.
     public static func load(_ path: String) throws -> (network: UNet, optimizer: Optimizer, checkpoint: Checkpoint) {
-        let (net, file) = try UNet.load(path)
+        let (net, file) = try UNet.load(path, optimizerState: true)
         let m = file.metadata
         guard let stepText = m["checkpoint.step"], let step = Int(stepText), let epoch = m["checkpoint.epoch"].flatMap(Int.init),
               let settingsText = m["checkpoint.optimizer"], let optimizerStep = m["checkpoint.optimizer_step"].flatMap(Int.init),

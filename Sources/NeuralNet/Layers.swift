@@ -137,7 +137,10 @@ final class ConvUnit {
         let op = try prepare(x.dims, x.layout, c.precision)
         let y = try c.workspace.take(op.outputDims, layout: x.layout)
         let p = c.parameters
-        try Profile.measure(geometry.transposed ? "upsample forward" : "conv forward") {
+        let label = Profile.perLayer
+            ? "\(geometry.transposed ? "upsample" : "conv") \(geometry.inputChannels)->\(geometry.outputChannels) k\(geometry.kernelSize[0]) \(x.dims.map(String.init).joined(separator: "x")) \(op.implementation(.forward))"
+            : geometry.transposed ? "upsample forward" : "conv forward"
+        try Profile.measure(label) {
             try op.forward(input: x, weight: p.value(weight), bias: bias.map { p.value($0) }, output: y)
         }
         return y
@@ -148,7 +151,10 @@ final class ConvUnit {
         let op = try prepare(x.dims, x.layout, c.precision)
         let y = try c.workspace.take(op.outputDims, layout: x.layout)
         let p = c.parameters
-        try Profile.measure("conv forward + epilogue") {
+        let label = Profile.perLayer
+            ? "conv+epilogue \(geometry.inputChannels)->\(geometry.outputChannels) k\(geometry.kernelSize[0]) \(x.dims.map(String.init).joined(separator: "x")) \(op.implementation(.forward))"
+            : "conv forward + epilogue"
+        try Profile.measure(label) {
             try op.forward(input: x, weight: p.value(weight), bias: bias.map { p.value($0) }, output: y, epilogue: epilogue)
         }
         return y

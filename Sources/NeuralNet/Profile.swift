@@ -3,7 +3,9 @@ import Foundation
 /// Opt-in time accounting per kind of work (set UNET_PROFILE=1): `unet bench train` prints the table to
 /// stderr, to see where a step's time goes. Off, it costs one branch per call.
 public enum Profile {
-    nonisolated(unsafe) public static var enabled = ProcessInfo.processInfo.environment["UNET_PROFILE"] == "1"
+    nonisolated(unsafe) public static var enabled = ["1", "layers"].contains(ProcessInfo.processInfo.environment["UNET_PROFILE"])
+    /// UNET_PROFILE=layers: convolutions are accounted per shape and kernel, not per kind.
+    nonisolated(unsafe) public static var perLayer = ProcessInfo.processInfo.environment["UNET_PROFILE"] == "layers"
     nonisolated(unsafe) private static var totals: [String: (seconds: Double, calls: Int)] = [:]
 
     @inline(__always)

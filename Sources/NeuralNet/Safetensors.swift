@@ -42,7 +42,15 @@ public enum Safetensors {
             let n = bytes.count / dtype.size
             return bytes.withUnsafeBytes { raw -> [Float] in
                 switch dtype {
-                case .f32: return (0 ..< n).map { Float(bitPattern: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self).littleEndian) }
+                case .f32:
+                    #if _endian(little)
+                    return [Float](unsafeUninitializedCapacity: n) { out, count in
+                        UnsafeMutableRawBufferPointer(out).copyMemory(from: raw)
+                        count = n
+                    }
+                    #else
+                    return (0 ..< n).map { Float(bitPattern: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self).littleEndian) }
+                    #endif
                 case .f64: return (0 ..< n).map { Float(Double(bitPattern: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self).littleEndian)) }
                 case .f16: return (0 ..< n).map { halfToFloat(raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self).littleEndian) }
                 case .bf16: return (0 ..< n).map { Float(bitPattern: UInt32(raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self).littleEndian) << 16) }
@@ -75,7 +83,8 @@ public enum Safetensors {
     static let maximumHeader = 100 << 20
 
     /// Reads and validates a whole file.
-    public static func read(_ path: String) throws -> File {
+    /// Tensors whose names `keeping` rejects are checked but not copied out (and not in the result).
+    public static func read(_ path: String, keeping: (String) -> Bool = { _ in true }) throws -> File {
         let mapped: MappedFile
         do { mapped = try MappedFile(path: path) } catch let e as FileError { throw NetworkError.weights("\(e.file): \(e.reason)") }
         let b = mapped.bytes
@@ -125,7 +134,8 @@ public enum Safetensors {
             guard end - begin == bytes else {
                 throw NetworkError.weights("\(path): tensor \(name): shape \(shape) of \(dtypeName) needs \(bytes) bytes, offsets give \(end - begin)")
             }
-            entries.append((Entry(name: name, dtype: dtype, shape: shape, bytes: Array(b[dataStart + begin ..< dataStart + end])), begin, end))
+            let data = keeping(name) ? Array(b[dataStart + begin ..< dataStart + end]) : []
+            entries.append((Entry(name: name, dtype: dtype, shape: shape, bytes: data), begin, end))
         }
         // The data must be covered exactly once, without holes or overlaps.
         entries.sort { ($0.1, $0.2) < ($1.1, $1.2) }
@@ -135,7 +145,7 @@ public enum Safetensors {
             position = end
         }
         guard position == dataLength else { throw bad("\(dataLength - position) bytes after the last tensor") }
-        return File(entries: entries.map(\.0), metadata: metadata)
+        return File(entries: entries.map(\.0).filter { keeping($0.name) }, metadata: metadata)
     }
 
     /// Writes tensors atomically; the header is padded with spaces to a multiple of 8 bytes.

@@ -151,7 +151,8 @@ public final class UNet {
         try parameters.withFlatStatistics { try group.broadcast(UnsafeMutableRawPointer($0.baseAddress!), count: $0.count * 4, from: root) }
     }
 
-    public init(config: UNetConfig, layout: Layout = .native) throws {
+    /// `initialized: false` leaves every parameter zero, for a caller that loads all of them next.
+    public init(config: UNetConfig, layout: Layout = .native, initialized: Bool = true) throws {
         try config.validate()
         self.config = config
         let ps = ParameterSet()
@@ -177,7 +178,7 @@ public final class UNet {
         }
         try ps.allocate()
         context = Context(parameters: ps, layout: layout)
-        initialize(seed: 0)
+        if initialized { initialize(seed: 0) }
     }
 
     /// Kaiming-normal initialisation (a = negative slope, fan-in) of convolutions, zero conv biases, norm

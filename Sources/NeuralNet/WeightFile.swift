@@ -42,10 +42,13 @@ extension UNet {
 
     /// Loads a weight file, inferring the architecture from its names and shapes (or its metadata).
     /// `override` replaces the inferred configuration (it must still match every tensor).
-    public static func load(_ path: String, override: UNetConfig? = nil, layout: Layout = .native) throws -> (UNet, Safetensors.File) {
-        let file = try Safetensors.read(path)
+    /// The returned file holds the optimizer's tensors only with `optimizerState` (a checkpoint resumed).
+    public static func load(_ path: String, override: UNetConfig? = nil, layout: Layout = .native,
+                            optimizerState: Bool = false) throws -> (UNet, Safetensors.File) {
+        let file = try Safetensors.read(path, keeping: { optimizerState || !$0.hasPrefix(optimizerPrefix) })
         let config = try override ?? inferConfig(file, path: path)
-        let net = try UNet(config: config, layout: layout)
+        // No random initialisation: loadState sets every parameter or throws.
+        let net = try UNet(config: config, layout: layout, initialized: false)
         try net.loadState(file, path: path)
         return (net, file)
     }

@@ -31,6 +31,33 @@ public enum Predictor {
         public init() {}
     }
 
+    /// Where one case's seconds went, for the user's progress line and for profiling.
+    public struct Timing: Sendable, CustomStringConvertible {
+        /// Reading and decompressing the input files.
+        public var read = 0.0
+        /// Cropping, normalisation and (when the grids differ) resampling to the model's spacing.
+        public var preprocess = 0.0
+        /// The network's forward passes, and gathering their logits into the volume.
+        public var network = 0.0
+        /// Ensemble averaging, argmax, back to the original grid.
+        public var restore = 0.0
+        /// Compressing and writing the outputs.
+        public var write = 0.0
+        public var total: Double { read + preprocess + network + restore + write }
+        public init() {}
+        public var description: String {
+            String(format: "%.1f s (read %.2f, preprocess %.2f, network %.2f, restore %.2f, write %.2f)",
+                   total, read, preprocess, network, restore, write)
+        }
+    }
+
+    /// Seconds since `start`, and restarts it.
+    private static func lap(_ start: inout Date) -> Double {
+        let now = Date()
+        defer { start = now }
+        return now.timeIntervalSince(start)
+    }
+
     /// Cases under `path`: one 4D file, a folder of 4D files, or a folder of nnU-Net channel files
     /// (`CASE_0000.nii.gz`...). macOS `._*` files are ignored.
     public static func inputs(_ path: String) throws -> [(id: String, files: [String])] {
@@ -92,19 +119,27 @@ public enum Predictor {
     /// A case's segmentation on its original grid (x fastest): training classes 0-3, and with
     /// `probabilities` the softmax probability of each class (K volumes; outside the crop, background 1).
     /// Several networks form an ensemble: the mean of their softmax probabilities decides.
-    public static func segment(_ loaded: LoadedCase, networks: [UNet], options: Options, probabilities: Bool = false) throws
+    /// `timing` gains the seconds of preprocessing, the network and restoring.
+    public static func segment(_ loaded: LoadedCase, networks: [UNet], options: Options, probabilities: Bool = false,
+                               timing: UnsafeMutablePointer<Timing>? = nil) throws
         -> (labels: [UInt8], probabilities: [[Float]]?) {
         try checkEnsemble(networks)
         let network = networks[0]
+        var clock = Date()
+        var spent = Timing()
+        defer { timing?.pointee.preprocess += spent.preprocess; timing?.pointee.network += spent.network; timing?.pointee.restore += spent.restore }
         if let target = options.spacing, let grid = Resampling.grid(of: loaded, at: target) {
             // Predict at the model's spacing; bring the probabilities back to the case's own grid.
             let resampled = Resampling.resample(loaded, to: grid)
+            spent.preprocess += lap(&clock)
             var inner = options
             inner.spacing = nil
-            let (_, p) = try segment(resampled, networks: networks, options: inner, probabilities: true)
+            let (_, p) = try withUnsafeMutablePointer(to: &spent) { try segment(resampled, networks: networks, options: inner, probabilities: true, timing: $0) }
+            clock = Date()
             var back: [Float] = []  // (K, voxels) on the case's grid
             for volume in p! { back += Resampling.trilinear(volume, from: grid, to: loaded.shape) }
             let n = loaded.shape.reduce(1, *)
+            defer { spent.restore += lap(&clock) }
             return (argmax(back, classes: p!.count), probabilities ? (0 ..< p!.count).map { Array(back[$0 * n ..< ($0 + 1) * n]) } : nil)
         }
         // 2D: whole slices (padded to a size the network divides), not the training crop, so no tissue is left out.
@@ -112,6 +147,7 @@ public enum Predictor {
         preprocessing.cropInPlane2D = false
         preprocessing.sizeMultiple2D = network.config.totalStride
         let pre = try Preprocessing.transform(loaded, options: preprocessing, channelNames: [], convention: .decathlon)
+        spent.preprocess += lap(&clock)
         let K = network.config.classes
         // One network: its logits (their argmax is the probabilities'); an ensemble: the mean probabilities.
         var out = try logits(pre.image, shape: pre.meta.shape, network: network, options: options)
@@ -125,6 +161,8 @@ public enum Predictor {
             let scale = 1 / Float(networks.count)
             for i in out.indices { out[i] *= scale }
         }
+        spent.network += lap(&clock)
+        defer { spent.restore += lap(&clock) }
         let labels = try Preprocessing.restore(argmax(out, classes: K), meta: pre.meta, fill: 0)
         guard probabilities else { return (labels, nil) }
         if networks.count == 1 { softmax(&out, classes: K) }
@@ -280,7 +318,7 @@ public enum Predictor {
     /// (float32 (X, Y, Z, K)), with `options.png` CASE.png (first channel with the prediction, through the
     /// tumour). Returns seconds per case. An output folder this call created is removed again if it fails.
     public static func run(networks: [UNet], input: String, output: String, options: Options,
-                           report: (String, Double) -> Void = { _, _ in }) throws -> [(String, Double)] {
+                           report: (String, Timing) -> Void = { _, _ in }) throws -> [(String, Double)] {
         try checkEnsemble(networks)
         let cases = try inputs(input)
         let fm = FileManager.default
@@ -296,7 +334,7 @@ public enum Predictor {
     }
 
     private static func segmentAll(_ cases: [(id: String, files: [String])], networks: [UNet], output: String, options: Options,
-                                   report: (String, Double) -> Void) throws -> [(String, Double)] {
+                                   report: (String, Timing) -> Void) throws -> [(String, Double)] {
         let network = networks[0]
         var times: [(String, Double)] = []
         for c in cases {
@@ -308,7 +346,8 @@ public enum Predictor {
             if !options.overwrite && !options.skipExisting, let first = existing.first {
                 throw SegmentationError.outputExists(first, "exists")
             }
-            let start = Date()
+            var clock = Date()
+            var timing = Timing()
             // Refuse what cannot fit before reading it (headers only).
             let headers = try c.files.map(NiftiImage.readHeader)
             let voxels = headers.reduce(0) { $0 + $1.voxelCount }
@@ -318,7 +357,9 @@ public enum Predictor {
                                    what: "predicting case \(c.id) (\(shape)\(c.files.count > 1 ? ", \(c.files.count) files" : ""))",
                                    basis: "\(factor)x its \(MemoryBudget.gigabytes(voxels * 4)) of float32 channels, the network and 1 GB")
             let loaded = try load(id: c.id, files: c.files, channels: network.config.inputChannels)
-            let (classes, probabilities) = try segment(loaded, networks: networks, options: options, probabilities: options.saveProbabilities)
+            timing.read = lap(&clock)
+            let (classes, probabilities) = try segment(loaded, networks: networks, options: options, probabilities: options.saveProbabilities, timing: &timing)
+            clock = Date()
             var header = loaded.header
             header.shape = loaded.shape
             let stored = classes.map { options.convention.storedValue(of: $0) }
@@ -331,9 +372,9 @@ public enum Predictor {
             if options.png {
                 try Overlay.render(image: loaded.channels[0], shape: loaded.shape, truth: nil, prediction: classes).write(to: picturePath)
             }
-            let seconds = Date().timeIntervalSince(start)
-            times.append((c.id, seconds))
-            report(c.id, seconds)
+            timing.write = lap(&clock)
+            times.append((c.id, timing.total))
+            report(c.id, timing)
         }
         return times
     }

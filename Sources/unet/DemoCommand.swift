@@ -83,7 +83,7 @@ struct Demo: ParsableCommand {
         }
         var po = Predictor.Options()
         po.overwrite = true
-        _ = try Predictor.run(networks: [net], input: inputs, output: predictions, options: po) { id, s in print(String(format: "%@: %.1f s", id, s)) }
+        _ = try Predictor.run(networks: [net], input: inputs, output: predictions, options: po) { id, timing in print("\(id): \(timing)") }
 
         stage("5/6 evaluate")
         let truth = out + "/validation-labels"

@@ -250,10 +250,9 @@ struct Predict: ParsableCommand {
         } ?? "each case on its own grid"
         print(spacingNote)
         print("\(networks.count == 1 ? "one model" : "an ensemble of \(networks.count) models (mean probabilities)"), \(Runtime.threads) thread(s), \(precision.precision.rawValue)\(tta ? ", flip TTA" : "")")
-        let times = try Predictor.run(networks: networks, input: input, output: output, options: options) { id, seconds in
-            print(String(format: "%@: %.1f s", id, seconds))
-        }
+        let times = try Predictor.run(networks: networks, input: input, output: output, options: options) { id, timing in print("\(id): \(timing)") }
         print("wrote \(times.count) segmentation(s) to \(output)")
+        if Profile.enabled { FileHandle.standardError.write(Data((Profile.report() + "\n").utf8)) }
     }
 }
 
