@@ -292,6 +292,16 @@ struct cdnnl_conv {
     float *tmp, *w2;       // inner output (N, K*O, spatial), inner weights (K*O, I)
     int fused_upsample;    // 1: own kernels available for the layout: one fused kernel, no inner output
     size_t tmp_floats;
+    // Forward with the inference epilogue as oneDNN post-ops (x scale, + shift, leaky ReLU), made on first
+    // use: state 0 untried, 1 made (for fwd_ep_slope), -1 not available (one pass after the convolution).
+    dnnl_primitive_t fwd_ep;
+    int fwd_ep_state;
+    float fwd_ep_slope;
+    dnnl_memory_t ep_scale, ep_shift;
+    // Forward's transformed kernel, kept while keep_key != 0 (cdnnl_conv_keep_weights).
+    cdnnl_winograd_kept kept;
+    uint64_t keep_key, kept_key;
+    const float *kept_weight;
 };
 
 static void remember_impl(char *dst, dnnl_primitive_desc_t pd) {
@@ -305,11 +315,25 @@ const char *cdnnl_conv_impl(cdnnl_conv *c, int direction) {
     return c->impl[direction];
 }
 
+void cdnnl_conv_keep_weights(cdnnl_conv *c, uint64_t key) {
+    c->keep_key = key;
+    if (key == 0) {
+        free(c->kept.u);
+        c->kept = (cdnnl_winograd_kept){0};
+        c->kept_weight = NULL;
+        c->kept_key = 0;
+    }
+}
+
 void cdnnl_conv_destroy(cdnnl_conv *c) {
     if (!c) return;
+    free(c->kept.u);
     cdnnl_conv_destroy(c->inner);
     free(c->tmp); free(c->w2);
     if (c->fwd) dnnl_primitive_destroy(c->fwd);
+    if (c->fwd_ep) dnnl_primitive_destroy(c->fwd_ep);
+    if (c->ep_scale) dnnl_memory_destroy(c->ep_scale);
+    if (c->ep_shift) dnnl_memory_destroy(c->ep_shift);
     if (c->bwd_data) dnnl_primitive_destroy(c->bwd_data);
     if (c->bwd_weights) dnnl_primitive_destroy(c->bwd_weights);
     if (c->fwd_pd) dnnl_primitive_desc_destroy(c->fwd_pd);
@@ -537,8 +561,15 @@ static int winograd_forward(cdnnl_conv *c, const float *src, const float *weight
                             const float *scale, const float *shift, const float *residual, float slope) {
     const char *what = "convolution forward";
     if (c->d.has_bias && !bias) return fail(-1, "%s: bias missing", what);
+    cdnnl_winograd_kept *kept = NULL;
+    if (c->keep_key) {
+        if (c->kept_key != c->keep_key || c->kept_weight != weight) c->kept.ready = 0;
+        c->kept_key = c->keep_key;
+        c->kept_weight = weight;
+        kept = &c->kept;
+    }
     if (cdnnl_winograd(&c->d, cdnnl_max_threads(), 0, src, weight, c->d.has_bias ? bias : NULL, dst,
-                            scale, shift, residual, slope))
+                            scale, shift, residual, slope, kept))
         return fail(-1, "%s: out of memory for the Winograd buffers", what);
     return 0;
 }
@@ -563,9 +594,73 @@ int cdnnl_conv_forward(cdnnl_conv *c, const float *src, const float *weight, con
     return port_out_end(&c->f_dst, what);
 }
 
+/// The forward primitive with post-ops y * scale[o] + shift[o], then leaky ReLU (slope != 1), reading and
+/// writing the same layouts as the plain forward (else it is not used). 0 made, -1 not available.
+static int conv_create_fwd_epilogue(cdnnl_conv *c, float slope) {
+    if (c->fwd_ep) { dnnl_primitive_destroy(c->fwd_ep); c->fwd_ep = NULL; }
+    if (c->d.transposed) return -1;
+    dnnl_memory_desc_t s, w, dst, channel;
+    if (any_like(&s, &c->src_md, input_type(c)) || any_like(&w, &c->weight_md, input_type(c)) ||
+        any_like(&dst, &c->dst_md, dnnl_f32)) return -1;
+    const int r = c->d.spatial_rank;
+    dnnl_dims_t cd = {1, c->d.out_channels, 1, 1, 1};
+    if (dnnl_memory_desc_init_by_tag(&channel, 2 + r, cd, dnnl_f32, r == 3 ? dnnl_abcde : dnnl_abcd) != dnnl_success) return -1;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t ops = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    int ok = dnnl_primitive_attr_create(&attr) == dnnl_success && dnnl_post_ops_create(&ops) == dnnl_success &&
+             dnnl_post_ops_append_binary(ops, dnnl_binary_mul, &channel) == dnnl_success &&
+             dnnl_post_ops_append_binary(ops, dnnl_binary_add, &channel) == dnnl_success &&
+             (slope == 1.0f || dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, slope, 0.0f) == dnnl_success) &&
+             dnnl_primitive_attr_set_post_ops(attr, ops) == dnnl_success;
+    const dnnl_memory_desc_t *b = c->d.has_bias ? &c->bias_md : NULL;
+    dnnl_convolution_desc_t desc;
+    ok = ok && dnnl_convolution_forward_desc_init(&desc, dnnl_forward_training, dnnl_convolution_direct, &s, &w, b,
+                                                  &dst, c->strides, c->pad_lo, c->pad_hi) == dnnl_success &&
+         dnnl_primitive_desc_create(&pd, &desc, attr, g_engine, NULL) == dnnl_success;
+    // The plain forward's ports bridge the caller's layouts: the kernel must read and write the same ones.
+    ok = ok && dnnl_memory_desc_equal(q(pd, dnnl_query_src_md), q(c->fwd_pd, dnnl_query_src_md)) &&
+         dnnl_memory_desc_equal(q(pd, dnnl_query_weights_md), q(c->fwd_pd, dnnl_query_weights_md)) &&
+         dnnl_memory_desc_equal(q(pd, dnnl_query_dst_md), q(c->fwd_pd, dnnl_query_dst_md)) &&
+         dnnl_primitive_create(&c->fwd_ep, pd) == dnnl_success;
+    if (ok && !c->ep_scale)
+        ok = dnnl_memory_create(&c->ep_scale, &channel, g_engine, DNNL_MEMORY_NONE) == dnnl_success &&
+             dnnl_memory_create(&c->ep_shift, &channel, g_engine, DNNL_MEMORY_NONE) == dnnl_success;
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (ops) dnnl_post_ops_destroy(ops);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    c->fwd_ep_slope = slope;
+    return ok ? 0 : -1;
+}
+
 int cdnnl_conv_forward_epilogue(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst,
                                 const float *scale, const float *shift, const float *residual, float slope) {
     if (c->winograd) return winograd_forward(c, src, weight, bias, dst, scale, shift, residual, slope);
+    if (!c->w2 && !residual && scale && !getenv("CDNNL_NO_POST_OPS")) {
+        if (c->fwd_ep_state == 0 || (c->fwd_ep_state == 1 && c->fwd_ep_slope != slope))
+            c->fwd_ep_state = conv_create_fwd_epilogue(c, slope) == 0 ? 1 : -1;
+        if (c->fwd_ep_state == 1) {
+            const char *what = "convolution forward";
+            dnnl_memory_t ms, mw, md;
+            port *const fp[] = {&c->f_src, &c->f_w, &c->f_dst};
+            if (ports_bind(fp, 3, what)) return -1;
+            if (port_in(&c->f_src, src, &ms, what) || port_in(&c->f_w, weight, &mw, what) ||
+                port_out_begin(&c->f_dst, dst, &md, what)) return -1;
+            CHECK(dnnl_memory_set_data_handle(c->ep_scale, (void *)scale), what);
+            CHECK(dnnl_memory_set_data_handle(c->ep_shift, (void *)shift), what);
+            dnnl_exec_arg_t args[6] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md},
+                                       {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, c->ep_scale},
+                                       {DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, c->ep_shift}};
+            int n = 5;
+            if (c->d.has_bias) {
+                if (!bias) return fail(-1, "%s: bias missing", what);
+                CHECK(dnnl_memory_set_data_handle(c->f_bias, (void *)bias), what);
+                args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, c->f_bias};
+            }
+            if (execute(c->fwd_ep, n, args, what)) return -1;
+            return port_out_end(&c->f_dst, what);
+        }
+    }
     if (cdnnl_conv_forward(c, src, weight, bias, dst)) return -1;
     const int r = c->d.spatial_rank;
     int64_t spatial = 1;
@@ -603,7 +698,7 @@ static int conv_create_bwd_data(cdnnl_conv *c) {
 int cdnnl_conv_backward_data(cdnnl_conv *c, const float *diff_dst, const float *weight, float *diff_src) {
     const char *what = "convolution backward data";
     if (c->winograd) {
-        if (cdnnl_winograd(&c->d, cdnnl_max_threads(), 1, diff_dst, weight, NULL, diff_src, NULL, NULL, NULL, 1.0f))
+        if (cdnnl_winograd(&c->d, cdnnl_max_threads(), 1, diff_dst, weight, NULL, diff_src, NULL, NULL, NULL, 1.0f, NULL))
             return fail(-1, "%s: out of memory for the Winograd buffers", what);
         return 0;
     }

@@ -51,10 +51,10 @@ int cdnnl_upsample(const cdnnl_conv_desc *d, int threads, const float *x, const 
 
 int cdnnl_winograd(const cdnnl_conv_desc *d, int threads, int backward, const float *src, const float *weight,
                    const float *bias, float *dst, const float *scale, const float *shift, const float *residual,
-                   float slope) {
+                   float slope, cdnnl_winograd_kept *kept) {
     return d->layout == CDNNL_LAYOUT_BLOCKED16
-               ? cdnnl_winograd_avx512(d, threads, backward, src, weight, bias, dst, scale, shift, residual, slope)
-               : cdnnl_winograd_avx2(d, threads, backward, src, weight, bias, dst, scale, shift, residual, slope);
+               ? cdnnl_winograd_avx512(d, threads, backward, src, weight, bias, dst, scale, shift, residual, slope, kept)
+               : cdnnl_winograd_avx2(d, threads, backward, src, weight, bias, dst, scale, shift, residual, slope, kept);
 }
 
 int cdnnl_winograd_bwd_weights(const cdnnl_conv_desc *d, int threads, const float *src, const float *diff_dst,

@@ -37,15 +37,20 @@ int cdnnl_winograd_possible(const cdnnl_conv_desc *d);
 /// 1 when it is possible and worth it (tiles enough, little overhang; neither CDNNL_ONEDNN_ONLY
 /// nor CDNNL_NO_WINOGRAD set): the automatic choice.
 int cdnnl_winograd_preferred(const cdnnl_conv_desc *d);
+/// A transformed kernel kept between calls whose weights do not change (inference): `u` is allocated
+/// (aligned, `floats` long; release with free) and filled by the first call, reused while `ready`.
+typedef struct { float *u; size_t floats; int ready; } cdnnl_winograd_kept;
 /// Winograd F(4x4,3x3) (2D) / F(2x2x2,3x3x3) (3D) convolution on blocked activations.
 /// backward 0: dst = conv(src, weight) + bias (src has I channels, dst O);
 /// backward 1: dst = d(loss)/d(input) from src = d(loss)/d(output) (bias ignored).
 /// weight plain (O, I, 3, 3[, 3]). Overwrites dst. Returns 0, or -1 when memory runs out.
 /// Forward only, when scale is not NULL: dst = leaky_relu(y * scale[o] + shift[o] + residual) with
-/// the given slope (residual NULL for none), applied before the store.
+/// the given slope (residual NULL for none), applied before the store. kept: NULL, or where the
+/// transformed kernel is kept between calls (forward only).
 int cdnnl_winograd(const cdnnl_conv_desc *d, int threads, int backward, const float *src,
                    const float *weight, const float *bias, float *dst,
-                   const float *scale, const float *shift, const float *residual, float slope);
+                   const float *scale, const float *shift, const float *residual, float slope,
+                   cdnnl_winograd_kept *kept);
 /// 1 when backward weights should run through cdnnl_winograd_bwd_weights (no bias, preferred
 /// for forward, channels enough).
 int cdnnl_winograd_bwd_weights_preferred(const cdnnl_conv_desc *d);
@@ -62,7 +67,8 @@ int cdnnl_winograd_bwd_weights(const cdnnl_conv_desc *d, int threads, const floa
                              const float *bias, float *y);                                               \
     int cdnnl_winograd_##sfx(const cdnnl_conv_desc *d, int threads, int backward, const float *src,        \
                              const float *weight, const float *bias, float *dst, const float *scale,     \
-                             const float *shift, const float *residual, float slope);                    \
+                             const float *shift, const float *residual, float slope,                     \
+                             cdnnl_winograd_kept *kept);                                                 \
     int cdnnl_winograd_bwd_weights_##sfx(const cdnnl_conv_desc *d, int threads, const float *src,          \
                                          const float *diff_dst, float *diff_weight);
 CDNNL_PER_WIDTH(avx2)

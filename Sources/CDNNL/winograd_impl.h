@@ -478,7 +478,7 @@ static geom make_geom(const cdnnl_conv_desc *d, int64_t ci, int64_t co) {
 
 int SFX(cdnnl_winograd)(const cdnnl_conv_desc *d, int threads, int backward, const float *src,
                          const float *weight, const float *bias, float *dst, const float *scale,
-                         const float *shift, const float *residual, float slope) {
+                         const float *shift, const float *residual, float slope, cdnnl_winograd_kept *kept) {
     const geom g = make_geom(d, backward ? d->out_channels : d->in_channels, backward ? d->in_channels : d->out_channels);
     const size_t u = (size_t)g.P * g.CI * g.COP, per_tile = (size_t)g.P * (g.CI + g.COP);
     // Up to 12 MB of transformed kernel (256 x 256 channels in 2D): every thread runs whole chunks
@@ -493,13 +493,25 @@ int SFX(cdnnl_winograd)(const cdnnl_conv_desc *d, int threads, int backward, con
     const int64_t stride = ((g.T + chunks - 1) / chunks + 5) / 6 * 6;  // whole blocks of 6 GEMM rows
     chunks = (g.T + stride - 1) / stride;
     const size_t vm = (size_t)stride * per_tile;
-    float *buf = cdnnl_scratch(u + vm * (fused ? threads : 1));
+    if (kept && kept->u && kept->floats != u) { free(kept->u); kept->u = NULL; kept->ready = 0; }
+    if (kept && !kept->u) {
+        kept->u = aligned_alloc(64, (u * sizeof(float) + 63) / 64 * 64);
+        if (!kept->u) return -1;
+        kept->floats = u;
+        kept->ready = 0;
+    }
+    // U in the kept store (transformed once) or at the start of the scratch buffer (every call).
+    float *buf = cdnnl_scratch((kept ? 0 : u) + vm * (fused ? threads : 1));
     if (!buf) return -1;
-    job j = {&g, src, weight, backward ? NULL : bias, dst, buf, buf + u, buf + u + (size_t)g.P * stride * g.CI,
+    float *U = kept ? kept->u : buf, *VM = kept ? buf : buf + u;
+    job j = {&g, src, weight, backward ? NULL : bias, dst, U, VM, VM + (size_t)g.P * stride * g.CI,
              d->in_channels, d->out_channels, backward, backward ? NULL : scale, shift, residual, slope, NULL, NULL,
              0, 0, stride};
-    if (g.COP != g.CO) memset(buf, 0, u * sizeof(float));  // the last panel's unused half
-    cdnnl_parallel(threads, g.CO / VW, weights_range, &j);
+    if (!kept || !kept->ready) {
+        if (g.COP != g.CO) memset(U, 0, u * sizeof(float));  // the last panel's unused half
+        cdnnl_parallel(threads, g.CO / VW, weights_range, &j);
+        if (kept) kept->ready = 1;
+    }
     if (fused) {
         fused_job f = {&j, chunks, threads, vm};
         cdnnl_parallel(threads, threads, fused_range, &f);

@@ -193,6 +193,11 @@ public final class Convolution: @unchecked Sendable {
 
     deinit { cdnnl_conv_destroy(handle) }
 
+    /// key != 0: the weights passed with this key will not change, so forward may keep what it derives
+    /// from them (the Winograd kernel's transformed weights) and reuse it while the key and the weight
+    /// tensor stay the same. 0: keep nothing, and free what was kept.
+    public func keepWeights(_ key: UInt64) { cdnnl_conv_keep_weights(handle, key) }
+
     public enum Direction: Int32, Sendable { case forward = 0, backwardData = 1, backwardWeights = 2 }
 
     /// The kernel that runs `direction` (e.g. "oneDNN jit:avx2"); empty before its first call.

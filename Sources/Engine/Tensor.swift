@@ -46,17 +46,32 @@ public final class TensorStorage: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
 
     /// - Throws: `EngineError.allocationFailed` when the request is not satisfiable.
+    /// Storage from this size on is mapped from the kernel: zero and untouched until first written (so the
+    /// first writes fault its pages in on the threads that compute, not one memset on the allocating
+    /// thread; gradients an inference never touches cost nothing), in huge pages where the system allows.
+    static let mappedFrom = 2 << 20
+    private let mapped: Int
+
     public init(byteCount: Int) throws {
-        let rounded = (max(byteCount, 1) + 63) / 64 * 64
-        guard byteCount >= 0, let p = aligned_alloc(64, rounded) else {
-            throw EngineError.allocationFailed(bytes: byteCount)
+        guard byteCount >= 0 else { throw EngineError.allocationFailed(bytes: byteCount) }
+        if byteCount >= Self.mappedFrom {
+            let length = (byteCount + Self.mappedFrom - 1) / Self.mappedFrom * Self.mappedFrom
+            let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            guard let p, p != MAP_FAILED else { throw EngineError.allocationFailed(bytes: byteCount) }
+            _ = madvise(p, length, MADV_HUGEPAGE)
+            base = p
+            mapped = length
+        } else {
+            let rounded = (max(byteCount, 1) + 63) / 64 * 64
+            guard let p = aligned_alloc(64, rounded) else { throw EngineError.allocationFailed(bytes: byteCount) }
+            memset(p, 0, rounded)
+            base = p
+            mapped = 0
         }
-        memset(p, 0, rounded)
-        base = p
         self.byteCount = byteCount
     }
 
-    deinit { free(base) }
+    deinit { if mapped > 0 { munmap(base, mapped) } else { free(base) } }
 }
 
 /// An n-dimensional float tensor: a view (dims, layout, offset) over shared storage.

@@ -96,6 +96,10 @@ final class Context {
     /// statistics over the whole global batch (otherwise over this process's share).
     var group: ProcessGroup?
     var synchronizedBatchNorm = false
+    /// Non-zero inside `UNet.withFixedWeights`: convolutions may keep what they derive from their weights.
+    var fixedWeights: UInt64 = 0
+    /// The convolutions keeping something under `fixedWeights`, to be told when it ends.
+    var keeping: [Convolution] = []
     /// The group batch norm takes its statistics over (nil: this process's batch alone).
     var batchNormGroup: ProcessGroup? { synchronizedBatchNorm ? group : nil }
     var layout: Layout { workspace.layout }
@@ -119,11 +123,26 @@ final class ConvUnit {
         bias = geometry.bias ? ctx.register(name + ".bias", dims: [geometry.outputChannels]) : nil
     }
 
+    private var keptUnder: UInt64 = 0
+
     func prepare(_ inputDims: [Int], _ layout: Layout, _ precision: Precision) throws -> Convolution {
         if let op, op.inputDims == inputDims, op.layout == layout, op.precision == precision { return op }
         let c = try Convolution(geometry, inputDims: inputDims, layout: layout, precision: precision)
+        op?.keepWeights(0)  // the replaced operator's kept weights go now, not when the fixed-weights scope ends
         op = c
+        keptUnder = 0
         return c
+    }
+
+    /// The operator for a forward pass, told whether it may keep derived weights.
+    private func forwardOperator(_ x: Tensor, _ c: Context) throws -> Convolution {
+        let op = try prepare(x.dims, x.layout, c.precision)
+        if keptUnder != c.fixedWeights {
+            op.keepWeights(c.fixedWeights)
+            keptUnder = c.fixedWeights
+            if keptUnder != 0 { c.keeping.append(op) }
+        }
+        return op
     }
 
     /// Multiply-adds x 2 of the last forward (0 before the first).
@@ -134,7 +153,7 @@ final class ConvUnit {
     }
 
     func forward(_ x: Tensor, _ c: Context) throws -> Tensor {
-        let op = try prepare(x.dims, x.layout, c.precision)
+        let op = try forwardOperator(x, c)
         let y = try c.workspace.take(op.outputDims, layout: x.layout)
         let p = c.parameters
         let label = Profile.perLayer
@@ -148,7 +167,7 @@ final class ConvUnit {
 
     /// Inference form: the output goes through `epilogue` (folded batch norm, residual, activation) as it is stored.
     func forward(_ x: Tensor, _ c: Context, epilogue: ConvolutionEpilogue) throws -> Tensor {
-        let op = try prepare(x.dims, x.layout, c.precision)
+        let op = try forwardOperator(x, c)
         let y = try c.workspace.take(op.outputDims, layout: x.layout)
         let p = c.parameters
         let label = Profile.perLayer

@@ -174,6 +174,11 @@ public enum Predictor {
     /// Logits (K, D, H, W) of a preprocessed volume `image` of `shape` (C, D, H, W), inference mode: 2D slice
     /// batches, or 3D sliding windows of `options.patch3D` with Gaussian weights; averaged over flips with TTA.
     public static func logits(_ image: [Float], shape: [Int], network: UNet, options: Options) throws -> [Float] {
+        // Many batches or windows through the same weights: convolutions keep their transformed kernels.
+        try network.withFixedWeights { try fixedLogits(image, shape: shape, network: network, options: options) }
+    }
+
+    private static func fixedLogits(_ image: [Float], shape: [Int], network: UNet, options: Options) throws -> [Float] {
         let config = network.config
         network.training = false
         let (C, D, H, W) = (shape[0], shape[1], shape[2], shape[3])

@@ -478,60 +478,65 @@ extension Trainer {
             volumes.append((x, y, x.layout.shape))
         }
         network.training = false
-        if options.patch != nil {
-            var predictorOptions = Predictor.Options()
-            predictorOptions.patch3D = options.patch!
-            let progress = ProgressReporter(total: ids.count, label: "validation")
-            let (rank, size) = (group?.rank ?? 0, group?.size ?? 1)
-            for round in 0 ..< (volumes.count + size - 1) / size {
-                if try agreedStop() { return nil }
-                let v = round * size + rank
-                guard v < volumes.count else { continue }
-                let volume = volumes[v]
-                let count = volume.shape.reduce(1, *), voxels = count / volume.shape[0]
-                var image = [Float](repeating: 0, count: count)
-                image.withUnsafeMutableBufferPointer { volume.x.copyFloats(from: 0, count: count, into: $0.baseAddress!) }
-                var truth = [UInt8](repeating: 0, count: voxels)
-                truth.withUnsafeMutableBufferPointer { volume.y.copyBytes(from: 0, count: voxels, into: $0.baseAddress!) }
-                let prediction = Predictor.argmax(try Predictor.logits(image, shape: volume.shape, network: network, options: predictorOptions), classes: K)
-                Metrics.accumulateConfusion(&confusion[v], prediction: prediction, truth: truth, classes: K)
-                progress.advance(by: size, note: ids[v])
-            }
-        } else {
-            // Slices of every volume in turn fill batches of `validationBatch`, so no batch runs half empty at a
-            // volume's end; each slice's prediction is scored against its label slice at once.
-            let (C, H, W) = (volumes[0].shape[0], volumes[0].shape[2], volumes[0].shape[3])
-            if let odd = volumes.firstIndex(where: { $0.shape[2] != H || $0.shape[3] != W }) {
-                throw SegmentationError.invalidFile(Preprocessing.files(data, ids[odd]).image, "slices are \(volumes[odd].shape[2])x\(volumes[odd].shape[3]), \(ids[0])'s are \(H)x\(W)")
-            }
-            let all = volumes.enumerated().flatMap { v, volume in (0 ..< volume.shape[1]).map { (v, $0) } }
-            let slices = group.map { all[$0.share(of: all.count)] } ?? all[...]
-            let progress = ProgressReporter(total: slices.count, label: "validation", unit: "slice")
-            let plane = H * W
-            var truth = [UInt8](repeating: 0, count: plane)
-            // Every member runs as many rounds as the largest share needs (its last ones may be empty).
-            let largest = (all.count + (group?.size ?? 1) - 1) / (group?.size ?? 1)
-            for round in 0 ..< (largest + options.validationBatch - 1) / options.validationBatch {
-                if try agreedStop() { return nil }
-                let start = slices.startIndex + round * options.validationBatch
-                guard start < slices.endIndex else { continue }
-                let batch = slices[start ..< min(start + options.validationBatch, slices.endIndex)]
-                var input = [Float](repeating: 0, count: batch.count * C * plane)
-                input.withUnsafeMutableBufferPointer { p in
-                    for (s, (v, d)) in batch.enumerated() {
-                        let D = volumes[v].shape[1]
-                        for c in 0 ..< C { volumes[v].x.copyFloats(from: (c * D + d) * plane, count: plane, into: p.baseAddress! + (s * C + c) * plane) }
-                    }
-                }
-                let logits = try network.forward(try Tensor(dims: [batch.count, C, H, W], values: input))[0].toArray()
-                for (s, (v, d)) in batch.enumerated() {
-                    truth.withUnsafeMutableBufferPointer { volumes[v].y.copyBytes(from: d * plane, count: plane, into: $0.baseAddress!) }
-                    let prediction = Predictor.argmax(Array(logits[s * K * plane ..< (s + 1) * K * plane]), classes: K)
+        // The weights stay as they are for the whole pass: convolutions keep their transformed kernels.
+        let stopped = try network.withFixedWeights { () throws -> Bool in
+            if options.patch != nil {
+                var predictorOptions = Predictor.Options()
+                predictorOptions.patch3D = options.patch!
+                let progress = ProgressReporter(total: ids.count, label: "validation")
+                let (rank, size) = (group?.rank ?? 0, group?.size ?? 1)
+                for round in 0 ..< (volumes.count + size - 1) / size {
+                    if try agreedStop() { return true }
+                    let v = round * size + rank
+                    guard v < volumes.count else { continue }
+                    let volume = volumes[v]
+                    let count = volume.shape.reduce(1, *), voxels = count / volume.shape[0]
+                    var image = [Float](repeating: 0, count: count)
+                    image.withUnsafeMutableBufferPointer { volume.x.copyFloats(from: 0, count: count, into: $0.baseAddress!) }
+                    var truth = [UInt8](repeating: 0, count: voxels)
+                    truth.withUnsafeMutableBufferPointer { volume.y.copyBytes(from: 0, count: voxels, into: $0.baseAddress!) }
+                    let prediction = Predictor.argmax(try Predictor.logits(image, shape: volume.shape, network: network, options: predictorOptions), classes: K)
                     Metrics.accumulateConfusion(&confusion[v], prediction: prediction, truth: truth, classes: K)
+                    progress.advance(by: size, note: ids[v])
                 }
-                progress.advance(by: batch.count)
+            } else {
+                // Slices of every volume in turn fill batches of `validationBatch`, so no batch runs half empty at a
+                // volume's end; each slice's prediction is scored against its label slice at once.
+                let (C, H, W) = (volumes[0].shape[0], volumes[0].shape[2], volumes[0].shape[3])
+                if let odd = volumes.firstIndex(where: { $0.shape[2] != H || $0.shape[3] != W }) {
+                    throw SegmentationError.invalidFile(Preprocessing.files(data, ids[odd]).image, "slices are \(volumes[odd].shape[2])x\(volumes[odd].shape[3]), \(ids[0])'s are \(H)x\(W)")
+                }
+                let all = volumes.enumerated().flatMap { v, volume in (0 ..< volume.shape[1]).map { (v, $0) } }
+                let slices = group.map { all[$0.share(of: all.count)] } ?? all[...]
+                let progress = ProgressReporter(total: slices.count, label: "validation", unit: "slice")
+                let plane = H * W
+                var truth = [UInt8](repeating: 0, count: plane)
+                // Every member runs as many rounds as the largest share needs (its last ones may be empty).
+                let largest = (all.count + (group?.size ?? 1) - 1) / (group?.size ?? 1)
+                for round in 0 ..< (largest + options.validationBatch - 1) / options.validationBatch {
+                    if try agreedStop() { return true }
+                    let start = slices.startIndex + round * options.validationBatch
+                    guard start < slices.endIndex else { continue }
+                    let batch = slices[start ..< min(start + options.validationBatch, slices.endIndex)]
+                    var input = [Float](repeating: 0, count: batch.count * C * plane)
+                    input.withUnsafeMutableBufferPointer { p in
+                        for (s, (v, d)) in batch.enumerated() {
+                            let D = volumes[v].shape[1]
+                            for c in 0 ..< C { volumes[v].x.copyFloats(from: (c * D + d) * plane, count: plane, into: p.baseAddress! + (s * C + c) * plane) }
+                        }
+                    }
+                    let logits = try network.forward(try Tensor(dims: [batch.count, C, H, W], values: input))[0].toArray()
+                    for (s, (v, d)) in batch.enumerated() {
+                        truth.withUnsafeMutableBufferPointer { volumes[v].y.copyBytes(from: d * plane, count: plane, into: $0.baseAddress!) }
+                        let prediction = Predictor.argmax(Array(logits[s * K * plane ..< (s + 1) * K * plane]), classes: K)
+                        Metrics.accumulateConfusion(&confusion[v], prediction: prediction, truth: truth, classes: K)
+                    }
+                    progress.advance(by: batch.count)
+                }
             }
+            return false
         }
+        if stopped { return nil }
         if let group {
             let sums = try group.sum(confusion.flatMap { $0.map(Double.init) })
             confusion = (0 ..< ids.count).map { v in sums[v * K * K ..< (v + 1) * K * K].map { Int($0) } }

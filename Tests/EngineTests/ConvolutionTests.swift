@@ -239,6 +239,31 @@ struct WinogradTests {
         #expect(conv.implementation(.backwardWeights).contains("winograd") == !g.bias, "\(conv.implementation(.backwardWeights))")
     }
 
+    @Test("a kept transformed kernel is reused under its key and derived again under a new one", arguments: cases)
+    func keptKernel(_ c: ConvCase, layout: Layout) throws {
+        var rng = SeededRandom(47)
+        let g = c.geometry
+        let x = rounded(rng.values(c.inputDims.reduce(1, *)))
+        let w = rounded(rng.values(g.weightDims.reduce(1, *), scale: 0.3)), w2 = w.map { $0 * -0.5 }
+        let b = g.bias ? try tensor([g.outputChannels], rounded(rng.values(g.outputChannels))) : nil
+        let conv = try Convolution(g, inputDims: c.inputDims, layout: layout, algorithm: .winograd)
+        let input = try tensor(c.inputDims, x, layout: layout), weights = try tensor(g.weightDims, w)
+        let plain = try conv(input, weight: weights, bias: b).toArray()
+        conv.keepWeights(7)
+        #expect(try conv(input, weight: weights, bias: b).toArray() == plain)
+        // Same key, same tensor: the kernel transformed from the old values is used (the caller broke its promise).
+        weights.withUnsafeMutableFloats { v in for i in v.indices { v[i] = Float(w2[i]) } }
+        #expect(try conv(input, weight: weights, bias: b).toArray() == plain)
+        // A new key derives it again from the new values, as does keeping nothing.
+        conv.keepWeights(8)
+        let changed = try conv(input, weight: weights, bias: b).toArray()
+        conv.keepWeights(0)
+        #expect(try conv(input, weight: weights, bias: b).toArray() == changed)
+        expectClose(changed, Reference.convolution(x, inputDims: c.inputDims, weight: w2, bias: nil, g).values.enumerated().map { i, v in
+            v + (g.bias ? Double(try! b!.toArray()[(i / c.inputDims.dropFirst(2).reduce(1, *)) % g.outputChannels]) : 0)
+        }, "\(c.name) after new weights")
+    }
+
     @Test("automatic choice: Winograd on a UNet-sized 3x3 layer, direct where it does not apply",
           arguments: Runtime.ownKernelLayouts)
     func automaticChoice(layout: Layout) throws {
@@ -289,7 +314,8 @@ struct ConvolutionEpilogueTests {
         let ref = Reference.convolution(x, inputDims: dims, weight: w, bias: b, g)
         let residual = rounded(rng.values(ref.values.count))
         let spatial = 9 * 7
-        for (withResidual, slope) in [(true, Float(0.01)), (false, Float(1))] {
+        // Without a residual oneDNN's direct kernels take the epilogue as post-ops (made for each slope).
+        for (withResidual, slope) in [(true, Float(0.01)), (false, Float(1)), (false, Float(0.01))] {
             let expected = ref.values.indices.map { i -> Double in
                 let ch = (i / spatial) % o
                 let v = ref.values[i] * Double(scale[ch]) + Double(shift[ch]) + (withResidual ? residual[i] : 0)

@@ -49,3 +49,25 @@ import Testing
         #expect(relativeError(gradients[0], gradients[1]) < 1e-5)
     }
 }
+
+@Suite struct FixedWeightsTests {
+    /// Inference inside `withFixedWeights` (convolutions keep their transformed kernels) gives exactly the
+    /// logits of inference outside it, batch after batch; weights changed between two scopes are seen.
+    @Test func sameLogitsAndChangesSeenBetweenScopes() throws {
+        var config = UNetConfig(dimension: 2, depth: 3, filterCap: 32, residual: true, norm: .batch)
+        config.filters = [16, 32, 32]  // multiples of 16: Winograd on blocked8 and blocked16 alike
+        let net = try UNet(config: config)
+        net.training = false
+        var rng = SplitMix64(state: 5)
+        let x = try Tensor(dims: [4, 4, 32, 32], values: (0 ..< 4 * 4 * 32 * 32).map { _ in Float(rng.normal()) })
+        let outside = try net.forward(x)[0].toArray()
+        let inside = try net.withFixedWeights { try (0 ..< 3).map { _ in try net.forward(x)[0].toArray() } }
+        for logits in inside { #expect(logits == outside) }
+
+        let h = net.parameters.handle(named: "input_block.conv2.weight")!
+        net.parameters.value(h).withUnsafeMutableFloats { v in for i in v.indices { v[i] *= -1 } }
+        let changed = try net.forward(x)[0].toArray()
+        #expect(changed != outside)
+        #expect(try net.withFixedWeights { try net.forward(x)[0].toArray() } == changed)
+    }
+}

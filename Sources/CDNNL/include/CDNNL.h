@@ -140,6 +140,12 @@ void cdnnl_affine_activate(const float *x, const float *residual, float *out, in
 int cdnnl_conv_forward_epilogue(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst,
                                 const float *scale, const float *shift, const float *residual, float slope);
 
+/// key != 0: the caller promises the weights passed with this key do not change, so forward may keep
+/// what it derives from them (SwiftUNet's Winograd kernel keeps the transformed kernel: 4x the
+/// weights in 2D, 2.4x in 3D) and reuse it while the key and the weight pointer stay the same.
+/// key 0 (the default): nothing is kept; what was kept is freed.
+void cdnnl_conv_keep_weights(cdnnl_conv *c, uint64_t key);
+
 /// Per-channel sums over samples and positions of an activation tensor (N, C, spatial) in `layout`, added into
 /// sum_a[c] (sum of a) and, when b is not NULL, sum_ab[c] (sum of a * b; b has a's shape and layout).
 /// Batch statistics that several processes add up (synchronised batch normalization).
