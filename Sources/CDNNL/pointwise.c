@@ -1,4 +1,5 @@
 // Pointwise helpers over activation tensors in any of the shim's layouts, parallel on the OpenMP pool.
+#include <string.h>
 #include "CDNNL.h"
 #include "kernels.h"
 
@@ -168,4 +169,26 @@ void cdnnl_channel_combine(const float *x, const float *y, float *out, int64_t b
     int64_t block = channel_block(layout);
     combine_ctx k = {x, y, out, channels, (channels + block - 1) / block * block, spatial, block, a, b, d};
     cdnnl_parallel(cdnnl_max_threads(), batch * (k.padded / block), combine_range, &k);
+}
+
+typedef struct { float *a, *b, *out; int64_t first, second, pieces; int split; } join_ctx;
+
+// Units: each sample's two parts cut into `pieces` pieces each, so two threads share even one sample.
+static void join_range(void *p, int64_t begin, int64_t end) {
+    const join_ctx *k = p;
+    for (int64_t u = begin; u < end; u++) {
+        const int64_t n = u / (2 * k->pieces), part = u / k->pieces % 2, piece = u % k->pieces;
+        const int64_t count = part ? k->second : k->first;
+        float *side = part ? k->b + n * k->second : k->a + n * k->first;
+        float *whole = k->out + n * (k->first + k->second) + (part ? k->first : 0);
+        const int64_t from = count * piece / k->pieces, to = count * (piece + 1) / k->pieces;
+        if (k->split) memcpy(side + from, whole + from, (size_t)(to - from) * sizeof(float));
+        else memcpy(whole + from, side + from, (size_t)(to - from) * sizeof(float));
+    }
+}
+
+void cdnnl_join_samples(float *a, int64_t first, float *b, int64_t second, float *out, int64_t batch, int split) {
+    const int threads = cdnnl_max_threads();
+    join_ctx k = {a, b, out, first, second, threads, split};
+    cdnnl_parallel(threads, batch * 2 * threads, join_range, &k);
 }

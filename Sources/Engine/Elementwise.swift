@@ -1,3 +1,5 @@
+import CDNNL
+
 /// Layout-preserving tensor arithmetic: residual addition, gradient accumulation, and channel
 /// concatenation / split (the UNet's skip connections).
 public enum Elementwise {
@@ -29,13 +31,9 @@ public enum Elementwise {
             try o.copy(into: out)
             return
         }
-        let (fa, fb) = (sampleStride(first), sampleStride(second))
         withExtendedLifetime((first.storage, second.storage, out.storage)) {
-            for n in 0..<first.batch {
-                let dst = out.floats + n * (fa + fb)
-                dst.update(from: first.floats + n * fa, count: fa)
-                (dst + fa).update(from: second.floats + n * fb, count: fb)
-            }
+            cdnnl_join_samples(first.floats, Int64(sampleStride(first)), second.floats, Int64(sampleStride(second)),
+                               out.floats, Int64(first.batch), 0)
         }
     }
 
@@ -50,13 +48,9 @@ public enum Elementwise {
             try b.copy(into: second)
             return
         }
-        let (fa, fb) = (sampleStride(first), sampleStride(second))
         withExtendedLifetime((first.storage, second.storage, gradient.storage)) {
-            for n in 0..<first.batch {
-                let src = gradient.floats + n * (fa + fb)
-                (first.floats + n * fa).update(from: src, count: fa)
-                (second.floats + n * fb).update(from: src + fa, count: fb)
-            }
+            cdnnl_join_samples(first.floats, Int64(sampleStride(first)), second.floats, Int64(sampleStride(second)),
+                               gradient.floats, Int64(first.batch), 1)
         }
     }
 

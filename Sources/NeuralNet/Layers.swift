@@ -125,9 +125,13 @@ final class ConvUnit {
 
     private var keptUnder: UInt64 = 0
 
-    func prepare(_ inputDims: [Int], _ layout: Layout, _ precision: Precision) throws -> Convolution {
-        if let op, op.inputDims == inputDims, op.layout == layout, op.precision == precision { return op }
-        let c = try Convolution(geometry, inputDims: inputDims, layout: layout, precision: precision)
+    /// The operator for input `x`: its output in the network's layout (a plain input, the network's first, stays
+    /// plain: see `UNet.forward`).
+    func prepare(_ x: Tensor, _ ctx: Context) throws -> Convolution {
+        let (inputDims, inputLayout, precision) = (x.dims, x.layout, ctx.precision)
+        let layout = inputLayout == .plain ? ctx.layout : inputLayout
+        if let op, op.inputDims == inputDims, op.inputLayout == inputLayout, op.layout == layout, op.precision == precision { return op }
+        let c = try Convolution(geometry, inputDims: inputDims, layout: layout, inputLayout: inputLayout, precision: precision)
         op?.keepWeights(0)  // the replaced operator's kept weights go now, not when the fixed-weights scope ends
         op = c
         keptUnder = 0
@@ -136,13 +140,19 @@ final class ConvUnit {
 
     /// The operator for a forward pass, told whether it may keep derived weights.
     private func forwardOperator(_ x: Tensor, _ c: Context) throws -> Convolution {
-        let op = try prepare(x.dims, x.layout, c.precision)
+        let op = try prepare(x, c)
         if keptUnder != c.fixedWeights {
             op.keepWeights(c.fixedWeights)
             keptUnder = c.fixedWeights
             if keptUnder != 0 { c.keeping.append(op) }
         }
         return op
+    }
+
+    /// A profile label naming the layer's shape and the kernel that runs `direction` (UNET_PROFILE=layers).
+    private func name(_ kind: String, _ x: Tensor, _ op: Convolution, _ direction: Convolution.Direction) -> String {
+        "\(kind) \(geometry.inputChannels)->\(geometry.outputChannels) k\(geometry.kernelSize[0])s\(geometry.stride[0]) "
+            + x.dims.map(String.init).joined(separator: "x") + " " + op.implementation(direction)
     }
 
     /// Multiply-adds x 2 of the last forward (0 before the first).
@@ -154,11 +164,10 @@ final class ConvUnit {
 
     func forward(_ x: Tensor, _ c: Context) throws -> Tensor {
         let op = try forwardOperator(x, c)
-        let y = try c.workspace.take(op.outputDims, layout: x.layout)
+        let y = try c.workspace.take(op.outputDims, layout: op.layout)
         let p = c.parameters
-        let label = Profile.perLayer
-            ? "\(geometry.transposed ? "upsample" : "conv") \(geometry.inputChannels)->\(geometry.outputChannels) k\(geometry.kernelSize[0]) \(x.dims.map(String.init).joined(separator: "x")) \(op.implementation(.forward))"
-            : geometry.transposed ? "upsample forward" : "conv forward"
+        let kind = geometry.transposed ? "upsample" : "conv"
+        let label = Profile.perLayer ? name(kind, x, op, .forward) : kind + " forward"
         try Profile.measure(label) {
             try op.forward(input: x, weight: p.value(weight), bias: bias.map { p.value($0) }, output: y)
         }
@@ -168,11 +177,9 @@ final class ConvUnit {
     /// Inference form: the output goes through `epilogue` (folded batch norm, residual, activation) as it is stored.
     func forward(_ x: Tensor, _ c: Context, epilogue: ConvolutionEpilogue) throws -> Tensor {
         let op = try forwardOperator(x, c)
-        let y = try c.workspace.take(op.outputDims, layout: x.layout)
+        let y = try c.workspace.take(op.outputDims, layout: op.layout)
         let p = c.parameters
-        let label = Profile.perLayer
-            ? "conv+epilogue \(geometry.inputChannels)->\(geometry.outputChannels) k\(geometry.kernelSize[0]) \(x.dims.map(String.init).joined(separator: "x")) \(op.implementation(.forward))"
-            : "conv forward + epilogue"
+        let label = Profile.perLayer ? name("conv+epilogue", x, op, .forward) : "conv forward + epilogue"
         try Profile.measure(label) {
             try op.forward(input: x, weight: p.value(weight), bias: bias.map { p.value($0) }, output: y, epilogue: epilogue)
         }
@@ -183,16 +190,17 @@ final class ConvUnit {
     /// `giveInput`: `x` goes back to the workspace once the weight gradient no longer needs it, before the
     /// input gradient is allocated (so that allocation can reuse its memory).
     func backward(input x: Tensor, outputGradient dy: Tensor, needInput: Bool, giveInput: Bool = false, _ c: Context) throws -> Tensor? {
-        let op = try prepare(x.dims, x.layout, c.precision)
+        let op = try prepare(x, c)
         let p = c.parameters
-        try Profile.measure(geometry.transposed ? "upsample backward weights" : "conv backward weights") {
+        let kind = geometry.transposed ? "upsample" : "conv"
+        try Profile.measure(Profile.perLayer ? name(kind + " dW", x, op, .backwardWeights) : kind + " backward weights") {
             try op.backwardWeights(input: x, outputGradient: dy, weightGradient: p.gradient(weight), biasGradient: bias.map { p.gradient($0) })
         }
         let dims = x.dims, layout = x.layout
         if giveInput { c.workspace.give(x) }
         guard needInput else { return nil }
         let dx = try c.workspace.take(dims, layout: layout)
-        try Profile.measure(geometry.transposed ? "upsample backward data" : "conv backward data") {
+        try Profile.measure(Profile.perLayer ? name(kind + " dX", x, op, .backwardData) : kind + " backward data") {
             try op.backwardData(outputGradient: dy, weight: p.value(weight), inputGradient: dx)
         }
         return dx

@@ -270,6 +270,10 @@ struct WinogradTests {
         let unetLayer = ConvolutionGeometry(spatialRank: 2, inputChannels: 32, outputChannels: 32, kernel: 3)
         let big = try Convolution(unetLayer, inputDims: [2, 32, 48, 40], layout: layout)
         #expect(big.implementation(.forward).contains("winograd"))
+        // bf16 precision keeps the fp32 Winograd kernel where it applies (4x fewer multiplications beat bf16's 2x rate).
+        if Runtime.cpuFeatures.contains(.avx512BF16) {
+            #expect(try Convolution(unetLayer, inputDims: [2, 32, 48, 40], layout: layout, precision: .bf16).implementation(.forward).contains("winograd"))
+        }
         // Too few tiles (6x5: tiles would compute 8x8 for 30 outputs) and stride 2 stay direct.
         let small = try Convolution(unetLayer, inputDims: [16, 32, 6, 5], layout: layout)
         #expect(!small.implementation(.forward).contains("winograd"))

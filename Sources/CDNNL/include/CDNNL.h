@@ -64,6 +64,8 @@ typedef struct {
     int layout;                // layout of input and output activations
     int algorithm;             // CDNNL_ALGO_*: forward and backward-data algorithm
     int precision;             // CDNNL_PRECISION_*: what the kernels multiply in
+    int plain_input;           // 1: the input (and its gradient) is plain whatever `layout` says (a network's
+                               // first layer: a few channels padded to a block would be mostly zeros)
 } cdnnl_conv_desc;
 
 /// FP32: everything in float32. BF16: activations and weights are rounded to bfloat16 as the kernel
@@ -151,6 +153,11 @@ void cdnnl_conv_keep_weights(cdnnl_conv *c, uint64_t key);
 /// Batch statistics that several processes add up (synchronised batch normalization).
 void cdnnl_channel_sums(const float *a, const float *b, int64_t batch, int64_t channels, int64_t spatial, int layout,
                         double *sum_a, double *sum_ab);
+
+/// Per sample n of `batch`: the `first` floats at a + n * first, then the `second` floats at b + n * second,
+/// into out + n * (first + second) (a channel concatenation, or with `split` the reverse: out is read and a,
+/// b written). Parallel on the pool: one copy thread is far from the memory's bandwidth.
+void cdnnl_join_samples(float *a, int64_t first, float *b, int64_t second, float *out, int64_t batch, int split);
 
 /// out = a[ch] * x + b[ch] * y + d[ch] over activation tensors (N, C, spatial) in `layout`; out may be x or y;
 /// padding channels get 0.
