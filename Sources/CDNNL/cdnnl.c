@@ -517,11 +517,7 @@ int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
         free(c);
         return fail(-1, "convolution: bf16 precision needs AVX512_BF16, which this CPU lacks");
     }
-    if (d->plain_input && d->transposed) {
-        free(c);
-        return fail(-1, "convolution: a plain input is for ordinary convolutions only");
-    }
-    int rc = act_md(&c->src_md, r, d->batch, d->in_channels, d->in_size, d->plain_input ? CDNNL_LAYOUT_PLAIN : d->layout);
+    int rc = act_md(&c->src_md, r, d->batch, d->in_channels, d->in_size, d->layout);
     if (rc == 0) rc = act_md(&c->dst_md, r, d->batch, d->out_channels, d->out_size, d->layout);
     if (rc == 0) {
         // oneDNN weight dims are (OC, IC, k...) for both kinds; PyTorch stores transposed
@@ -749,7 +745,7 @@ static int conv_create_bwd_weights(cdnnl_conv *c) {
     const int64_t min_w = c->d.spatial_rank == 3 ? 32 : 64;
     const int use_own = c->d.precision == CDNNL_PRECISION_FP32 &&
         (c->d.spatial_rank == 3 ? (impl && strstr(impl, "gemm") != NULL) : !getenv("CDNNL_ONEDNN_2D_BWD_WEIGHTS"));
-    if ((c->d.spatial_rank == 3 || c->d.spatial_rank == 2) && !c->d.transposed && !c->d.plain_input && out_w >= min_w && use_own &&
+    if ((c->d.spatial_rank == 3 || c->d.spatial_rank == 2) && !c->d.transposed && out_w >= min_w && use_own &&
         cdnnl_own_kernels_available(c->d.layout)) {
         // No oneDNN primitive or layout buffers then: they would hold copies of the activations.
         c->own_bwd_weights = 1;

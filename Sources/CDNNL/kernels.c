@@ -64,7 +64,7 @@ int cdnnl_winograd_bwd_weights(const cdnnl_conv_desc *d, int threads, const floa
 }
 
 int cdnnl_winograd_possible(const cdnnl_conv_desc *d) {
-    if (d->transposed || d->plain_input || d->in_channels % block(d->layout) || d->out_channels % block(d->layout)) return 0;
+    if (d->transposed || d->in_channels % block(d->layout) || d->out_channels % block(d->layout)) return 0;
     for (int i = 0; i < d->spatial_rank; i++)
         if (d->kernel[i] != 3 || d->stride[i] != 1 || d->pad_lo[i] != 1 || d->pad_hi[i] != 1) return 0;
     return cdnnl_own_kernels_available(d->layout);

@@ -137,36 +137,26 @@ public struct ConvolutionEpilogue: @unchecked Sendable {
 /// A convolution (or transposed convolution) bound to one input shape and layout: the oneDNN
 /// primitives are built once and reused. Create one per layer and input shape.
 ///
-/// Tensors: input (N, I, spatial...) in `inputLayout` (`layout` unless a plain input is asked for) and output
-/// (N, O, spatial_out...) in `layout`;
+/// Tensors: input (N, I, spatial...) and output (N, O, spatial_out...) in `layout`;
 /// weight and gradients in plain PyTorch layout (`geometry.weightDims`); bias (O).
 public final class Convolution: @unchecked Sendable {
     public let geometry: ConvolutionGeometry
     public let inputDims: [Int]
     public let outputDims: [Int]
     public let layout: Layout
-    /// The input's (and input gradient's) layout: `layout`, or plain for a first layer of few channels.
-    public let inputLayout: Layout
     public let algorithm: ConvolutionAlgorithm
     public let precision: Precision
     private let handle: OpaquePointer
     private var op: String { geometry.transposed ? "transposed convolution" : "convolution" }
 
     /// `precision` .bf16 throws `EngineError.unsupportedByCPU` on a CPU without AVX512_BF16.
-    /// `inputLayout` .plain with a blocked `layout`: the input stays plain (a first layer's few channels would
-    /// otherwise be padded to a whole block of zeros); other values must equal `layout`.
-    public init(_ geometry: ConvolutionGeometry, inputDims: [Int], layout: Layout = .native, inputLayout: Layout? = nil,
+    public init(_ geometry: ConvolutionGeometry, inputDims: [Int], layout: Layout = .native,
                 algorithm: ConvolutionAlgorithm = .automatic, precision: Precision = .fp32) throws {
         try geometry.validate(inputDims: inputDims)
         try precision.checkSupported()
-        let inputLayout = inputLayout ?? layout
-        guard inputLayout == layout || inputLayout == .plain else {
-            throw EngineError.invalidArgument(op: "convolution", message: "input layout \(inputLayout) with output layout \(layout): only a plain input may differ")
-        }
         self.geometry = geometry
         self.inputDims = inputDims
         self.layout = layout
-        self.inputLayout = inputLayout
         self.algorithm = algorithm
         self.precision = precision
         let outSpatial = geometry.outputSpatial(Array(inputDims.dropFirst(2)))
@@ -182,7 +172,6 @@ public final class Convolution: @unchecked Sendable {
         d.layout = layout.cValue
         d.algorithm = algorithm.rawValue
         d.precision = precision.cValue
-        d.plain_input = inputLayout != layout ? 1 : 0
         let r = geometry.spatialRank
         _ = withUnsafeMutableBytes(of: &d.in_size) { $0.bindMemory(to: Int64.self).update(fromContentsOf: inputDims.dropFirst(2).map(Int64.init)) }
         _ = withUnsafeMutableBytes(of: &d.out_size) { $0.bindMemory(to: Int64.self).update(fromContentsOf: outSpatial.map(Int64.init)) }
@@ -236,7 +225,7 @@ public final class Convolution: @unchecked Sendable {
 
     /// output = conv(input, weight) + bias. Overwrites `output`.
     public func forward(input: Tensor, weight: Tensor, bias: Tensor? = nil, output: Tensor) throws {
-        try require(input, dims: inputDims, layout: inputLayout, op, "input")
+        try require(input, dims: inputDims, layout: layout, op, "input")
         try require(output, dims: outputDims, layout: layout, op, "output")
         try checkParameters(weight, bias, "weight")
         try withExtendedLifetime((input.storage, weight.storage, bias?.storage, output.storage)) {
@@ -250,7 +239,7 @@ public final class Convolution: @unchecked Sendable {
     /// [-> + residual] -> leaky ReLU in one call. On the Winograd route the epilogue is applied as the
     /// output is stored; elsewhere it is one extra pass. Overwrites `output`.
     public func forward(input: Tensor, weight: Tensor, bias: Tensor? = nil, output: Tensor, epilogue: ConvolutionEpilogue) throws {
-        try require(input, dims: inputDims, layout: inputLayout, op, "input")
+        try require(input, dims: inputDims, layout: layout, op, "input")
         try require(output, dims: outputDims, layout: layout, op, "output")
         try checkParameters(weight, bias, "weight")
         let o = geometry.outputChannels
@@ -284,7 +273,7 @@ public final class Convolution: @unchecked Sendable {
     /// inputGradient = d(loss)/d(input) given d(loss)/d(output). Overwrites `inputGradient`.
     public func backwardData(outputGradient: Tensor, weight: Tensor, inputGradient: Tensor) throws {
         try require(outputGradient, dims: outputDims, layout: layout, op, "output gradient")
-        try require(inputGradient, dims: inputDims, layout: inputLayout, op, "input gradient")
+        try require(inputGradient, dims: inputDims, layout: layout, op, "input gradient")
         try checkParameters(weight, nil, "weight", needsBias: false)
         try withExtendedLifetime((outputGradient.storage, weight.storage, inputGradient.storage)) {
             try check(cdnnl_conv_backward_data(handle, outputGradient.floats, weight.floats, inputGradient.floats),
@@ -295,7 +284,7 @@ public final class Convolution: @unchecked Sendable {
     /// Adds d(loss)/d(weight) (and d(loss)/d(bias)) into the gradients.
     public func backwardWeights(input: Tensor, outputGradient: Tensor, weightGradient: Tensor,
                                 biasGradient: Tensor? = nil) throws {
-        try require(input, dims: inputDims, layout: inputLayout, op, "input")
+        try require(input, dims: inputDims, layout: layout, op, "input")
         try require(outputGradient, dims: outputDims, layout: layout, op, "output gradient")
         try checkParameters(weightGradient, biasGradient, "weight gradient")
         try withExtendedLifetime((input.storage, outputGradient.storage, weightGradient.storage, biasGradient?.storage)) {

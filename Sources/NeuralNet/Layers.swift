@@ -125,13 +125,11 @@ final class ConvUnit {
 
     private var keptUnder: UInt64 = 0
 
-    /// The operator for input `x`: its output in the network's layout (a plain input, the network's first, stays
-    /// plain: see `UNet.forward`).
+    /// The operator for input `x` (its dims and layout, the context's precision).
     func prepare(_ x: Tensor, _ ctx: Context) throws -> Convolution {
-        let (inputDims, inputLayout, precision) = (x.dims, x.layout, ctx.precision)
-        let layout = inputLayout == .plain ? ctx.layout : inputLayout
-        if let op, op.inputDims == inputDims, op.inputLayout == inputLayout, op.layout == layout, op.precision == precision { return op }
-        let c = try Convolution(geometry, inputDims: inputDims, layout: layout, inputLayout: inputLayout, precision: precision)
+        let (inputDims, layout, precision) = (x.dims, x.layout, ctx.precision)
+        if let op, op.inputDims == inputDims, op.layout == layout, op.precision == precision { return op }
+        let c = try Convolution(geometry, inputDims: inputDims, layout: layout, precision: precision)
         op?.keepWeights(0)  // the replaced operator's kept weights go now, not when the fixed-weights scope ends
         op = c
         keptUnder = 0

@@ -250,10 +250,7 @@ public final class UNet {
         releaseSaved()
         let c = context
         let ws = c.workspace
-        // A few input channels stay plain: blocked, they would be padded to a whole block of zeros that the
-        // first layer's kernels multiply too (4 MRI channels: 4x the work in blocks of 16).
-        let plainInput = x.dims[1] < c.layout.block && x.dims[1] != config.filters[0] && ProcessInfo.processInfo.environment["AB_BLOCKED_INPUT"] == nil  // (an identity shortcut needs both alike)
-        let xin = try ws.take(x.dims, layout: plainInput ? .plain : c.layout)
+        let xin = try ws.take(x.dims)
         try xin.copy(from: x)
         var skips: [Tensor] = []
         var h = try inputBlock.forward(xin, c)

@@ -64,8 +64,6 @@ typedef struct {
     int layout;                // layout of input and output activations
     int algorithm;             // CDNNL_ALGO_*: forward and backward-data algorithm
     int precision;             // CDNNL_PRECISION_*: what the kernels multiply in
-    int plain_input;           // 1: the input (and its gradient) is plain whatever `layout` says (a network's
-                               // first layer: a few channels padded to a block would be mostly zeros)
 } cdnnl_conv_desc;
 
 /// FP32: everything in float32. BF16: activations and weights are rounded to bfloat16 as the kernel
