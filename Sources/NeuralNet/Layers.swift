@@ -160,9 +160,10 @@ final class ConvUnit {
         [inputDims[0], geometry.outputChannels] + geometry.outputSpatial(Array(inputDims.dropFirst(2)))
     }
 
-    func forward(_ x: Tensor, _ c: Context) throws -> Tensor {
+    /// The output goes into `output` when given (a view of the right dims and layout), else a new workspace tensor.
+    func forward(_ x: Tensor, _ c: Context, into output: Tensor? = nil) throws -> Tensor {
         let op = try forwardOperator(x, c)
-        let y = try c.workspace.take(op.outputDims, layout: op.layout)
+        let y = try output ?? c.workspace.take(op.outputDims, layout: op.layout)
         let p = c.parameters
         let kind = geometry.transposed ? "upsample" : "conv"
         let label = Profile.perLayer ? name(kind, x, op, .forward) : kind + " forward"
@@ -260,6 +261,18 @@ final class Norm {
             try instanceOp!.forward(input: x, scale: p.value(weight), shift: p.value(bias), output: y, mean: mean!, variance: variance!)
         }
         return y
+    }
+
+    /// Instance norm in inference followed by leaky ReLU (`slope`), in place: one pass for the statistics, one
+    /// for the map. false (nothing done) in training and for batch norm.
+    func normalizeActivateInPlace(_ x: Tensor, slope: Float, _ c: Context) throws -> Bool {
+        guard kind == .instance, !c.training else { return false }
+        if instanceOp?.dims != x.dims || instanceOp?.layout != x.layout { instanceOp = try InstanceNormalization(dims: x.dims, layout: x.layout) }
+        let p = c.parameters
+        try Profile.measure("norm + activation (inference)") {
+            try instanceOp!.forwardInference(input: x, scale: p.value(weight), shift: p.value(bias), output: x, slope: slope)
+        }
+        return true
     }
 
     /// Batch norm in inference as a per-channel affine map x * scale + shift (running statistics, eps 1e-5);
@@ -395,6 +408,7 @@ final class ConvLayer: Block {
             return try conv.forward(x, ctx, epilogue: ConvolutionEpilogue(scale: scale, shift: shift, slope: act.slope))
         }
         let c = try conv.forward(x, ctx)
+        if try norm.normalizeActivateInPlace(c, slope: act.slope, ctx) { return c }
         let y = try norm.forward(c, ctx)
         try act.forwardInPlace(y)
         if ctx.training {
@@ -577,11 +591,22 @@ final class UpsampleBlock {
 
     /// upsample(x) and skip concatenated along channels (a new workspace tensor).
     private func join(_ x: Tensor, _ skip: Tensor, _ c: Context) throws -> Tensor {
-        let u = try transposed.forward(x, c)
-        guard u.spatial == skip.spatial else {
-            c.workspace.give(u)
-            throw NetworkError.invalidArgument("upsampled size \(u.spatial) does not match the skip connection's \(skip.spatial): input sizes must be divisible by the total stride")
+        let upsampled = transposed.outputDims(x.dims)
+        guard Array(upsampled.dropFirst(2)) == skip.spatial else {
+            throw NetworkError.invalidArgument("upsampled size \(Array(upsampled.dropFirst(2))) does not match the skip connection's \(skip.spatial): input sizes must be divisible by the total stride")
         }
+        let out = upsampled[1]
+        if x.batch == 1, x.layout == .plain || out % x.layout.block == 0 {
+            // One sample: the upsampling is written straight into the first channels of the joined tensor
+            // (contiguous there), so only the skip is copied.
+            let joined = try c.workspace.take([1, out + skip.channels] + skip.spatial, layout: x.layout)
+            let first = Tensor(storage: joined.storage, offset: joined.offset, dims: upsampled, layout: x.layout)
+            _ = try transposed.forward(x, c, into: first)
+            let second = Tensor(storage: joined.storage, offset: joined.offset + first.storedCount, dims: skip.dims, layout: x.layout)
+            try Profile.measure("concatenate") { try second.copy(from: skip) }
+            return joined
+        }
+        let u = try transposed.forward(x, c)
         let joined = try c.workspace.take([u.batch, u.channels + skip.channels] + u.spatial, layout: u.layout)
         try Profile.measure("concatenate") { try Elementwise.concatenateChannels(u, skip, into: joined) }
         c.workspace.give(u)
