@@ -1,5 +1,4 @@
 // Pointwise helpers over activation tensors in any of the shim's layouts, parallel on the OpenMP pool.
-#include <math.h>
 #include <string.h>
 #include "CDNNL.h"
 #include "kernels.h"
@@ -192,64 +191,4 @@ void cdnnl_join_samples(float *a, int64_t first, float *b, int64_t second, float
     const int threads = cdnnl_max_threads();
     join_ctx k = {a, b, out, first, second, threads, split};
     cdnnl_parallel(threads, batch * 2 * threads, join_range, &k);
-}
-
-typedef struct {
-    const float *x;
-    float *out;
-    int64_t channels, padded, spatial, block;
-    const float *gamma, *beta;
-    float eps, slope;
-} instance_ctx;
-
-// One (sample, channel block) of B interleaved channels; B a constant at each call site, so the lane loops
-// become vector operations. The sums run over x - k, k the channel's first value: one pass, without
-// E[x^2] - mean^2 losing the variance when the mean is large next to the spread.
-static inline __attribute__((always_inline)) void instance_unit(const instance_ctx *k, int64_t u, const int64_t B) {
-    const int64_t blocks = k->padded / B, S = k->spatial, cb = u % blocks;
-    const float *x = k->x + u * S * B;
-    float *o = k->out + u * S * B;
-    float shift[16], a[16] = {0}, b[16] = {0};
-    double s1[16] = {0}, s2[16] = {0};
-    for (int64_t l = 0; l < B; l++) shift[l] = x[l];
-    for (int64_t s0 = 0; s0 < S; s0 += 256) {
-        const int64_t e = s0 + 256 < S ? s0 + 256 : S;
-        float p1[16] = {0}, p2[16] = {0};
-        for (int64_t s = s0; s < e; s++)
-            for (int64_t l = 0; l < B; l++) {
-                const float d = x[s * B + l] - shift[l];
-                p1[l] += d;
-                p2[l] += d * d;
-            }
-        for (int64_t l = 0; l < B; l++) { s1[l] += p1[l]; s2[l] += p2[l]; }
-    }
-    for (int64_t l = 0; l < B; l++) {
-        const int64_t c = cb * B + l;
-        if (c >= k->channels) continue;  // padding stays 0
-        const double m = s1[l] / (double)S, var = s2[l] / (double)S - m * m;
-        const double scale = k->gamma[c] / sqrt((var > 0 ? var : 0) + k->eps);
-        a[l] = (float)scale;
-        b[l] = (float)(k->beta[c] - (shift[l] + m) * scale);
-    }
-    for (int64_t s = 0; s < S * B; s += B)
-        for (int64_t l = 0; l < B; l++) {
-            const float v = x[s + l] * a[l] + b[l];
-            o[s + l] = v > 0 ? v : v * k->slope;
-        }
-}
-
-static void instance_range(void *p, int64_t begin, int64_t end) {
-    const instance_ctx *k = p;
-    for (int64_t u = begin; u < end; u++) {
-        if (k->block == 16) instance_unit(k, u, 16);
-        else if (k->block == 8) instance_unit(k, u, 8);
-        else instance_unit(k, u, 1);
-    }
-}
-
-void cdnnl_instance_norm_activate(const float *x, float *out, int64_t batch, int64_t channels, int64_t spatial, int layout,
-                                  const float *gamma, const float *beta, float eps, float slope) {
-    const int64_t block = channel_block(layout);
-    instance_ctx k = {x, out, channels, (channels + block - 1) / block * block, spatial, block, gamma, beta, eps, slope};
-    cdnnl_parallel(cdnnl_max_threads(), batch * (k.padded / block), instance_range, &k);
 }

@@ -233,20 +233,6 @@ public final class InstanceNormalization: @unchecked Sendable {
         }
     }
 
-    /// Inference: output = leakyReLU(instance norm of input, `slope`) (slope 1: no activation) in one map after one
-    /// pass for the statistics, which are not kept. `output` may be `input`.
-    public func forwardInference(input: Tensor, scale: Tensor, shift: Tensor, output: Tensor, slope: Float = 1) throws {
-        try require(input, dims: dims, layout: layout, op, "input")
-        try require(output, dims: dims, layout: layout, op, "output")
-        try require(scale, count: channels, op, "weight")
-        try require(shift, count: channels, op, "bias")
-        guard (0 ... 1).contains(slope) else { throw EngineError.invalidArgument(op: op, message: "slope must be in [0, 1], got \(slope)") }
-        withExtendedLifetime((input.storage, scale.storage, shift.storage, output.storage)) {
-            cdnnl_instance_norm_activate(input.floats, output.floats, Int64(dims[0]), Int64(channels), Int64(dims.dropFirst(2).reduce(1, *)),
-                                         layout.cValue, scale.floats, shift.floats, epsilon, slope)
-        }
-    }
-
     /// Overwrites `inputGradient`; adds into the scale and shift gradients (summed over samples).
     public func backward(input: Tensor, outputGradient: Tensor, scale: Tensor, mean: Tensor, variance: Tensor,
                          inputGradient: Tensor, scaleGradient: Tensor, shiftGradient: Tensor) throws {

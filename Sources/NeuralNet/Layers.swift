@@ -263,18 +263,6 @@ final class Norm {
         return y
     }
 
-    /// Instance norm in inference followed by leaky ReLU (`slope`), in place: one pass for the statistics, one
-    /// for the map. false (nothing done) in training and for batch norm.
-    func normalizeActivateInPlace(_ x: Tensor, slope: Float, _ c: Context) throws -> Bool {
-        guard kind == .instance, !c.training else { return false }
-        if instanceOp?.dims != x.dims || instanceOp?.layout != x.layout { instanceOp = try InstanceNormalization(dims: x.dims, layout: x.layout) }
-        let p = c.parameters
-        try Profile.measure("norm + activation (inference)") {
-            try instanceOp!.forwardInference(input: x, scale: p.value(weight), shift: p.value(bias), output: x, slope: slope)
-        }
-        return true
-    }
-
     /// Batch norm in inference as a per-channel affine map x * scale + shift (running statistics, eps 1e-5);
     /// nil in training and for instance norm (per-sample statistics).
     func inferenceAffine(_ c: Context) throws -> (scale: [Float], shift: [Float])? {
@@ -408,7 +396,6 @@ final class ConvLayer: Block {
             return try conv.forward(x, ctx, epilogue: ConvolutionEpilogue(scale: scale, shift: shift, slope: act.slope))
         }
         let c = try conv.forward(x, ctx)
-        if try norm.normalizeActivateInPlace(c, slope: act.slope, ctx) { return c }
         let y = try norm.forward(c, ctx)
         try act.forwardInPlace(y)
         if ctx.training {

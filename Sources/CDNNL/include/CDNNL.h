@@ -146,13 +146,6 @@ int cdnnl_conv_forward_epilogue(cdnnl_conv *c, const float *src, const float *we
 /// key 0 (the default): nothing is kept; what was kept is freed.
 void cdnnl_conv_keep_weights(cdnnl_conv *c, uint64_t key);
 
-/// Instance normalization in inference, followed by leaky ReLU (slope 1: none), over an activation tensor
-/// (N, C, spatial) in `layout`: out = leaky_relu((x - mean) / sqrt(var + eps) * gamma[c] + beta[c]) with each
-/// sample's and channel's mean and biased variance. Two passes (statistics, then the map) where a separate
-/// normalization and activation take four. out may be x; padding channels stay 0.
-void cdnnl_instance_norm_activate(const float *x, float *out, int64_t batch, int64_t channels, int64_t spatial, int layout,
-                                  const float *gamma, const float *beta, float eps, float slope);
-
 /// Per-channel sums over samples and positions of an activation tensor (N, C, spatial) in `layout`, added into
 /// sum_a[c] (sum of a) and, when b is not NULL, sum_ab[c] (sum of a * b; b has a's shape and layout).
 /// Batch statistics that several processes add up (synchronised batch normalization).
