@@ -119,6 +119,11 @@ public final class Trainer: @unchecked Sendable {
             (self.validateEvery, self.overheadShare, self.checkpointInterval) = (validateEvery, overheadShare, checkpointInterval)
         }
         public static let automatic = Cadence()
+
+        /// The automatic cadence for a network of `dimension`: validation and checkpoints within 10% of the wall
+        /// clock in 2D, 15% in 3D, where a sliding-window pass over the validation volumes costs minutes (at 10%
+        /// a 40-minute run could afford its first pass only at about its 30th minute; at 15%, about its 19th).
+        public static func automatic(dimension: Int) -> Cadence { Cadence(overheadShare: dimension == 3 ? 0.15 : 0.1) }
     }
 
     public let options: TrainingOptions

@@ -287,7 +287,7 @@ struct Train: ParsableCommand {
     @Option(help: "Probability of a foreground-centred sample (default 0.33 in 2D, 0.4 in 3D).") var foregroundProbability: Double?
     @Flag(help: "Flip every spatial axis with probability 0.5 (default in 3D; Composer's 2D flips H only).") var flipAllAxes = false
     @Flag(help: "Add NVIDIA's zoom augmentation (p 0.15, scale 0.7-1.0).") var zoom = false
-    @Option(help: "Validate every N epochs, or auto: as often as keeps validation and checkpoints within 10% of the wall clock (and always at the end).")
+    @Option(help: "Validate every N epochs, or auto: as often as keeps validation and checkpoints within 10% of the wall clock in 2D, 15% in 3D (and always at the end).")
     var valEvery: ValidationFrequency = .auto
     @Option(help: "Minutes between writes of checkpoint_last (also written with each validation, on Ctrl-C and at the end).")
     var checkpointEvery: Double = 5
@@ -340,7 +340,7 @@ struct Train: ParsableCommand {
         options.schedule = schedule.schedule(epochs: epochs)
         options.seed = seed
         options.timeLimit = timeLimit.map { $0 * 60 }
-        var cadence = Trainer.Cadence()
+        var cadence = Trainer.Cadence.automatic(dimension: config.dimension)
         if case let .every(n) = valEvery { cadence.validateEvery = n }
         cadence.checkpointInterval = checkpointEvery * 60
         signal(SIGINT) { _ in Trainer.requestStop() }
