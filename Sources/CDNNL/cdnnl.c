@@ -576,24 +576,32 @@ static int winograd_forward(cdnnl_conv *c, const float *src, const float *weight
     return 0;
 }
 
-int cdnnl_conv_forward(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst) {
+/// Runs oneDNN forward primitive `p` (the plain forward or the one with the epilogue's post-ops, which read
+/// and write the same layouts) through the forward ports; `extra`: its post-ops' arguments.
+static int onednn_forward(cdnnl_conv *c, dnnl_primitive_t p, const float *src, const float *weight, const float *bias,
+                          float *dst, const dnnl_exec_arg_t *extra, int extras) {
     const char *what = "convolution forward";
-    if (c->w2) return shuffle_forward(c, src, weight, bias, dst);
-    if (c->winograd) return winograd_forward(c, src, weight, bias, dst, NULL, NULL, NULL, 1.0f);
     dnnl_memory_t ms, mw, md;
     port *const fp[] = {&c->f_src, &c->f_w, &c->f_dst};
     if (ports_bind(fp, 3, what)) return -1;
     if (port_in(&c->f_src, src, &ms, what) || port_in(&c->f_w, weight, &mw, what) ||
         port_out_begin(&c->f_dst, dst, &md, what)) return -1;
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
+    dnnl_exec_arg_t args[8] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
     int n = 3;
     if (c->d.has_bias) {
         if (!bias) return fail(-1, "%s: bias missing", what);
         CHECK(dnnl_memory_set_data_handle(c->f_bias, (void *)bias), what);
         args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, c->f_bias};
     }
-    if (execute(c->fwd, n, args, what)) return -1;
+    for (int i = 0; i < extras && n < 8; i++) args[n++] = extra[i];
+    if (execute(p, n, args, what)) return -1;
     return port_out_end(&c->f_dst, what);
+}
+
+int cdnnl_conv_forward(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst) {
+    if (c->w2) return shuffle_forward(c, src, weight, bias, dst);
+    if (c->winograd) return winograd_forward(c, src, weight, bias, dst, NULL, NULL, NULL, 1.0f);
+    return onednn_forward(c, c->fwd, src, weight, bias, dst, NULL, 0);
 }
 
 /// The forward primitive with post-ops y * scale[o] + shift[o], then leaky ReLU (slope != 1), reading and
@@ -643,24 +651,11 @@ int cdnnl_conv_forward_epilogue(cdnnl_conv *c, const float *src, const float *we
             c->fwd_ep_state = conv_create_fwd_epilogue(c, slope) == 0 ? 1 : -1;
         if (c->fwd_ep_state == 1) {
             const char *what = "convolution forward";
-            dnnl_memory_t ms, mw, md;
-            port *const fp[] = {&c->f_src, &c->f_w, &c->f_dst};
-            if (ports_bind(fp, 3, what)) return -1;
-            if (port_in(&c->f_src, src, &ms, what) || port_in(&c->f_w, weight, &mw, what) ||
-                port_out_begin(&c->f_dst, dst, &md, what)) return -1;
             CHECK(dnnl_memory_set_data_handle(c->ep_scale, (void *)scale), what);
             CHECK(dnnl_memory_set_data_handle(c->ep_shift, (void *)shift), what);
-            dnnl_exec_arg_t args[6] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md},
-                                       {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, c->ep_scale},
-                                       {DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, c->ep_shift}};
-            int n = 5;
-            if (c->d.has_bias) {
-                if (!bias) return fail(-1, "%s: bias missing", what);
-                CHECK(dnnl_memory_set_data_handle(c->f_bias, (void *)bias), what);
-                args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, c->f_bias};
-            }
-            if (execute(c->fwd_ep, n, args, what)) return -1;
-            return port_out_end(&c->f_dst, what);
+            const dnnl_exec_arg_t post[2] = {{DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, c->ep_scale},
+                                             {DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, c->ep_shift}};
+            return onednn_forward(c, c->fwd_ep, src, weight, bias, dst, post, 2);
         }
     }
     if (cdnnl_conv_forward(c, src, weight, bias, dst)) return -1;
