@@ -293,7 +293,7 @@ struct cdnnl_conv {
     int fused_upsample;    // 1: own kernels available for the layout: one fused kernel, no inner output
     size_t tmp_floats;
     // Forward with the inference epilogue as oneDNN post-ops (x scale, + shift, leaky ReLU), made on first
-    // use: state 0 untried, 1 made (for fwd_ep_slope), -1 not available (one pass after the convolution).
+    // use: state 0 untried, 1 made (for fwd_ep_slope), -1 not available or CDNNL_NO_POST_OPS (one pass after).
     dnnl_primitive_t fwd_ep;
     int fwd_ep_state;
     float fwd_ep_slope;
@@ -535,6 +535,7 @@ int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
     // The oneDNN forward descriptor is built in every case: backward primitives take it as a hint.
     if (rc == 0) rc = conv_create_fwd(c);
     if (rc == 0 && shuffle_eligible(d)) rc = shuffle_create(c);
+    if (getenv("CDNNL_NO_POST_OPS")) c->fwd_ep_state = -1;  // the epilogue as a pass after the convolution
     if (rc == 0 && d->algorithm == CDNNL_ALGO_WINOGRAD && !cdnnl_winograd_possible(d))
         rc = fail(-1, "convolution: the Winograd algorithm needs a 3x3(x3) stride-1 padding-1 convolution on "
                       "blocked activations with channel counts divisible by the block, and the CPU for it "
@@ -646,7 +647,7 @@ static int conv_create_fwd_epilogue(cdnnl_conv *c, float slope) {
 int cdnnl_conv_forward_epilogue(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst,
                                 const float *scale, const float *shift, const float *residual, float slope) {
     if (c->winograd) return winograd_forward(c, src, weight, bias, dst, scale, shift, residual, slope);
-    if (!c->w2 && !residual && scale && !getenv("CDNNL_NO_POST_OPS")) {
+    if (!c->w2 && !residual && scale) {
         if (c->fwd_ep_state == 0 || (c->fwd_ep_state == 1 && c->fwd_ep_slope != slope))
             c->fwd_ep_state = conv_create_fwd_epilogue(c, slope) == 0 ? 1 : -1;
         if (c->fwd_ep_state == 1) {

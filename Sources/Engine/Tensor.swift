@@ -45,13 +45,13 @@ public final class TensorStorage: @unchecked Sendable {
     public let byteCount: Int
     let base: UnsafeMutableRawPointer
 
-    /// - Throws: `EngineError.allocationFailed` when the request is not satisfiable.
     /// Storage from this size on is mapped from the kernel: zero and untouched until first written (so the
     /// first writes fault its pages in on the threads that compute, not one memset on the allocating
     /// thread; gradients an inference never touches cost nothing), in huge pages where the system allows.
     static let mappedFrom = 2 << 20
     private let mapped: Int
 
+    /// - Throws: `EngineError.allocationFailed` when the request is not satisfiable.
     public init(byteCount: Int) throws {
         guard byteCount >= 0 else { throw EngineError.allocationFailed(bytes: byteCount) }
         if byteCount >= Self.mappedFrom {

@@ -110,10 +110,8 @@ public final class UNet {
     /// about 4x the weights of the 3x3 layers in 2D and 2.4x in 3D) instead of deriving it on every call,
     /// and free it when `body` returns.
     public func withFixedWeights<R>(_ body: () throws -> R) rethrows -> R {
-        let key = Self.keysLock.withLock { Self.fixedWeightsKeys += 1; return Self.fixedWeightsKeys }
-        let outer = context.fixedWeights
-        guard outer == 0 else { return try body() }  // already inside one
-        context.fixedWeights = key
+        guard context.fixedWeights == 0 else { return try body() }  // already inside one
+        context.fixedWeights = Self.keysLock.withLock { Self.fixedWeightsKeys += 1; return Self.fixedWeightsKeys }
         defer {
             context.fixedWeights = 0
             for op in context.keeping { op.keepWeights(0) }

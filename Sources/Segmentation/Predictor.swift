@@ -119,27 +119,30 @@ public enum Predictor {
     /// A case's segmentation on its original grid (x fastest): training classes 0-3, and with
     /// `probabilities` the softmax probability of each class (K volumes; outside the crop, background 1).
     /// Several networks form an ensemble: the mean of their softmax probabilities decides.
-    /// `timing` gains the seconds of preprocessing, the network and restoring.
-    public static func segment(_ loaded: LoadedCase, networks: [UNet], options: Options, probabilities: Bool = false,
-                               timing: UnsafeMutablePointer<Timing>? = nil) throws
+    public static func segment(_ loaded: LoadedCase, networks: [UNet], options: Options, probabilities: Bool = false) throws
+        -> (labels: [UInt8], probabilities: [[Float]]?) {
+        var timing = Timing()
+        return try segment(loaded, networks: networks, options: options, probabilities: probabilities, timing: &timing)
+    }
+
+    /// `segment`, adding the seconds of preprocessing, the network and restoring to `timing`.
+    static func segment(_ loaded: LoadedCase, networks: [UNet], options: Options, probabilities: Bool, timing: inout Timing) throws
         -> (labels: [UInt8], probabilities: [[Float]]?) {
         try checkEnsemble(networks)
         let network = networks[0]
         var clock = Date()
-        var spent = Timing()
-        defer { timing?.pointee.preprocess += spent.preprocess; timing?.pointee.network += spent.network; timing?.pointee.restore += spent.restore }
         if let target = options.spacing, let grid = Resampling.grid(of: loaded, at: target) {
             // Predict at the model's spacing; bring the probabilities back to the case's own grid.
             let resampled = Resampling.resample(loaded, to: grid)
-            spent.preprocess += lap(&clock)
+            timing.preprocess += lap(&clock)
             var inner = options
             inner.spacing = nil
-            let (_, p) = try withUnsafeMutablePointer(to: &spent) { try segment(resampled, networks: networks, options: inner, probabilities: true, timing: $0) }
+            let (_, p) = try segment(resampled, networks: networks, options: inner, probabilities: true, timing: &timing)
             clock = Date()
             var back: [Float] = []  // (K, voxels) on the case's grid
             for volume in p! { back += Resampling.trilinear(volume, from: grid, to: loaded.shape) }
             let n = loaded.shape.reduce(1, *)
-            defer { spent.restore += lap(&clock) }
+            defer { timing.restore += lap(&clock) }
             return (argmax(back, classes: p!.count), probabilities ? (0 ..< p!.count).map { Array(back[$0 * n ..< ($0 + 1) * n]) } : nil)
         }
         // 2D: whole slices (padded to a size the network divides), not the training crop, so no tissue is left out.
@@ -147,7 +150,7 @@ public enum Predictor {
         preprocessing.cropInPlane2D = false
         preprocessing.sizeMultiple2D = network.config.totalStride
         let pre = try Preprocessing.transform(loaded, options: preprocessing, channelNames: [], convention: .decathlon)
-        spent.preprocess += lap(&clock)
+        timing.preprocess += lap(&clock)
         let K = network.config.classes
         // One network: its logits (their argmax is the probabilities'); an ensemble: the mean probabilities.
         var out = try logits(pre.image, shape: pre.meta.shape, network: network, options: options)
@@ -161,8 +164,8 @@ public enum Predictor {
             let scale = 1 / Float(networks.count)
             for i in out.indices { out[i] *= scale }
         }
-        spent.network += lap(&clock)
-        defer { spent.restore += lap(&clock) }
+        timing.network += lap(&clock)
+        defer { timing.restore += lap(&clock) }
         let labels = try Preprocessing.restore(argmax(out, classes: K), meta: pre.meta, fill: 0)
         guard probabilities else { return (labels, nil) }
         if networks.count == 1 { softmax(&out, classes: K) }

@@ -111,19 +111,16 @@ public final class Trainer: @unchecked Sendable {
         /// Validate every this many epochs (and at the end); nil: automatically, as often as keeps validation
         /// and checkpoint writes within `overheadShare` of the run's wall clock (and at the end).
         public var validateEvery: Int?
-        public var overheadShare: Double
+        /// nil: 10% in 2D, 15% in 3D, where a sliding-window pass over the validation volumes costs minutes (at
+        /// 10% a 40-minute run could afford its first pass only at about its 30th minute; at 15%, about its 19th).
+        public var overheadShare: Double?
         /// checkpoint_last is written at most this often (seconds), and always with a validation, on a stop and
         /// at the end.
         public var checkpointInterval: Double
-        public init(validateEvery: Int? = nil, overheadShare: Double = 0.1, checkpointInterval: Double = 300) {
+        public init(validateEvery: Int? = nil, overheadShare: Double? = nil, checkpointInterval: Double = 300) {
             (self.validateEvery, self.overheadShare, self.checkpointInterval) = (validateEvery, overheadShare, checkpointInterval)
         }
         public static let automatic = Cadence()
-
-        /// The automatic cadence for a network of `dimension`: validation and checkpoints within 10% of the wall
-        /// clock in 2D, 15% in 3D, where a sliding-window pass over the validation volumes costs minutes (at 10%
-        /// a 40-minute run could afford its first pass only at about its 30th minute; at 15%, about its 19th).
-        public static func automatic(dimension: Int) -> Cadence { Cadence(overheadShare: dimension == 3 ? 0.15 : 0.1) }
     }
 
     public let options: TrainingOptions
@@ -135,6 +132,8 @@ public final class Trainer: @unchecked Sendable {
     /// thread count it is how to compute, not what, and a run may resume in the other precision.
     public let precision: Precision
     public let cadence: Cadence
+    /// The share of the wall clock the automatic cadence allows validation and checkpoints.
+    var overheadShare: Double { cadence.overheadShare ?? (options.network.dimension == 3 ? 0.15 : 0.1) }
     /// The processes training this run together (nil: this one alone). Each computes its share of every batch;
     /// the first (rank 0) alone writes the run folder; validation is split among them. Like the precision, how
     /// to compute, not what: a run may resume with another number of processes.
@@ -270,7 +269,7 @@ public final class Trainer: @unchecked Sendable {
                 + "\(loader.ids.count - samplesPerEpoch) volume(s) sit out each epoch (a different draw each epoch)")
         }
         ProgressReporter.say("validation: \(fold.val.count) volumes (\(validationItems) \(options.patch == nil ? "slices" : "windows")), "
-            + (cadence.validateEvery.map { "every \($0) epoch(s)" } ?? String(format: "automatic (validation and checkpoints within %.0f%% of the wall clock)", 100 * cadence.overheadShare))
+            + (cadence.validateEvery.map { "every \($0) epoch(s)" } ?? String(format: "automatic (validation and checkpoints within %.0f%% of the wall clock)", 100 * overheadShare))
             + " and at the end")
 
         let session = Date()
@@ -326,7 +325,7 @@ public final class Trainer: @unchecked Sendable {
             if let every = cadence.validateEvery { return epoch % every == 0 }
             let t = now()
             let cost = validationEstimate() + checkpointCost
-            return t.validation + t.checkpoint + cost <= cadence.overheadShare * (t.wall + cost)
+            return t.validation + t.checkpoint + cost <= overheadShare * (t.wall + cost)
         }
         func eta() -> Double? {
             guard sessionSteps > 0 else { return nil }
@@ -393,7 +392,8 @@ public final class Trainer: @unchecked Sendable {
             if validating {
                 let start = Date()
                 if !synchronizedBatchNorm { try network.adoptStatistics(from: 0) }
-                if let v = try validate(network, ids: fold.val) {
+                // The weights stay as they are for the whole pass: convolutions keep their transformed kernels.
+                if let v = try network.withFixedWeights({ try validate(network, ids: fold.val) }) {
                     let seconds = Date().timeIntervalSince(start)
                     epochTime.validation += seconds
                     record.validationSeconds = seconds
@@ -483,65 +483,60 @@ extension Trainer {
             volumes.append((x, y, x.layout.shape))
         }
         network.training = false
-        // The weights stay as they are for the whole pass: convolutions keep their transformed kernels.
-        let stopped = try network.withFixedWeights { () throws -> Bool in
-            if options.patch != nil {
-                var predictorOptions = Predictor.Options()
-                predictorOptions.patch3D = options.patch!
-                let progress = ProgressReporter(total: ids.count, label: "validation")
-                let (rank, size) = (group?.rank ?? 0, group?.size ?? 1)
-                for round in 0 ..< (volumes.count + size - 1) / size {
-                    if try agreedStop() { return true }
-                    let v = round * size + rank
-                    guard v < volumes.count else { continue }
-                    let volume = volumes[v]
-                    let count = volume.shape.reduce(1, *), voxels = count / volume.shape[0]
-                    var image = [Float](repeating: 0, count: count)
-                    image.withUnsafeMutableBufferPointer { volume.x.copyFloats(from: 0, count: count, into: $0.baseAddress!) }
-                    var truth = [UInt8](repeating: 0, count: voxels)
-                    truth.withUnsafeMutableBufferPointer { volume.y.copyBytes(from: 0, count: voxels, into: $0.baseAddress!) }
-                    let prediction = Predictor.argmax(try Predictor.logits(image, shape: volume.shape, network: network, options: predictorOptions), classes: K)
-                    Metrics.accumulateConfusion(&confusion[v], prediction: prediction, truth: truth, classes: K)
-                    progress.advance(by: size, note: ids[v])
-                }
-            } else {
-                // Slices of every volume in turn fill batches of `validationBatch`, so no batch runs half empty at a
-                // volume's end; each slice's prediction is scored against its label slice at once.
-                let (C, H, W) = (volumes[0].shape[0], volumes[0].shape[2], volumes[0].shape[3])
-                if let odd = volumes.firstIndex(where: { $0.shape[2] != H || $0.shape[3] != W }) {
-                    throw SegmentationError.invalidFile(Preprocessing.files(data, ids[odd]).image, "slices are \(volumes[odd].shape[2])x\(volumes[odd].shape[3]), \(ids[0])'s are \(H)x\(W)")
-                }
-                let all = volumes.enumerated().flatMap { v, volume in (0 ..< volume.shape[1]).map { (v, $0) } }
-                let slices = group.map { all[$0.share(of: all.count)] } ?? all[...]
-                let progress = ProgressReporter(total: slices.count, label: "validation", unit: "slice")
-                let plane = H * W
-                var truth = [UInt8](repeating: 0, count: plane)
-                // Every member runs as many rounds as the largest share needs (its last ones may be empty).
-                let largest = (all.count + (group?.size ?? 1) - 1) / (group?.size ?? 1)
-                for round in 0 ..< (largest + options.validationBatch - 1) / options.validationBatch {
-                    if try agreedStop() { return true }
-                    let start = slices.startIndex + round * options.validationBatch
-                    guard start < slices.endIndex else { continue }
-                    let batch = slices[start ..< min(start + options.validationBatch, slices.endIndex)]
-                    var input = [Float](repeating: 0, count: batch.count * C * plane)
-                    input.withUnsafeMutableBufferPointer { p in
-                        for (s, (v, d)) in batch.enumerated() {
-                            let D = volumes[v].shape[1]
-                            for c in 0 ..< C { volumes[v].x.copyFloats(from: (c * D + d) * plane, count: plane, into: p.baseAddress! + (s * C + c) * plane) }
-                        }
-                    }
-                    let logits = try network.forward(try Tensor(dims: [batch.count, C, H, W], values: input))[0].toArray()
-                    for (s, (v, d)) in batch.enumerated() {
-                        truth.withUnsafeMutableBufferPointer { volumes[v].y.copyBytes(from: d * plane, count: plane, into: $0.baseAddress!) }
-                        let prediction = Predictor.argmax(Array(logits[s * K * plane ..< (s + 1) * K * plane]), classes: K)
-                        Metrics.accumulateConfusion(&confusion[v], prediction: prediction, truth: truth, classes: K)
-                    }
-                    progress.advance(by: batch.count)
-                }
+        if options.patch != nil {
+            var predictorOptions = Predictor.Options()
+            predictorOptions.patch3D = options.patch!
+            let progress = ProgressReporter(total: ids.count, label: "validation")
+            let (rank, size) = (group?.rank ?? 0, group?.size ?? 1)
+            for round in 0 ..< (volumes.count + size - 1) / size {
+                if try agreedStop() { return nil }
+                let v = round * size + rank
+                guard v < volumes.count else { continue }
+                let volume = volumes[v]
+                let count = volume.shape.reduce(1, *), voxels = count / volume.shape[0]
+                var image = [Float](repeating: 0, count: count)
+                image.withUnsafeMutableBufferPointer { volume.x.copyFloats(from: 0, count: count, into: $0.baseAddress!) }
+                var truth = [UInt8](repeating: 0, count: voxels)
+                truth.withUnsafeMutableBufferPointer { volume.y.copyBytes(from: 0, count: voxels, into: $0.baseAddress!) }
+                let prediction = Predictor.argmax(try Predictor.logits(image, shape: volume.shape, network: network, options: predictorOptions), classes: K)
+                Metrics.accumulateConfusion(&confusion[v], prediction: prediction, truth: truth, classes: K)
+                progress.advance(by: size, note: ids[v])
             }
-            return false
+        } else {
+            // Slices of every volume in turn fill batches of `validationBatch`, so no batch runs half empty at a
+            // volume's end; each slice's prediction is scored against its label slice at once.
+            let (C, H, W) = (volumes[0].shape[0], volumes[0].shape[2], volumes[0].shape[3])
+            if let odd = volumes.firstIndex(where: { $0.shape[2] != H || $0.shape[3] != W }) {
+                throw SegmentationError.invalidFile(Preprocessing.files(data, ids[odd]).image, "slices are \(volumes[odd].shape[2])x\(volumes[odd].shape[3]), \(ids[0])'s are \(H)x\(W)")
+            }
+            let all = volumes.enumerated().flatMap { v, volume in (0 ..< volume.shape[1]).map { (v, $0) } }
+            let slices = group.map { all[$0.share(of: all.count)] } ?? all[...]
+            let progress = ProgressReporter(total: slices.count, label: "validation", unit: "slice")
+            let plane = H * W
+            var truth = [UInt8](repeating: 0, count: plane)
+            // Every member runs as many rounds as the largest share needs (its last ones may be empty).
+            let largest = (all.count + (group?.size ?? 1) - 1) / (group?.size ?? 1)
+            for round in 0 ..< (largest + options.validationBatch - 1) / options.validationBatch {
+                if try agreedStop() { return nil }
+                let start = slices.startIndex + round * options.validationBatch
+                guard start < slices.endIndex else { continue }
+                let batch = slices[start ..< min(start + options.validationBatch, slices.endIndex)]
+                var input = [Float](repeating: 0, count: batch.count * C * plane)
+                input.withUnsafeMutableBufferPointer { p in
+                    for (s, (v, d)) in batch.enumerated() {
+                        let D = volumes[v].shape[1]
+                        for c in 0 ..< C { volumes[v].x.copyFloats(from: (c * D + d) * plane, count: plane, into: p.baseAddress! + (s * C + c) * plane) }
+                    }
+                }
+                let logits = try network.forward(try Tensor(dims: [batch.count, C, H, W], values: input))[0].toArray()
+                for (s, (v, d)) in batch.enumerated() {
+                    truth.withUnsafeMutableBufferPointer { volumes[v].y.copyBytes(from: d * plane, count: plane, into: $0.baseAddress!) }
+                    let prediction = Predictor.argmax(Array(logits[s * K * plane ..< (s + 1) * K * plane]), classes: K)
+                    Metrics.accumulateConfusion(&confusion[v], prediction: prediction, truth: truth, classes: K)
+                }
+                progress.advance(by: batch.count)
+            }
         }
-        if stopped { return nil }
         if let group {
             let sums = try group.sum(confusion.flatMap { $0.map(Double.init) })
             confusion = (0 ..< ids.count).map { v in sums[v * K * K ..< (v + 1) * K * K].map { Int($0) } }

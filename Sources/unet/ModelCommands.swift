@@ -340,7 +340,7 @@ struct Train: ParsableCommand {
         options.schedule = schedule.schedule(epochs: epochs)
         options.seed = seed
         options.timeLimit = timeLimit.map { $0 * 60 }
-        var cadence = Trainer.Cadence.automatic(dimension: config.dimension)
+        var cadence = Trainer.Cadence()
         if case let .every(n) = valEvery { cadence.validateEvery = n }
         cadence.checkpointInterval = checkpointEvery * 60
         signal(SIGINT) { _ in Trainer.requestStop() }
