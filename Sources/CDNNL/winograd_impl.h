@@ -532,9 +532,14 @@ int SFX(cdnnl_winograd_bwd_weights)(const cdnnl_conv_desc *d, int threads, const
     const geom g = make_geom(d, d->in_channels, d->out_channels);
     const int64_t CIp = (g.CI + 5) / 6 * 6;
     const size_t u = (size_t)g.P * CIp * g.COP, per_tile = (size_t)g.P * (g.CI + g.COP);
-    // Chunks of about 8 MB of V and dM; each stage split over threads (the GEMM by position, so
-    // each thread owns its positions' dU).
-    int64_t tc = (int64_t)((8 << 20) / (per_tile * sizeof(float)));
+    // Chunks of V and dM of about 8 MB, or of twice dU where dU is larger (deep layers: 512 channels
+    // hold 38 MB of dU, read and written once per chunk; measured 20-25% faster at 512 and 256 channels
+    // in 2D, no change below); each stage split over threads (the GEMM by position, so each thread owns
+    // its positions' dU).
+    size_t chunk_bytes = 2 * u * sizeof(float);
+    if (chunk_bytes < ((size_t)8 << 20)) chunk_bytes = (size_t)8 << 20;
+    if (chunk_bytes > ((size_t)64 << 20)) chunk_bytes = (size_t)64 << 20;
+    int64_t tc = (int64_t)(chunk_bytes / (per_tile * sizeof(float)));
     if (tc < 48) tc = 48;
     if (tc > g.T) tc = g.T;
     const int64_t chunks = (g.T + tc - 1) / tc;

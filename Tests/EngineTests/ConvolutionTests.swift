@@ -270,6 +270,8 @@ struct WinogradTests {
         let unetLayer = ConvolutionGeometry(spatialRank: 2, inputChannels: 32, outputChannels: 32, kernel: 3)
         let big = try Convolution(unetLayer, inputDims: [2, 32, 48, 40], layout: layout)
         #expect(big.implementation(.forward).contains("winograd"))
+        // Weight gradients at 32 channels: Winograd with AVX-512 (measured faster there), direct with AVX2.
+        #expect(big.implementation(.backwardWeights).contains("winograd") == (layout == .blocked16), "\(big.implementation(.backwardWeights))")
         // bf16 precision keeps the fp32 Winograd kernel where it applies (4x fewer multiplications beat bf16's 2x rate).
         if Runtime.cpuFeatures.contains(.avx512BF16) {
             #expect(try Convolution(unetLayer, inputDims: [2, 32, 48, 40], layout: layout, precision: .bf16).implementation(.forward).contains("winograd"))
