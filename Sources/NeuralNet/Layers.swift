@@ -374,14 +374,9 @@ final class ConvLayer: Block {
     /// Set when the kept input belongs to this layer's caller's workspace buffer that backward may give back.
     private var ownsInput = false
 
-    /// Forgets the kept input (its owner recomputes it before backward and hands it back with `restoreInput`).
-    func dropInput() { x = nil }
-
-    /// Supplies the input for backward; it is given back to the workspace once the weight gradient is done.
-    func restoreInput(_ t: Tensor) {
-        x = t
-        ownsInput = true
-    }
+    /// Hands the kept input (a tensor the caller made for this layer alone) to the layer: backward gives it
+    /// back to the workspace once the weight gradient is done.
+    func ownInput() { ownsInput = x != nil }
 
     init(_ ps: ParameterSet, name: String, rank: Int, input: Int, output: Int, kernel: Int, stride: Int, norm kind: NormKind, slope: Float) {
         conv = ConvUnit(ps, name: name + ".conv", geometry: recipeGeometry(rank, input, output, kernel, stride, bias: false))
@@ -560,13 +555,13 @@ final class ResidualBlock: Block {
 /// Transposed conv (kernel = stride, bias) -> concat [upsampled, skip] -> ConvBlock(2*out -> out).
 /// Names `{name}.transp_conv.{weight,bias}`, `{name}.conv_block.conv{1,2}.*`.
 ///
-/// Training does not keep the concatenation (the largest tensor of each level): backward recomputes the
-/// upsampling just before the first convolution's weight gradient needs it, and gives it back before its
-/// input gradient is allocated.
+/// Training keeps the concatenation for the first convolution's weight gradient, which gives it back.
+/// (Recomputing it in backward instead cost 5% of a 2D step and saved no peak memory: the top level's
+/// concatenation is alive at the peak either way.)
 final class UpsampleBlock {
     let transposed: ConvUnit
     let block: ConvBlock
-    private var x: Tensor?, skip: Tensor?
+    private var x: Tensor?
 
     init(_ ps: ParameterSet, name: String, rank: Int, input: Int, output: Int, kernel: Int, stride: Int, norm: NormKind, slope: Float) {
         let s = [Int](repeating: stride, count: rank)
@@ -603,19 +598,19 @@ final class UpsampleBlock {
     func forward(_ x: Tensor, skip: Tensor, _ c: Context) throws -> Tensor {
         let joined = try join(x, skip, c)
         let y = try block.forward(joined, c)
-        c.workspace.give(joined)
         if c.training {
-            (self.x, self.skip) = (x, skip)
-            block.conv1.dropInput()
+            self.x = x
+            block.conv1.ownInput()
+        } else {
+            c.workspace.give(joined)
         }
         return y
     }
 
     /// Returns (input gradient, skip gradient).
     func backward(_ dy: Tensor, _ c: Context) throws -> (Tensor, Tensor) {
-        guard let x, let skip else { throw NetworkError.invalidArgument("backward without a training forward") }
+        guard let x else { throw NetworkError.invalidArgument("backward without a training forward") }
         let dm = try block.conv2.backward(dy, needInput: true, c)!
-        block.conv1.restoreInput(try Profile.measure("upsample recompute") { try join(x, skip, c) })
         let dj = try block.conv1.backward(dm, needInput: true, c)!
         c.workspace.give(dm)
         let out = transposed.geometry.outputChannels
@@ -625,13 +620,13 @@ final class UpsampleBlock {
         c.workspace.give(dj)
         let dx = try transposed.backward(input: x, outputGradient: du, needInput: true, c)!
         c.workspace.give(du)
-        (self.x, self.skip) = (nil, nil)
+        self.x = nil
         return (dx, dskip)
     }
 
     func release(_ c: Context) {
         block.release(c)
-        (x, skip) = (nil, nil)
+        x = nil
     }
 }
 
