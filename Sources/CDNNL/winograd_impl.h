@@ -262,37 +262,38 @@ static void input_range(void *arg, int64_t begin, int64_t end) {
     const int pz = g->three;
     const int a0 = g->a[0], a1 = g->a[1], a2 = g->a[2];
     vf b0[64];
+    // Channel blocks outermost: a run of tiles then reads 16 (3D) or 6 (2D) rows as streams the
+    // hardware prefetcher follows, not that many per channel block interleaved.
+    for (int64_t cb = 0; cb < CB; cb++)
     for (int64_t tl = begin; tl < end; tl++) {
         int64_t n, o[3];
         decode(g, j->t0 + tl, &n, o);
         const int64_t z0 = o[0] - pz, y0 = o[1] - 1, x0 = o[2] - 1;
         const int inside = z0 >= 0 && z0 + a0 <= D && y0 >= 0 && y0 + a1 <= H && x0 >= 0 && x0 + a2 <= W;
-        for (int64_t cb = 0; cb < CB; cb++) {
-            const float *base = j->src + (n * CB + cb) * D * H * W * VW;
-            float *dst = j->V + tl * g->CI + cb * VW;
-            const int64_t ps = j->stride * g->CI;
-            if (inside) {
-                if (g->three) input_tile_3d(base + ((z0 * H + y0) * W + x0) * VW, W * VW, H * W * VW, dst, ps);
-                else input_tile_2d(base + (y0 * W + x0) * VW, W * VW, dst, ps);
-                continue;
-            }
-            // Edge tile: gather with zeros outside, then the same transform on the copy.
-            int q = 0;
-            for (int dz = 0; dz < a0; dz++) {
-                const int64_t z = z0 + dz;
-                for (int dy = 0; dy < a1; dy++) {
-                    const int64_t y = y0 + dy;
-                    const int row_ok = z >= 0 && z < D && y >= 0 && y < H;
-                    const float *r = base + (z * H + y) * W * VW;
-                    for (int dx = 0; dx < a2; dx++, q++) {
-                        const int64_t x = x0 + dx;
-                        b0[q] = row_ok && x >= 0 && x < W ? LD(r + x * VW) : (vf){0};
-                    }
+        const float *base = j->src + (n * CB + cb) * D * H * W * VW;
+        float *dst = j->V + tl * g->CI + cb * VW;
+        const int64_t ps = j->stride * g->CI;
+        if (inside) {
+            if (g->three) input_tile_3d(base + ((z0 * H + y0) * W + x0) * VW, W * VW, H * W * VW, dst, ps);
+            else input_tile_2d(base + (y0 * W + x0) * VW, W * VW, dst, ps);
+            continue;
+        }
+        // Edge tile: gather with zeros outside, then the same transform on the copy.
+        int q = 0;
+        for (int dz = 0; dz < a0; dz++) {
+            const int64_t z = z0 + dz;
+            for (int dy = 0; dy < a1; dy++) {
+                const int64_t y = y0 + dy;
+                const int row_ok = z >= 0 && z < D && y >= 0 && y < H;
+                const float *r = base + (z * H + y) * W * VW;
+                for (int dx = 0; dx < a2; dx++, q++) {
+                    const int64_t x = x0 + dx;
+                    b0[q] = row_ok && x >= 0 && x < W ? LD(r + x * VW) : (vf){0};
                 }
             }
-            if (g->three) input_tile_3d((const float *)b0, 4 * VW, 16 * VW, dst, ps);
-            else input_tile_2d((const float *)b0, 6 * VW, dst, ps);
         }
+        if (g->three) input_tile_3d((const float *)b0, 4 * VW, 16 * VW, dst, ps);
+        else input_tile_2d((const float *)b0, 6 * VW, dst, ps);
     }
 }
 

@@ -221,12 +221,13 @@ public enum Predictor {
         var weight = [Float](repeating: 0, count: D * H * W)
         let pv = patch.reduce(1, *)
         for z0 in positions[0] { for y0 in positions[1] { for x0 in positions[2] {
-            var window = [Float](repeating: 0, count: C * pv)
+            var window = Profile.measure("window cut") { [Float](repeating: 0, count: C * pv) }
             for c in 0 ..< C { for z in 0 ..< patch[0] { for y in 0 ..< patch[1] {
                 let src = ((c * D + z0 + z) * H + y0 + y) * W + x0, dst = ((c * patch[0] + z) * patch[1] + y) * patch[2]
                 for x in 0 ..< patch[2] { window[dst + x] = image[src + x] }
             } } }
             let out = try averagedLogits(network, window, dims: [1, C] + patch, flips: flips)
+            Profile.measure("window add") {
             for z in 0 ..< patch[0] { for y in 0 ..< patch[1] { for x in 0 ..< patch[2] {
                 let p = (z * patch[1] + y) * patch[2] + x
                 let g = ((z0 + z) * H + y0 + y) * W + x0 + x
@@ -234,6 +235,7 @@ public enum Predictor {
                 weight[g] += w
                 for k in 0 ..< K { sum[k * D * H * W + g] += w * out[k * pv + p] }
             } } }
+            }
         } } }
         let v = D * H * W
         for k in 0 ..< K { for g in 0 ..< v { sum[k * v + g] /= weight[g] } }
@@ -269,7 +271,9 @@ public enum Predictor {
         var total: [Float] = []
         for axes in flips {
             let x = axes.isEmpty ? input : flip(input, dims: dims, axes: axes)
-            var out = try network.forward(try Tensor(dims: dims, values: x))[0].toArray()
+            let t = try Profile.measure("window in") { try Tensor(dims: dims, values: x) }
+            let y = try Profile.measure("window network") { try network.forward(t)[0] }
+            var out = try Profile.measure("window out") { try y.toArray() }
             if !axes.isEmpty { out = flip(out, dims: [dims[0], network.config.classes] + dims.dropFirst(2), axes: axes) }
             if total.isEmpty { total = out } else { for i in 0 ..< total.count { total[i] += out[i] } }
         }
