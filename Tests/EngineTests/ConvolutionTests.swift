@@ -270,8 +270,11 @@ struct WinogradTests {
         let unetLayer = ConvolutionGeometry(spatialRank: 2, inputChannels: 32, outputChannels: 32, kernel: 3)
         let big = try Convolution(unetLayer, inputDims: [2, 32, 48, 40], layout: layout)
         #expect(big.implementation(.forward).contains("winograd"))
-        // Weight gradients at 32 channels: Winograd with AVX-512 (measured faster there), direct with AVX2.
+        // Weight gradients at 32 channels, 2D and 3D: Winograd with AVX-512 (measured faster there), direct with AVX2.
         #expect(big.implementation(.backwardWeights).contains("winograd") == (layout == .blocked16), "\(big.implementation(.backwardWeights))")
+        let layer3D = try Convolution(ConvolutionGeometry(spatialRank: 3, inputChannels: 32, outputChannels: 32, kernel: 3),
+                                      inputDims: [1, 32, 16, 16, 16], layout: layout)
+        #expect(layer3D.implementation(.backwardWeights).contains("winograd") == (layout == .blocked16), "\(layer3D.implementation(.backwardWeights))")
         // bf16 precision keeps the fp32 Winograd kernel where it applies (4x fewer multiplications beat bf16's 2x rate).
         if Runtime.cpuFeatures.contains(.avx512BF16) {
             #expect(try Convolution(unetLayer, inputDims: [2, 32, 48, 40], layout: layout, precision: .bf16).implementation(.forward).contains("winograd"))
