@@ -56,6 +56,10 @@ void cdnnl_parallel(int threads, int64_t count, void (*fn)(void *ctx, int64_t be
     }
 }
 
+void cdnnl_parallel_for(int64_t count, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx) {
+    cdnnl_parallel(cdnnl_max_threads(), count, fn, ctx);
+}
+
 // ---- arithmetic peak: independent FMA chains in registers, one per thread ----
 
 typedef struct { int64_t iters; volatile float sink[64]; } fma_ctx;

@@ -40,24 +40,30 @@ public enum Losses {
         try checkLogits(logits, target, "cross-entropy")
         if let gradient { try require(gradient, dims: logits.dims, layout: .plain, "cross-entropy", "gradient") }
         let (n, c, s) = (logits.batch, logits.channels, logits.count / (logits.batch * logits.channels))
-        let probs = try softmax(logits)
         let m = try group?.sum([Double(n * s)])[0] ?? Double(n * s)
-        var total = 0.0
-        withExtendedLifetime((probs.storage, gradient?.storage)) {
-            let p = probs.floats
-            let g = gradient?.floats
-            let gs = Float(Double(scale) / m)
-            for b in 0..<n {
-                for v in 0..<s {
-                    let t = Int(target.values[b * s + v])
-                    let base = b * c * s + v
-                    total -= log(max(Double(p[base + t * s]), 1e-30))
-                    if let g {
-                        for k in 0..<c { g[base + k * s] += gs * (p[base + k * s] - (k == t ? 1 : 0)) }
+        let gs = Float(Double(scale) / m)
+        let units = unitCount(n * s)
+        var partial = [Double](repeating: 0, count: units)
+        withExtendedLifetime((logits.storage, gradient?.storage)) {
+            let z = logits.floats, g = gradient?.floats
+            partial.withUnsafeMutableBufferPointer { part in
+                target.values.withUnsafeBufferPointer { labels in
+                    overVoxels(n * s, channels: c) { u, range, p in
+                        var acc = 0.0
+                        for i in range {
+                            let base = (i / s) * c * s + i % s, t = Int(labels[i])
+                            softmax(z, base, s, c, into: p)
+                            acc -= log(max(Double(p[t]), 1e-30))
+                            if let g {
+                                for k in 0..<c { g[base + k * s] += gs * (p[k] - (k == t ? 1 : 0)) }
+                            }
+                        }
+                        part[u] = acc
                     }
                 }
             }
         }
+        var total = partial.reduce(0, +)
         if let group { total = try group.sum([total])[0] }
         return Float(total / m)
     }
@@ -71,27 +77,32 @@ public enum Losses {
         if let gradient { try require(gradient, dims: logits.dims, layout: .plain, "Dice loss", "gradient") }
         let (n, c, s) = (logits.batch, logits.channels, logits.count / (logits.batch * logits.channels))
         guard c >= 2 else { throw EngineError.invalidArgument(op: "Dice loss", message: "needs at least 2 classes, got \(c)") }
-        let probs = try softmax(logits)
-        var inter = [Double](repeating: 0, count: c), psum = inter, gsum = inter
-        var loss = 0.0
-        withExtendedLifetime(probs.storage) {
-            let p = probs.floats
-            for b in 0..<n {
-                for k in 1..<c {
-                    let row = p + (b * c + k) * s
-                    var ps = 0.0
-                    for v in 0..<s { ps += Double(row[v]) }
-                    psum[k] += ps
-                }
-                for v in 0..<s {
-                    let t = Int(target.values[b * s + v])
-                    if t > 0 {
-                        gsum[t] += 1
-                        inter[t] += Double(p[(b * c + t) * s + v])
+        let units = unitCount(n * s)
+        var sums = [Double](repeating: 0, count: 3 * c * units)  // per unit: intersection, prediction, target sums
+        withExtendedLifetime(logits.storage) {
+            let z = logits.floats
+            sums.withUnsafeMutableBufferPointer { all in
+                target.values.withUnsafeBufferPointer { labels in
+                    overVoxels(n * s, channels: c) { u, range, p in
+                        let part = all.baseAddress! + 3 * c * u
+                        for i in range {
+                            softmax(z, (i / s) * c * s + i % s, s, c, into: p)
+                            for k in 1..<c { part[c + k] += Double(p[k]) }
+                            let t = Int(labels[i])
+                            if t > 0 {
+                                part[2 * c + t] += 1
+                                part[t] += Double(p[t])
+                            }
+                        }
                     }
                 }
             }
         }
+        var inter = [Double](repeating: 0, count: c), psum = inter, gsum = inter
+        for u in 0..<units {
+            for k in 0..<c { inter[k] += sums[3 * c * u + k]; psum[k] += sums[3 * c * u + c + k]; gsum[k] += sums[3 * c * u + 2 * c + k] }
+        }
+        var loss = 0.0
         if let group {
             let all = try group.sum(inter + psum + gsum)
             (inter, psum, gsum) = (Array(all[0 ..< c]), Array(all[c ..< 2 * c]), Array(all[2 * c ..< 3 * c]))
@@ -107,21 +118,23 @@ public enum Losses {
             a[k] = -2 / d / Double(c - 1)
             bcoef[k] = (2 * inter[k] + smooth) / (d * d) / Double(c - 1)
         }
-        withExtendedLifetime((probs.storage, gradient.storage)) {
-            let p = probs.floats, g = gradient.floats
-            var dp = [Double](repeating: 0, count: c)
-            for b in 0..<n {
-                for v in 0..<s {
-                    let t = Int(target.values[b * s + v])
-                    let base = b * c * s + v
-                    var dot = 0.0
-                    for k in 1..<c {
-                        dp[k] = (k == t ? a[k] : 0) + bcoef[k]
-                        dot += Double(p[base + k * s]) * dp[k]
-                    }
-                    for k in 0..<c {
-                        let pk = Double(p[base + k * s])
-                        g[base + k * s] += Float(Double(scale) * pk * ((k == 0 ? 0 : dp[k]) - dot))
+        withExtendedLifetime((logits.storage, gradient.storage)) {
+            let z = logits.floats, g = gradient.floats
+            target.values.withUnsafeBufferPointer { labels in
+                overVoxels(n * s, channels: c) { _, range, p in
+                    var dp = [Double](repeating: 0, count: c)
+                    for i in range {
+                        let base = (i / s) * c * s + i % s, t = Int(labels[i])
+                        softmax(z, base, s, c, into: p)
+                        var dot = 0.0
+                        for k in 1..<c {
+                            dp[k] = (k == t ? a[k] : 0) + bcoef[k]
+                            dot += Double(p[k]) * dp[k]
+                        }
+                        for k in 0..<c {
+                            let pk = Double(p[k])
+                            g[base + k * s] += Float(Double(scale) * pk * ((k == 0 ? 0 : dp[k]) - dot))
+                        }
                     }
                 }
             }
@@ -132,19 +145,41 @@ public enum Losses {
     private static func softmax(_ logits: Tensor, into out: UnsafeMutablePointer<Float>) {
         let (n, c, s) = (logits.batch, logits.channels, logits.count / (logits.batch * logits.channels))
         let z = logits.floats
-        for b in 0..<n {
-            for v in 0..<s {
-                let base = b * c * s + v
-                var mx = -Float.infinity
-                for k in 0..<c { mx = max(mx, z[base + k * s]) }
-                var sum: Float = 0
-                for k in 0..<c {
-                    let e = expf(z[base + k * s] - mx)
-                    out[base + k * s] = e
-                    sum += e
-                }
-                let inv = 1 / sum
-                for k in 0..<c { out[base + k * s] *= inv }
+        overVoxels(n * s, channels: c) { _, range, p in
+            for i in range {
+                let base = (i / s) * c * s + i % s
+                softmax(z, base, s, c, into: p)
+                for k in 0..<c { out[base + k * s] = p[k] }
+            }
+        }
+    }
+
+    /// Softmax of one voxel's `c` logits (at `base`, channels `s` apart) into p[0 ..< c].
+    @inline(__always)
+    private static func softmax(_ z: UnsafeMutablePointer<Float>, _ base: Int, _ s: Int, _ c: Int, into p: UnsafeMutablePointer<Float>) {
+        var mx = -Float.infinity
+        for k in 0..<c { mx = max(mx, z[base + k * s]) }
+        var sum: Float = 0
+        for k in 0..<c {
+            let e = expf(z[base + k * s] - mx)
+            p[k] = e
+            sum += e
+        }
+        let inv = 1 / sum
+        for k in 0..<c { p[k] *= inv }
+    }
+
+    /// Voxels (batch x positions, flattened) per unit of parallel work: a fixed split, so the partial sums
+    /// and their order do not depend on the number of threads.
+    private static let unitVoxels = 16384
+    private static func unitCount(_ voxels: Int) -> Int { (voxels + unitVoxels - 1) / unitVoxels }
+
+    /// Runs body(unit, voxel range, scratch for `channels` floats) for every unit of `voxels` on the compute threads.
+    private static func overVoxels(_ voxels: Int, channels: Int,
+                                   _ body: (Int, Range<Int>, UnsafeMutablePointer<Float>) -> Void) {
+        parallelUnits(unitCount(voxels)) { u in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: channels) { p in
+                body(u, u * unitVoxels ..< min(voxels, (u + 1) * unitVoxels), p.baseAddress!)
             }
         }
     }

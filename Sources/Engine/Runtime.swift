@@ -31,3 +31,21 @@ public enum Runtime {
         [Layout.blocked8, .blocked16].filter { cdnnl_own_kernels_available($0.cValue) != 0 }
     }
 }
+
+/// Runs body(unit) for every unit in [0, count) on the compute threads (oneDNN's OpenMP pool, so the
+/// work does not compete with its spinning workers); returns when all have run. Units must be independent.
+func parallelUnits(_ count: Int, _ body: (Int) -> Void) {
+    guard count > 1 else {
+        if count == 1 { body(0) }
+        return
+    }
+    withoutActuallyEscaping(body) { body in
+        var f = body
+        withUnsafeMutablePointer(to: &f) { pointer in
+            cdnnl_parallel_for(Int64(count), { context, begin, end in
+                let f = context!.assumingMemoryBound(to: ((Int) -> Void).self).pointee
+                for u in Int(begin) ..< Int(end) { f(u) }
+            }, pointer)
+        }
+    }
+}

@@ -214,6 +214,35 @@ struct LossTests {
         expectClose(try g.toArray(), zip(refCE.gradient, numDice).map(+), "accumulated CE + Dice gradient")
     }
 
+    @Test("losses over many parallel units match the reference, the same with 1 thread as with several")
+    func manyUnits() throws {
+        let dims = [3, 4, 96, 80]  // 23,040 voxels: two units of the losses' parallel split
+        var rng = SeededRandom(31)
+        let z = rounded(rng.values(dims.reduce(1, *), scale: 3))
+        let labels = rng.labels(dims[0] * 96 * 80, classes: dims[1])
+        let target = try Labels(dims: [dims[0], 1, 96, 80], values: labels)
+        let logits = try tensor(dims, z)
+        func run() throws -> (Float, Float, [Float]) {
+            let g = try Tensor(zeros: dims)
+            let ce = try Losses.crossEntropy(logits: logits, target: target, gradient: g)
+            let dice = try Losses.dice(logits: logits, target: target, gradient: g, scale: 0.5)
+            return (ce, dice, try g.toArray())
+        }
+        let several = try run()
+        let threads = Runtime.threads
+        Runtime.setThreads(1)
+        let one = try run()
+        Runtime.setThreads(threads)
+        #expect(one.0 == several.0 && one.1 == several.1 && one.2 == several.2)
+        let refCE = Reference.crossEntropy(z, dims: dims, target: labels)
+        #expect(abs(Double(several.0) - refCE.loss) <= 1e-5 * max(1, refCE.loss))
+        #expect(abs(Double(several.1) - Reference.dice(z, dims: dims, target: labels)) <= 1e-5)
+        // Without a Dice gradient reference at this size: the CE part alone.
+        let ceOnly = try Tensor(zeros: dims)
+        _ = try Losses.crossEntropy(logits: logits, target: target, gradient: ceOnly)
+        expectClose(try ceOnly.toArray(), refCE.gradient, "cross-entropy gradient")
+    }
+
     @Test("Dice is 0 for a confident correct prediction and handles absent classes")
     func diceLimits() throws {
         let dims = [1, 3, 2, 2]

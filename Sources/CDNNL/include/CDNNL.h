@@ -29,6 +29,9 @@ int cdnnl_init(void);
 /// Sets the OpenMP thread count used by oneDNN (n >= 1). Returns the count in effect.
 int cdnnl_set_threads(int n);
 int cdnnl_max_threads(void);
+/// Calls fn(ctx, begin, end) over contiguous ranges covering [0, count), one range per compute thread, on
+/// oneDNN's OpenMP pool (so it does not compete with that pool's spinning workers); returns when all are done.
+void cdnnl_parallel_for(int64_t count, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
 /// oneDNN version as "major.minor.patch" and the ISA it dispatches to.
 const char *cdnnl_version(void);
 int cdnnl_isa(void);
