@@ -196,6 +196,7 @@ struct WinogradTests {
         ConvCase.make("2D 296->296 on 5x6 (shared chunks)", [1, 296, 5, 6], out: 296, k: 3),
         ConvCase.make("3D 8->16 on 5x3x7, bias", [1, 8, 5, 3, 7], out: 16, k: 3, bias: true),
         ConvCase.make("3D 16->8 on 4x4x4, batch 2", [2, 16, 4, 4, 4], out: 8, k: 3),
+        ConvCase.make("3D 8->8 on 12x12x11 (weight gradients: several chunks per thread)", [1, 8, 12, 12, 11], out: 8, k: 3),
     ]
     static let cases16 = [
         ConvCase.make("2D 16->48 on 9x11, batch 2, bias", [2, 16, 9, 11], out: 48, k: 3, bias: true),
@@ -203,6 +204,7 @@ struct WinogradTests {
         ConvCase.make("2D 304->304 on 5x6 (shared chunks)", [1, 304, 5, 6], out: 304, k: 3),
         ConvCase.make("3D 16->32 on 5x3x7, bias", [1, 16, 5, 3, 7], out: 32, k: 3, bias: true),
         ConvCase.make("3D 32->16 on 4x4x4, batch 2", [2, 32, 4, 4, 4], out: 16, k: 3),
+        ConvCase.make("3D 16->16 on 12x12x11 (weight gradients: several chunks per thread)", [1, 16, 12, 12, 11], out: 16, k: 3),
     ]
     static var cases: [(ConvCase, Layout)] {
         Runtime.ownKernelLayouts.flatMap { layout in (layout == .blocked16 ? cases16 : cases8).map { ($0, layout) } }
