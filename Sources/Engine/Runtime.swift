@@ -32,6 +32,12 @@ public enum Runtime {
     }
 }
 
+extension Runtime {
+    /// Runs body(unit) for every unit in [0, count) on the compute threads; returns when all have run.
+    /// Units must be independent (which thread runs which is unspecified).
+    public static func forEachUnit(_ count: Int, _ body: (Int) -> Void) { parallelUnits(count, body) }
+}
+
 /// Runs body(unit) for every unit in [0, count) on the compute threads (oneDNN's OpenMP pool, so the
 /// work does not compete with its spinning workers); returns when all have run. Units must be independent.
 func parallelUnits(_ count: Int, _ body: (Int) -> Void) {

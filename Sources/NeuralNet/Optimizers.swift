@@ -65,12 +65,24 @@ public final class Optimizer: @unchecked Sendable {
         self.second = second
     }
 
+    /// Parameters per unit of parallel work in the update and the norm.
+    private static let unitSize = 1 << 16
+    private static func units(_ n: Int) -> Int { (n + unitSize - 1) / unitSize }
+    private static func range(_ u: Int, _ n: Int) -> Range<Int> { u * unitSize ..< min(n, (u + 1) * unitSize) }
+
     /// The global L2 norm of the gradients.
     public func gradientNorm() -> Double {
         parameters.withFlatBuffers { _, g in
-            var s = 0.0
-            for i in 0 ..< g.count { s += Double(g[i]) * Double(g[i]) }
-            return s.squareRoot()
+            // Partial sums over fixed units, added in order: the same norm on any number of threads.
+            var partial = [Double](repeating: 0, count: Self.units(g.count))
+            partial.withUnsafeMutableBufferPointer { part in
+                Runtime.forEachUnit(part.count) { u in
+                    var s = 0.0
+                    for i in Self.range(u, g.count) { s += Double(g[i]) * Double(g[i]) }
+                    part[u] = s
+                }
+            }
+            return partial.reduce(0, +).squareRoot()
         }
     }
 
@@ -100,7 +112,7 @@ public final class Optimizer: @unchecked Sendable {
                             ? lr * ((1 - beta2t) * (sma - 4) / (smaMax - 4) * (sma - 2) / sma * smaMax / (smaMax - 2)).squareRoot() / (1 - pow(b1, t))
                             : lr / (1 - pow(b1, t))
                         let (fb1, fb2, eps, size, decay) = (Float(b1), Float(b2), Float(s.epsilon), Float(stepSize), Float(s.weightDecay * lr))
-                        for i in 0 ..< n {
+                        Runtime.forEachUnit(Self.units(n)) { u in for i in Self.range(u, n) {
                             let gi = g[i] * clip
                             v[i] = fb2 * v[i] + (1 - fb2) * gi * gi
                             m[i] = fb1 * m[i] + (1 - fb1) * gi
@@ -108,31 +120,31 @@ public final class Optimizer: @unchecked Sendable {
                             pi -= decay * pi
                             pi -= rectified ? size * m[i] / (v[i].squareRoot() + eps) : size * m[i]
                             p[i] = pi
-                        }
+                        } }
                     case .adam, .adamw:
                         let (b1, b2) = (Float(s.beta1), Float(s.beta2))
                         let bc1 = 1 - pow(s.beta1, t), bc2 = 1 - pow(s.beta2, t)
                         let size = Float(lr / bc1), root = Float(bc2.squareRoot()), eps = Float(s.epsilon)
                         let decoupled = s.kind == .adamw ? Float(lr * s.weightDecay) : 0
-                        for i in 0 ..< n {
+                        Runtime.forEachUnit(Self.units(n)) { u in for i in Self.range(u, n) {
                             var gi = g[i] * clip
                             if s.kind == .adam { gi += wd * p[i] }
                             p[i] -= decoupled * p[i]
                             m[i] = b1 * m[i] + (1 - b1) * gi
                             v[i] = b2 * v[i] + (1 - b2) * gi * gi
                             p[i] -= size * m[i] / (v[i].squareRoot() / root + eps)
-                        }
+                        } }
                     case .sgd:
                         let mu = Float(s.momentum), rate = Float(lr)
                         let firstStep = step == 1
-                        for i in 0 ..< n {
+                        Runtime.forEachUnit(Self.units(n)) { u in for i in Self.range(u, n) {
                             var gi = g[i] * clip + wd * p[i]
                             if mu != 0 {
                                 m[i] = firstStep ? gi : mu * m[i] + gi
                                 gi = s.nesterov ? gi + mu * m[i] : m[i]
                             }
                             p[i] -= rate * gi
-                        }
+                        } }
                     }
                 }
             }
