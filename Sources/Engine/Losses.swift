@@ -177,7 +177,7 @@ public enum Losses {
     /// Runs body(unit, voxel range, scratch for `channels` floats) for every unit of `voxels` on the compute threads.
     private static func overVoxels(_ voxels: Int, channels: Int,
                                    _ body: (Int, Range<Int>, UnsafeMutablePointer<Float>) -> Void) {
-        parallelUnits(unitCount(voxels)) { u in
+        Runtime.forEachUnit(unitCount(voxels)) { u in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: channels) { p in
                 body(u, u * unitVoxels ..< min(voxels, (u + 1) * unitVoxels), p.baseAddress!)
             }

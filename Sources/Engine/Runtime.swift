@@ -33,25 +33,22 @@ public enum Runtime {
 }
 
 extension Runtime {
-    /// Runs body(unit) for every unit in [0, count) on the compute threads; returns when all have run.
-    /// Units must be independent (which thread runs which is unspecified).
-    public static func forEachUnit(_ count: Int, _ body: (Int) -> Void) { parallelUnits(count, body) }
-}
-
-/// Runs body(unit) for every unit in [0, count) on the compute threads (oneDNN's OpenMP pool, so the
-/// work does not compete with its spinning workers); returns when all have run. Units must be independent.
-func parallelUnits(_ count: Int, _ body: (Int) -> Void) {
-    guard count > 1 else {
-        if count == 1 { body(0) }
-        return
-    }
-    withoutActuallyEscaping(body) { body in
-        var f = body
-        withUnsafeMutablePointer(to: &f) { pointer in
-            cdnnl_parallel_for(Int64(count), { context, begin, end in
-                let f = context!.assumingMemoryBound(to: ((Int) -> Void).self).pointee
-                for u in Int(begin) ..< Int(end) { f(u) }
-            }, pointer)
+    /// Runs body(unit) for every unit in [0, count) on the compute threads (oneDNN's OpenMP pool, so the work
+    /// does not compete with its spinning workers); returns when all have run. Units must be independent
+    /// (which thread runs which is unspecified).
+    public static func forEachUnit(_ count: Int, _ body: (Int) -> Void) {
+        guard count > 1 else {
+            if count == 1 { body(0) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            var f = body
+            withUnsafeMutablePointer(to: &f) { pointer in
+                cdnnl_parallel_for(Int64(count), { context, begin, end in
+                    let f = context!.assumingMemoryBound(to: ((Int) -> Void).self).pointee
+                    for u in Int(begin) ..< Int(end) { f(u) }
+                }, pointer)
+            }
         }
     }
 }

@@ -221,13 +221,12 @@ public enum Predictor {
         var weight = [Float](repeating: 0, count: D * H * W)
         let pv = patch.reduce(1, *)
         for z0 in positions[0] { for y0 in positions[1] { for x0 in positions[2] {
-            var window = Profile.measure("window cut") { [Float](repeating: 0, count: C * pv) }
+            var window = [Float](repeating: 0, count: C * pv)
             for c in 0 ..< C { for z in 0 ..< patch[0] { for y in 0 ..< patch[1] {
                 let src = ((c * D + z0 + z) * H + y0 + y) * W + x0, dst = ((c * patch[0] + z) * patch[1] + y) * patch[2]
                 for x in 0 ..< patch[2] { window[dst + x] = image[src + x] }
             } } }
             let out = try averagedLogits(network, window, dims: [1, C] + patch, flips: flips)
-            Profile.measure("window add") {
             for z in 0 ..< patch[0] { for y in 0 ..< patch[1] { for x in 0 ..< patch[2] {
                 let p = (z * patch[1] + y) * patch[2] + x
                 let g = ((z0 + z) * H + y0 + y) * W + x0 + x
@@ -235,7 +234,6 @@ public enum Predictor {
                 weight[g] += w
                 for k in 0 ..< K { sum[k * D * H * W + g] += w * out[k * pv + p] }
             } } }
-            }
         } } }
         let v = D * H * W
         for k in 0 ..< K { for g in 0 ..< v { sum[k * v + g] /= weight[g] } }
