@@ -573,7 +573,7 @@ int SFX(cdnnl_winograd_bwd_weights)(const cdnnl_conv_desc *d, int threads, const
     // this way against the shared chunks below, alternating: 3D 32->32 at 64^3 327-338 against 130-266,
     // at 128^3 311-322 against 129-257; 2D 32->32 at 192x160 367-403 against 324-325, 64->64 at 96x80
     // 445-479 against 243-455. At 128 channels (2.4 MB of dU) no steady difference.
-    if (u * sizeof(float) <= ((size_t)3 << 19) && threads > 0) {
+    if (u * sizeof(float) <= ((size_t)1536 << 10)) {
         int64_t stride = (int64_t)(((size_t)384 << 10) / (per_tile * sizeof(float)));
         if (stride < 6) stride = 6;
         if (stride > g.T) stride = g.T;
