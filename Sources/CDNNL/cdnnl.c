@@ -548,12 +548,14 @@ int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
     if (rc == 0 && (d->algorithm == CDNNL_ALGO_WINOGRAD || auto_winograd)) {
         c->winograd = 1;
         char name[64];
-        snprintf(name, sizeof name, "SwiftUNet %s winograd %s", cdnnl_own_kernels_isa(d->layout),
-                 r == 3 ? "F(2x2x2,3x3x3)" : "F(4x4,3x3)");
+        const char *isa = cdnnl_own_kernels_isa(d->layout);
+        snprintf(name, sizeof name, "SwiftUNet %s winograd %s", isa,
+                 r == 2 ? "F(4x4,3x3)" : cdnnl_winograd_tile(d) == 4 ? "F(4x4x4,3x3x3)" : "F(2x2x2,3x3x3)");
         snprintf(c->impl[0], 64, "%s", name);
         snprintf(c->impl[1], 64, "%s", name);
         c->winograd_weights = !d->has_bias && (d->algorithm == CDNNL_ALGO_WINOGRAD || cdnnl_winograd_bwd_weights_preferred(d));
-        if (c->winograd_weights) snprintf(c->impl[2], 64, "%s", name);
+        if (c->winograd_weights)
+            snprintf(c->impl[2], 64, "SwiftUNet %s winograd %s", isa, r == 2 ? "F(4x4,3x3)" : "F(2x2x2,3x3x3)");
     }
     if (rc != 0) { cdnnl_conv_destroy(c); return -1; }
     *out = c;

@@ -80,9 +80,26 @@ int cdnnl_winograd_possible(const cdnnl_conv_desc *d) {
     return cdnnl_own_kernels_available(d->layout);
 }
 
+int cdnnl_winograd_tile(const cdnnl_conv_desc *d) {
+    if (d->spatial_rank != 3) return 4;
+    const char *forced = getenv("CDNNL_WINOGRAD_3D_TILE");  // 2 or 4: for measuring one against the other
+    if (forced && (atoi(forced) == 2 || atoi(forced) == 4)) return atoi(forced);
+    // F(4x4x4) multiplies 2.4x less than F(2x2x2) and moves 2.4x less transformed data, but its kernel is
+    // 3.4x larger and its tiles 8x fewer. Measured (Zen 4, AVX-512, `unet bench kernels`, effective GFLOP/s,
+    // F(4x4x4) against F(2x2x2), alternating): 32->32 at 128^3 717-775 / 405-433, 64->64 at 64^3 977-1048 /
+    // 478-492, 128->128 at 32^3 681-908 / 525-531, 256->256 at 16^3 (64 tiles) 597-621 / 414-418; 320->320
+    // at 8^3 (8 tiles) 158-168 / 228. Up to 256 channels its kernel stays under 57 MB.
+    int64_t tiles = d->batch, covered = 1, real = 1;
+    for (int i = 0; i < 3; i++) {
+        const int64_t nt = (d->in_size[i] + 3) / 4;
+        tiles *= nt; covered *= nt * 4; real *= d->in_size[i];
+    }
+    return d->in_channels <= 256 && d->out_channels <= 256 && tiles >= 64 && 2 * covered <= 3 * real ? 4 : 2;
+}
+
 int cdnnl_winograd_preferred(const cdnnl_conv_desc *d) {
     if (!cdnnl_winograd_possible(d) || getenv("CDNNL_NO_WINOGRAD")) return 0;
-    const int m = d->spatial_rank == 3 ? 2 : 4;
+    const int m = d->spatial_rank == 3 ? 2 : 4;  // in 3D: where F(2x2x2) pays, one of the two does
     int64_t tiles = d->batch, covered = 1, real = 1;
     for (int i = 0; i < d->spatial_rank; i++) {
         const int64_t nt = (d->in_size[i] + m - 1) / m;

@@ -37,10 +37,15 @@ int cdnnl_winograd_possible(const cdnnl_conv_desc *d);
 /// 1 when it is possible and worth it (tiles enough, little overhang; neither CDNNL_ONEDNN_ONLY
 /// nor CDNNL_NO_WINOGRAD set): the automatic choice.
 int cdnnl_winograd_preferred(const cdnnl_conv_desc *d);
+/// The output tile per axis of forward and backward data: 4 in 2D (F(4x4,3x3)); in 3D 4
+/// (F(4x4x4,3x3x3)) or 2 (F(2x2x2,3x3x3)): 4 up to 256 channels with 64 tiles or more and little
+/// overhang (CDNNL_WINOGRAD_3D_TILE=2|4 forces one, for measuring).
+/// Backward weights always runs F(2x2x2) in 3D.
+int cdnnl_winograd_tile(const cdnnl_conv_desc *d);
 /// A transformed kernel kept between calls whose weights do not change (inference): `u` is allocated
 /// (aligned, `floats` long; release with free) and filled by the first call, reused while `ready`.
 typedef struct { float *u; size_t floats; int ready; } cdnnl_winograd_kept;
-/// Winograd F(4x4,3x3) (2D) / F(2x2x2,3x3x3) (3D) convolution on blocked activations.
+/// Winograd F(4x4,3x3) (2D) / F(2x2x2,3x3x3) or F(4x4x4,3x3x3) (3D) convolution on blocked activations.
 /// backward 0: dst = conv(src, weight) + bias (src has I channels, dst O);
 /// backward 1: dst = d(loss)/d(input) from src = d(loss)/d(output) (bias ignored).
 /// weight plain (O, I, 3, 3[, 3]). Overwrites dst. Returns 0, or -1 when memory runs out.

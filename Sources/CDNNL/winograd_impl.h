@@ -4,7 +4,9 @@
 //
 // Why: on AVX2 the direct kernels are already near the FMA peak, so the remaining speed comes from
 // doing fewer multiplications. F(4x4, 3x3) in 2D computes a 4x4 output tile with 36 products per
-// channel pair instead of 144 (4x fewer); F(2x2x2, 3x3x3) in 3D uses 64 instead of 216 (3.4x).
+// channel pair instead of 144 (4x fewer); in 3D F(2x2x2, 3x3x3) uses 64 instead of 216 (3.4x) and
+// F(4x4x4, 3x3x3) 216 instead of 1728 (8x; its transformed tiles are 3.4x the outputs, not 8x, so it
+// also moves less memory; forward and backward data only, cdnnl_winograd_tile picks per layer).
 // The transforms (Lavin & Gray, interpolation points 0, +-1, +-2) are applied one axis at a time:
 //   V = B^T d B (input tile), U = G g G^T (kernel), Y = A^T (sum over input channels of U V) A.
 // The sum over input channels is a GEMM per transform position:
@@ -92,6 +94,9 @@ static inline __attribute__((always_inline)) void axis(const vf *in, vf *out, in
 static vf *g_2d(vf *a, vf *b) { axis(a, b, 1, 3, 3, 2, T_G6, 6); axis(b, a, 1, 3, 6, 1, T_G6, 6); return a; }
 static vf *g_3d(vf *a, vf *b) {
     axis(a, b, 3, 3, 3, 2, T_G4, 4); axis(b, a, 3, 3, 4, 1, T_G4, 4); axis(a, b, 3, 4, 4, 0, T_G4, 4); return b;
+}
+static vf *g_3d6(vf *a, vf *b) {
+    axis(a, b, 3, 3, 3, 2, T_G6, 6); axis(b, a, 3, 3, 6, 1, T_G6, 6); axis(a, b, 3, 6, 6, 0, T_G6, 6); return b;
 }
 
 static vf *aa_2d(vf *a, vf *b) { axis(a, b, 1, 4, 4, 2, T_AA6, 6); axis(b, a, 1, 4, 6, 1, T_AA6, 6); return a; }
@@ -201,6 +206,48 @@ static void output_tile_3d(const float *in, int64_t ps, vf *y) {
     }
 }
 
+/// 3D input tile of F(4x4x4): 6 x 6 x 6 pixels (rows `ys`, planes `zs` floats apart) -> 216 vectors
+/// `ps` floats apart (position p = 36 iz + 6 iy + ix).
+static void input_tile_3d6(const float *in, int64_t ys, int64_t zs, float *out, int64_t ps) {
+    vf t[216], u[216];
+    for (int r = 0; r < 36; r++) {  // along x, row r = 6 z + y
+        const float *x = in + (r / 6) * zs + (r % 6) * ys;
+        bt6(LD(x), LD(x + VW), LD(x + 2 * VW), LD(x + 3 * VW), LD(x + 4 * VW), LD(x + 5 * VW), t + r * 6, 1);
+    }
+    for (int c = 0; c < 36; c++) {  // along y, column c = 6 z + x
+        const vf *x = t + (c / 6) * 36 + c % 6;
+        bt6(x[0], x[6], x[12], x[18], x[24], x[30], u + (c / 6) * 36 + c % 6, 6);
+    }
+    for (int c = 0; c < 36; c++) {  // along z, column c = 6 y + x
+        vf y[6];
+        bt6(u[c], u[36 + c], u[72 + c], u[108 + c], u[144 + c], u[180 + c], y, 1);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 6; i++) ST(out + (i * 36 + c) * ps, y[i]);
+    }
+}
+
+/// 3D output tile of F(4x4x4): 216 vectors `ps` floats apart -> y[64] (4 x 4 x 4, z-y-x).
+static void output_tile_3d6(const float *in, int64_t ps, vf *y) {
+    vf t[144], u[96];  // after x: [6 z][6 y][4 x]; after y: [6 z][4 y][4 x]
+    for (int r = 0; r < 36; r++) {
+        const float *x = in + r * 6 * ps;
+        at6(LD(x), LD(x + ps), LD(x + 2 * ps), LD(x + 3 * ps), LD(x + 4 * ps), LD(x + 5 * ps), t + r * 4);
+    }
+    for (int c = 0; c < 24; c++) {  // c = 4 z + x
+        const vf *x = t + (c / 4) * 24 + c % 4;
+        vf o[4];
+        at6(x[0], x[4], x[8], x[12], x[16], x[20], o);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 4; i++) u[(c / 4) * 16 + i * 4 + c % 4] = o[i];
+    }
+    for (int c = 0; c < 16; c++) {  // c = 4 y + x
+        vf o[4];
+        at6(u[c], u[16 + c], u[32 + c], u[48 + c], u[64 + c], u[80 + c], o);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 4; i++) y[i * 16 + c] = o[i];
+    }
+}
+
 typedef struct {
     int64_t N, CI, CO;  // samples; channels read (src) and written (dst), multiples of VW
     int64_t COP;        // CO rounded up to PW: width of the GEMM's column panels
@@ -209,6 +256,7 @@ typedef struct {
     int64_t nt[3], T;   // tiles per axis, tiles in all (N * nt0 * nt1 * nt2)
     int P;              // transform positions: a0 * a1 * a2
     int three;          // 1: 3D
+    int alpha;          // tile input size on the transformed axes: 4 (3D F(2x2x2)) or 6
 } geom;
 
 // ---- stages ----
@@ -232,7 +280,7 @@ static void weights_range(void *arg, int64_t begin, int64_t end) {
     const job *j = arg;
     const geom *g = j->g;
     const int kv = g->three ? 27 : 9;
-    vf b0[64], b1[64];
+    vf b0[216], b1[216];
     for (int64_t nb = begin; nb < end; nb++)
         for (int64_t k = 0; k < g->CI; k++) {
             for (int kk = 0; kk < kv; kk++)
@@ -241,7 +289,7 @@ static void weights_range(void *arg, int64_t begin, int64_t end) {
                     b0[kk][l] = j->backward ? j->weight[(k * j->I + n) * kv + (kv - 1 - kk)]
                                             : j->weight[(n * j->I + k) * kv + kk];
                 }
-            const vf *u = g->three ? g_3d(b0, b1) : g_2d(b0, b1);
+            const vf *u = !g->three ? g_2d(b0, b1) : g->alpha == 6 ? g_3d6(b0, b1) : g_3d(b0, b1);
             float *dst = j->U + ((nb / 2) * g->CI + k) * PW + (nb % 2) * VW;
             for (int p = 0; p < g->P; p++) ST(dst + (int64_t)p * g->CI * g->COP, u[p]);
         }
@@ -261,7 +309,7 @@ static void input_range(void *arg, int64_t begin, int64_t end) {
     const int64_t D = g->S[0], H = g->S[1], W = g->S[2], CB = g->CI / VW;
     const int pz = g->three;
     const int a0 = g->a[0], a1 = g->a[1], a2 = g->a[2];
-    vf b0[64];
+    vf b0[216];
     // Channel blocks outermost: a run of tiles then reads 16 (3D) or 6 (2D) rows as streams the
     // hardware prefetcher follows, not that many per channel block interleaved.
     for (int64_t cb = 0; cb < CB; cb++)
@@ -274,8 +322,10 @@ static void input_range(void *arg, int64_t begin, int64_t end) {
         float *dst = j->V + tl * g->CI + cb * VW;
         const int64_t ps = j->stride * g->CI;
         if (inside) {
-            if (g->three) input_tile_3d(base + ((z0 * H + y0) * W + x0) * VW, W * VW, H * W * VW, dst, ps);
-            else input_tile_2d(base + (y0 * W + x0) * VW, W * VW, dst, ps);
+            const float *at = base + ((z0 * H + y0) * W + x0) * VW;
+            if (!g->three) input_tile_2d(at, W * VW, dst, ps);
+            else if (g->alpha == 6) input_tile_3d6(at, W * VW, H * W * VW, dst, ps);
+            else input_tile_3d(at, W * VW, H * W * VW, dst, ps);
             continue;
         }
         // Edge tile: gather with zeros outside, then the same transform on the copy.
@@ -292,8 +342,9 @@ static void input_range(void *arg, int64_t begin, int64_t end) {
                 }
             }
         }
-        if (g->three) input_tile_3d((const float *)b0, 4 * VW, 16 * VW, dst, ps);
-        else input_tile_2d((const float *)b0, 6 * VW, dst, ps);
+        if (!g->three) input_tile_2d((const float *)b0, 6 * VW, dst, ps);
+        else if (g->alpha == 6) input_tile_3d6((const float *)b0, 6 * VW, 36 * VW, dst, ps);
+        else input_tile_3d((const float *)b0, 4 * VW, 16 * VW, dst, ps);
     }
 }
 
@@ -338,15 +389,16 @@ static void output_range(void *arg, int64_t begin, int64_t end) {
     const job *j = arg;
     const geom *g = j->g;
     const int64_t D = g->S[0], H = g->S[1], W = g->S[2], CB = g->CO / VW;
-    vf b0[16];
+    vf b0[64];
     for (int64_t tl = begin; tl < end; tl++) {
         int64_t n, o[3];
         decode(g, j->t0 + tl, &n, o);
         for (int64_t cb = 0; cb < CB; cb++) {
             const float *src = j->M + tl * g->COP + cb * VW;
             const vf *y = b0;
-            if (g->three) output_tile_3d(src, j->stride * g->COP, b0);
-            else output_tile_2d(src, j->stride * g->COP, b0);
+            if (!g->three) output_tile_2d(src, j->stride * g->COP, b0);
+            else if (g->alpha == 6) output_tile_3d6(src, j->stride * g->COP, b0);
+            else output_tile_3d(src, j->stride * g->COP, b0);
             vf bias = {0}, scale = {0}, shift = {0};
             if (j->bias) for (int l = 0; l < VW; l++) bias[l] = j->bias[cb * VW + l];
             if (j->scale)
@@ -489,7 +541,8 @@ static void dw_range(void *arg, int64_t begin, int64_t end) {
         }
 }
 
-static geom make_geom(const cdnnl_conv_desc *d, int64_t ci, int64_t co) {
+/// m3: the output tile size on 3D's axes, 2 or 4 (2D always runs F(4x4)).
+static geom make_geom(const cdnnl_conv_desc *d, int64_t ci, int64_t co, int m3) {
     geom g = {0};
     const int r = d->spatial_rank;
     g.N = d->batch;
@@ -498,7 +551,8 @@ static geom make_geom(const cdnnl_conv_desc *d, int64_t ci, int64_t co) {
     g.S[0] = r == 3 ? d->in_size[0] : 1;
     g.S[1] = d->in_size[r - 2];
     g.S[2] = d->in_size[r - 1];
-    const int alpha = r == 3 ? 4 : 6;
+    const int alpha = r == 3 ? m3 + 2 : 6;
+    g.alpha = alpha;
     g.P = 1;
     for (int i = 0; i < 3; i++) {
         g.a[i] = (i == 0 && r == 2) ? 1 : alpha;
@@ -515,7 +569,8 @@ static geom make_geom(const cdnnl_conv_desc *d, int64_t ci, int64_t co) {
 int SFX(cdnnl_winograd)(const cdnnl_conv_desc *d, int threads, int backward, const float *src,
                          const float *weight, const float *bias, float *dst, const float *scale,
                          const float *shift, const float *residual, float slope, cdnnl_winograd_kept *kept) {
-    const geom g = make_geom(d, backward ? d->out_channels : d->in_channels, backward ? d->in_channels : d->out_channels);
+    const geom g = make_geom(d, backward ? d->out_channels : d->in_channels, backward ? d->in_channels : d->out_channels,
+                             cdnnl_winograd_tile(d));
     const size_t u = (size_t)g.P * g.CI * g.COP, per_tile = (size_t)g.P * (g.CI + g.COP);
     // Up to 12 MB of transformed kernel (256 x 256 channels in 2D): every thread runs whole chunks
     // of tiles on V and M of its own that stay in its L2 cache. Larger kernels: chunks of about
@@ -565,7 +620,7 @@ int SFX(cdnnl_winograd)(const cdnnl_conv_desc *d, int threads, int backward, con
 
 int SFX(cdnnl_winograd_bwd_weights)(const cdnnl_conv_desc *d, int threads, const float *src, const float *diff_dst,
                                     float *diff_weight) {
-    const geom g = make_geom(d, d->in_channels, d->out_channels);
+    const geom g = make_geom(d, d->in_channels, d->out_channels, 2);  // weight gradients: F(2x2x2) in 3D
     const int64_t CIp = (g.CI + 5) / 6 * 6;
     const size_t u = (size_t)g.P * CIp * g.COP, per_tile = (size_t)g.P * (g.CI + g.COP);
     // Up to 1.5 MB of dU (3D to 64 channels, 2D to 64): every thread runs chunks of about 384 KB of V

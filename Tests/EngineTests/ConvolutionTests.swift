@@ -197,6 +197,7 @@ struct WinogradTests {
         ConvCase.make("3D 8->16 on 5x3x7, bias", [1, 8, 5, 3, 7], out: 16, k: 3, bias: true),
         ConvCase.make("3D 16->8 on 4x4x4, batch 2", [2, 16, 4, 4, 4], out: 8, k: 3),
         ConvCase.make("3D 8->8 on 12x12x11 (weight gradients: several chunks per thread)", [1, 8, 12, 12, 11], out: 8, k: 3),
+        ConvCase.make("3D 8->16 on 16x16x13, bias, F(4x4x4)", [1, 8, 16, 16, 13], out: 16, k: 3, bias: true),
     ]
     static let cases16 = [
         ConvCase.make("2D 16->48 on 9x11, batch 2, bias", [2, 16, 9, 11], out: 48, k: 3, bias: true),
@@ -205,6 +206,7 @@ struct WinogradTests {
         ConvCase.make("3D 16->32 on 5x3x7, bias", [1, 16, 5, 3, 7], out: 32, k: 3, bias: true),
         ConvCase.make("3D 32->16 on 4x4x4, batch 2", [2, 32, 4, 4, 4], out: 16, k: 3),
         ConvCase.make("3D 16->16 on 12x12x11 (weight gradients: several chunks per thread)", [1, 16, 12, 12, 11], out: 16, k: 3),
+        ConvCase.make("3D 16->32 on 16x16x13, bias, F(4x4x4)", [1, 16, 16, 16, 13], out: 32, k: 3, bias: true),
     ]
     static var cases: [(ConvCase, Layout)] {
         Runtime.ownKernelLayouts.flatMap { layout in (layout == .blocked16 ? cases16 : cases8).map { ($0, layout) } }
@@ -219,6 +221,8 @@ struct WinogradTests {
         let b = g.bias ? rounded(rng.values(g.outputChannels)) : nil
         let conv = try Convolution(g, inputDims: c.inputDims, layout: layout, algorithm: .winograd)
         #expect(conv.implementation(.forward).contains("winograd"), "ran on \(conv.implementation(.forward))")
+        // 3D layers of 64 tiles of 4x4x4 or more take F(4x4x4), smaller ones F(2x2x2): both are covered.
+        #expect(conv.implementation(.forward).contains("F(4x4x4") == c.name.contains("F(4x4x4)"), "\(conv.implementation(.forward))")
         let ref = Reference.convolution(x, inputDims: c.inputDims, weight: w, bias: b, g)
         let tw = try tensor(g.weightDims, w)
         let y = try conv(tensor(c.inputDims, x, layout: layout), weight: tw, bias: b.map { try tensor([g.outputChannels], $0) })
