@@ -554,8 +554,7 @@ int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
         snprintf(c->impl[0], 64, "%s", name);
         snprintf(c->impl[1], 64, "%s", name);
         c->winograd_weights = !d->has_bias && (d->algorithm == CDNNL_ALGO_WINOGRAD || cdnnl_winograd_bwd_weights_preferred(d));
-        if (c->winograd_weights)
-            snprintf(c->impl[2], 64, "SwiftUNet %s winograd %s", isa, r == 2 ? "F(4x4,3x3)" : "F(2x2x2,3x3x3)");
+        if (c->winograd_weights) snprintf(c->impl[2], 64, "%s", name);
     }
     if (rc != 0) { cdnnl_conv_destroy(c); return -1; }
     *out = c;

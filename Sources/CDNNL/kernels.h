@@ -40,7 +40,7 @@ int cdnnl_winograd_preferred(const cdnnl_conv_desc *d);
 /// The output tile per axis of forward and backward data: 4 in 2D (F(4x4,3x3)); in 3D 4
 /// (F(4x4x4,3x3x3)) or 2 (F(2x2x2,3x3x3)): 4 up to 256 channels with 64 tiles or more and little
 /// overhang (CDNNL_WINOGRAD_3D_TILE=2|4 forces one, for measuring).
-/// Backward weights always runs F(2x2x2) in 3D.
+/// Backward weights takes the same tile.
 int cdnnl_winograd_tile(const cdnnl_conv_desc *d);
 /// A transformed kernel kept between calls whose weights do not change (inference): `u` is allocated
 /// (aligned, `floats` long; release with free) and filled by the first call, reused while `ready`.

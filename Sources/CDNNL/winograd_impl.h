@@ -6,7 +6,7 @@
 // doing fewer multiplications. F(4x4, 3x3) in 2D computes a 4x4 output tile with 36 products per
 // channel pair instead of 144 (4x fewer); in 3D F(2x2x2, 3x3x3) uses 64 instead of 216 (3.4x) and
 // F(4x4x4, 3x3x3) 216 instead of 1728 (8x; its transformed tiles are 3.4x the outputs, not 8x, so it
-// also moves less memory; forward and backward data only, cdnnl_winograd_tile picks per layer).
+// also moves less memory; cdnnl_winograd_tile picks per layer).
 // The transforms (Lavin & Gray, interpolation points 0, +-1, +-2) are applied one axis at a time:
 //   V = B^T d B (input tile), U = G g G^T (kernel), Y = A^T (sum over input channels of U V) A.
 // The sum over input channels is a GEMM per transform position:
@@ -103,9 +103,15 @@ static vf *aa_2d(vf *a, vf *b) { axis(a, b, 1, 4, 4, 2, T_AA6, 6); axis(b, a, 1,
 static vf *aa_3d(vf *a, vf *b) {
     axis(a, b, 2, 2, 2, 2, T_AA4, 4); axis(b, a, 2, 2, 4, 1, T_AA4, 4); axis(a, b, 2, 4, 4, 0, T_AA4, 4); return b;
 }
+static vf *aa_3d6(vf *a, vf *b) {
+    axis(a, b, 4, 4, 4, 2, T_AA6, 6); axis(b, a, 4, 4, 6, 1, T_AA6, 6); axis(a, b, 4, 6, 6, 0, T_AA6, 6); return b;
+}
 static vf *gt_2d(vf *a, vf *b) { axis(a, b, 1, 6, 6, 2, T_GT6, 3); axis(b, a, 1, 6, 3, 1, T_GT6, 3); return a; }
 static vf *gt_3d(vf *a, vf *b) {
     axis(a, b, 4, 4, 4, 2, T_GT4, 3); axis(b, a, 4, 4, 3, 1, T_GT4, 3); axis(a, b, 4, 3, 3, 0, T_GT4, 3); return b;
+}
+static vf *gt_3d6(vf *a, vf *b) {
+    axis(a, b, 6, 6, 6, 2, T_GT6, 3); axis(b, a, 6, 6, 3, 1, T_GT6, 3); axis(a, b, 6, 3, 3, 0, T_GT6, 3); return b;
 }
 
 #define ALWAYS static inline __attribute__((always_inline))
@@ -454,7 +460,7 @@ static void dy_range(void *arg, int64_t begin, int64_t end) {
     const job *j = arg;
     const geom *g = j->g;
     const int64_t D = g->S[0], H = g->S[1], W = g->S[2], CB = g->CO / VW;
-    vf b0[64], b1[64];
+    vf b0[216], b1[216];
     for (int64_t tl = begin; tl < end; tl++) {
         int64_t n, o[3];
         decode(g, j->t0 + tl, &n, o);
@@ -467,7 +473,7 @@ static void dy_range(void *arg, int64_t begin, int64_t end) {
                         const int64_t z = o[0] + dz, y = o[1] + dy, x = o[2] + dx;
                         b0[q] = z < D && y < H && x < W ? LD(base + ((z * H + y) * W + x) * VW) : (vf){0};
                     }
-            const vf *m = g->three ? aa_3d(b0, b1) : aa_2d(b0, b1);
+            const vf *m = !g->three ? aa_2d(b0, b1) : g->alpha == 6 ? aa_3d6(b0, b1) : aa_3d(b0, b1);
             float *dst = j->M + tl * g->COP + cb * VW;
             for (int p = 0; p < g->P; p++) ST(dst + (int64_t)p * j->stride * g->COP, m[p]);
         }
@@ -531,11 +537,11 @@ static void dw_range(void *arg, int64_t begin, int64_t end) {
     const int kv = g->three ? 27 : 9;
     const int64_t CIp = (g->CI + 5) / 6 * 6;
     float *dw = j->dst;
-    vf b0[64], b1[64];
+    vf b0[216], b1[216];
     for (int64_t nb = begin; nb < end; nb++)
         for (int64_t k = 0; k < g->CI; k++) {
             for (int p = 0; p < g->P; p++) b0[p] = LD(j->dU + ((int64_t)p * CIp + k) * g->COP + nb * VW);
-            const vf *w = g->three ? gt_3d(b0, b1) : gt_2d(b0, b1);
+            const vf *w = !g->three ? gt_2d(b0, b1) : g->alpha == 6 ? gt_3d6(b0, b1) : gt_3d(b0, b1);
             for (int l = 0; l < VW; l++)
                 for (int kk = 0; kk < kv; kk++) dw[((nb * VW + l) * g->CI + k) * kv + kk] += w[kk][l];
         }
@@ -620,7 +626,7 @@ int SFX(cdnnl_winograd)(const cdnnl_conv_desc *d, int threads, int backward, con
 
 int SFX(cdnnl_winograd_bwd_weights)(const cdnnl_conv_desc *d, int threads, const float *src, const float *diff_dst,
                                     float *diff_weight) {
-    const geom g = make_geom(d, d->in_channels, d->out_channels, 2);  // weight gradients: F(2x2x2) in 3D
+    const geom g = make_geom(d, d->in_channels, d->out_channels, cdnnl_winograd_tile(d));
     const int64_t CIp = (g.CI + 5) / 6 * 6;
     const size_t u = (size_t)g.P * CIp * g.COP, per_tile = (size_t)g.P * (g.CI + g.COP);
     // Up to 1.5 MB of dU (3D to 64 channels, 2D to 64): every thread runs chunks of about 384 KB of V

@@ -197,7 +197,7 @@ struct WinogradTests {
         ConvCase.make("3D 8->16 on 5x3x7, bias", [1, 8, 5, 3, 7], out: 16, k: 3, bias: true),
         ConvCase.make("3D 16->8 on 4x4x4, batch 2", [2, 16, 4, 4, 4], out: 8, k: 3),
         ConvCase.make("3D 8->8 on 12x12x11 (weight gradients: several chunks per thread)", [1, 8, 12, 12, 11], out: 8, k: 3),
-        ConvCase.make("3D 8->16 on 16x16x13, bias, F(4x4x4)", [1, 8, 16, 16, 13], out: 16, k: 3, bias: true),
+        ConvCase.make("3D 8->16 on 16x16x13, F(4x4x4)", [1, 8, 16, 16, 13], out: 16, k: 3),
     ]
     static let cases16 = [
         ConvCase.make("2D 16->48 on 9x11, batch 2, bias", [2, 16, 9, 11], out: 48, k: 3, bias: true),
@@ -206,7 +206,7 @@ struct WinogradTests {
         ConvCase.make("3D 16->32 on 5x3x7, bias", [1, 16, 5, 3, 7], out: 32, k: 3, bias: true),
         ConvCase.make("3D 32->16 on 4x4x4, batch 2", [2, 32, 4, 4, 4], out: 16, k: 3),
         ConvCase.make("3D 16->16 on 12x12x11 (weight gradients: several chunks per thread)", [1, 16, 12, 12, 11], out: 16, k: 3),
-        ConvCase.make("3D 16->32 on 16x16x13, bias, F(4x4x4)", [1, 16, 16, 16, 13], out: 32, k: 3, bias: true),
+        ConvCase.make("3D 16->32 on 16x16x13, F(4x4x4)", [1, 16, 16, 16, 13], out: 32, k: 3),
     ]
     static var cases: [(ConvCase, Layout)] {
         Runtime.ownKernelLayouts.flatMap { layout in (layout == .blocked16 ? cases16 : cases8).map { ($0, layout) } }
@@ -278,9 +278,13 @@ struct WinogradTests {
         #expect(big.implementation(.forward).contains("winograd"))
         // Weight gradients at 32 channels, 2D and 3D: Winograd with AVX-512 (measured faster there), direct with AVX2.
         #expect(big.implementation(.backwardWeights).contains("winograd") == (layout == .blocked16), "\(big.implementation(.backwardWeights))")
-        let layer3D = try Convolution(ConvolutionGeometry(spatialRank: 3, inputChannels: 32, outputChannels: 32, kernel: 3),
-                                      inputDims: [1, 32, 16, 16, 16], layout: layout)
+        // 3D: F(2x2x2) (12^3: too few tiles of 4^3) as 2D; F(4x4x4) (16^3) on both widths.
+        let geometry3D = ConvolutionGeometry(spatialRank: 3, inputChannels: 32, outputChannels: 32, kernel: 3)
+        let layer3D = try Convolution(geometry3D, inputDims: [1, 32, 12, 12, 12], layout: layout)
+        #expect(layer3D.implementation(.forward).contains("F(2x2x2"), "\(layer3D.implementation(.forward))")
         #expect(layer3D.implementation(.backwardWeights).contains("winograd") == (layout == .blocked16), "\(layer3D.implementation(.backwardWeights))")
+        let tiles4 = try Convolution(geometry3D, inputDims: [1, 32, 16, 16, 16], layout: layout)
+        #expect(tiles4.implementation(.backwardWeights).contains("F(4x4x4"), "\(tiles4.implementation(.backwardWeights))")
         // bf16 precision keeps the fp32 Winograd kernel where it applies (4x fewer multiplications beat bf16's 2x rate).
         if Runtime.cpuFeatures.contains(.avx512BF16) {
             #expect(try Convolution(unetLayer, inputDims: [2, 32, 48, 40], layout: layout, precision: .bf16).implementation(.forward).contains("winograd"))
