@@ -192,7 +192,15 @@ public struct Tensor: @unchecked Sendable {
         }
         if out.layout == layout {
             withExtendedLifetime((storage, out.storage)) {
-                out.floats.update(from: floats, count: storedCount)
+                // Large copies (the skip connections of 3D windows, 268 MB at the top level) on every compute
+                // thread: one thread's copy runs at a fraction of the memory bandwidth.
+                let (src, dst, n) = (floats, out.floats, storedCount)
+                let unit = 1 << 18
+                guard n >= 2 * unit else { dst.update(from: src, count: n); return }
+                Runtime.forEachUnit((n + unit - 1) / unit) { u in
+                    let start = u * unit
+                    (dst + start).update(from: src + start, count: min(unit, n - start))
+                }
             }
             return
         }

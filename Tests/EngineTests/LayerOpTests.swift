@@ -20,6 +20,18 @@ struct LayoutTests {
         }
     }
 
+    @Test("a large copy (split over the compute threads, a partial last unit) copies every value, into a view too")
+    func largeCopy() throws {
+        let n = 3 * (1 << 18) + 37
+        let source = try Tensor(dims: [1, n], values: (0 ..< n).map { Float($0 % 1009) - 500 })
+        let target = try Tensor(zeros: [n + 16])
+        let view = Tensor(storage: target.storage, offset: 16, dims: [1, n], layout: .plain)
+        try view.copy(from: source)
+        let all = try target.toArray()
+        #expect(all.prefix(16).allSatisfy { $0 == 0 })
+        #expect(Array(all.dropFirst(16)) == (try source.toArray()))
+    }
+
     @Test("invalid dims are rejected")
     func invalidDims() {
         #expect(throws: EngineError.self) { try Tensor(zeros: [2, -1, 3]) }
