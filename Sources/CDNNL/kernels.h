@@ -38,7 +38,7 @@ int cdnnl_winograd_possible(const cdnnl_conv_desc *d);
 /// nor CDNNL_NO_WINOGRAD set): the automatic choice.
 int cdnnl_winograd_preferred(const cdnnl_conv_desc *d);
 /// The output tile per axis of forward and backward data: 4 in 2D (F(4x4,3x3)); in 3D 4
-/// (F(4x4x4,3x3x3)) or 2 (F(2x2x2,3x3x3)): 4 up to 256 channels with 64 tiles or more and little
+/// (F(4x4x4,3x3x3)) or 2 (F(2x2x2,3x3x3)): 4 up to 512 x 256 channels with 64 tiles or more and little
 /// overhang (CDNNL_WINOGRAD_3D_TILE=2|4 forces one, for measuring).
 /// Backward weights takes the same tile.
 int cdnnl_winograd_tile(const cdnnl_conv_desc *d);
