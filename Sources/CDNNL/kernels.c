@@ -101,7 +101,8 @@ int cdnnl_winograd_tile(const cdnnl_conv_desc *d) {
 
 int cdnnl_winograd_preferred(const cdnnl_conv_desc *d) {
     if (!cdnnl_winograd_possible(d) || getenv("CDNNL_NO_WINOGRAD")) return 0;
-    const int m = d->spatial_rank == 3 ? 2 : 4;  // in 3D: where F(2x2x2) pays, one of the two does
+    // 3D: judged by F(2x2x2)'s tiles; cdnnl_winograd_tile then takes F(4x4x4) where it has tiles enough.
+    const int m = d->spatial_rank == 3 ? 2 : 4;
     int64_t tiles = d->batch, covered = 1, real = 1;
     for (int i = 0; i < d->spatial_rank; i++) {
         const int64_t nt = (d->in_size[i] + m - 1) / m;
