@@ -80,6 +80,17 @@ int cdnnl_winograd_possible(const cdnnl_conv_desc *d) {
     return cdnnl_own_kernels_available(d->layout);
 }
 
+/// 1 when tiles of m outputs per axis number at least `least` and hang little over the edges (what they
+/// compute is at most 1.5x the output).
+static int tiles_pay(const cdnnl_conv_desc *d, int m, int64_t least) {
+    int64_t tiles = d->batch, covered = 1, real = 1;
+    for (int i = 0; i < d->spatial_rank; i++) {
+        const int64_t nt = (d->in_size[i] + m - 1) / m;
+        tiles *= nt; covered *= nt * m; real *= d->in_size[i];
+    }
+    return tiles >= least && 2 * covered <= 3 * real;
+}
+
 int cdnnl_winograd_tile(const cdnnl_conv_desc *d) {
     if (d->spatial_rank != 3) return 4;
     const char *forced = getenv("CDNNL_WINOGRAD_3D_TILE");  // 2 or 4: for measuring one against the other
@@ -91,26 +102,15 @@ int cdnnl_winograd_tile(const cdnnl_conv_desc *d) {
     // at 8^3 (8 tiles) 158-168 / 228. 512->256 at 16^3 (the UNet's decoder), per training step: forward 0.05-0.06
     // / 0.07-0.09 s, backward data 0.05 / 0.08, weights 0.07 / 0.11. Its transformed kernel (216 x in x out floats)
     // is kept to 113 MB (512 x 256).
-    int64_t tiles = d->batch, covered = 1, real = 1;
-    for (int i = 0; i < 3; i++) {
-        const int64_t nt = (d->in_size[i] + 3) / 4;
-        tiles *= nt; covered *= nt * 4; real *= d->in_size[i];
-    }
-    return d->in_channels * d->out_channels <= 512 * 256 && tiles >= 64 && 2 * covered <= 3 * real ? 4 : 2;
+    return d->in_channels * d->out_channels <= 512 * 256 && tiles_pay(d, 4, 64) ? 4 : 2;
 }
 
 int cdnnl_winograd_preferred(const cdnnl_conv_desc *d) {
     if (!cdnnl_winograd_possible(d) || getenv("CDNNL_NO_WINOGRAD")) return 0;
-    // 3D: judged by F(2x2x2)'s tiles; cdnnl_winograd_tile then takes F(4x4x4) where it has tiles enough.
-    const int m = d->spatial_rank == 3 ? 2 : 4;
-    int64_t tiles = d->batch, covered = 1, real = 1;
-    for (int i = 0; i < d->spatial_rank; i++) {
-        const int64_t nt = (d->in_size[i] + m - 1) / m;
-        tiles *= nt; covered *= nt * m; real *= d->in_size[i];
-    }
     // Not worth it when tiles hang far over the edges (2D 6x5: 8x8 computed for 30 outputs) or are
-    // too few to pay for transforming the kernel (both measured slower than oneDNN).
-    return 2 * covered <= 3 * real && tiles >= 128;
+    // too few to pay for transforming the kernel (both measured slower than oneDNN). 3D is judged by
+    // F(2x2x2)'s tiles; cdnnl_winograd_tile then takes F(4x4x4) where it has tiles enough.
+    return tiles_pay(d, d->spatial_rank == 3 ? 2 : 4, 128);
 }
 
 int cdnnl_winograd_bwd_weights_preferred(const cdnnl_conv_desc *d) {
