@@ -16,6 +16,13 @@ __attribute__((constructor)) static void cap_onednn_isa(void) {
     if (avx512_hidden()) dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx2);
 }
 
+// An output larger than about a third of L3 is evicted before its reader comes, so storing it around
+// the caches saves reading every line in first. Measured on the 2D UNet's Winograd layers at batch 16
+// (Zen 4, outputs of 16-63 MB): forward 6-15% faster; at 4-8 MB the difference is within the drift.
+static size_t stream_bytes = (size_t)12 << 20;
+size_t cdnnl_stream_threshold(void) { return __atomic_load_n(&stream_bytes, __ATOMIC_RELAXED); }
+void cdnnl_set_stream_threshold(size_t bytes) { __atomic_store_n(&stream_bytes, bytes, __ATOMIC_RELAXED); }
+
 int cdnnl_avx2_available(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");

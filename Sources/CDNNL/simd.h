@@ -27,4 +27,6 @@ typedef float vfu __attribute__((vector_size(VW * 4), aligned(4)));
 #define LD(p) ((vf)(*(const vfu *)(p)))
 #define ST(p, v) (*(vfu *)(p) = (v))
 #define SPLAT(x) ((vf){0} + (float)(x))
+/// Non-temporal store of a whole aligned vector (p aligned to VW * 4 bytes): bypasses the caches.
+#define STNT(p, v) __builtin_nontemporal_store((v), (vf *)(p))
 #define VMAX(a, b) __builtin_elementwise_max((a), (b))

@@ -13,6 +13,7 @@ typedef struct {
     const float *x, *w2, *bias;   // w2: panels [J/2][I][2VW], group j = (o/VW)*K + k at (j%2)*VW
     float *y;
     int64_t I, D, H, W, KD, KH, KW, K, OB, J, plane, OD, OH, OW;
+    int stream;                   // store with non-temporal stores (an output larger than the caches)
 } up_ctx;
 
 /// Accumulates `np` (1..4) positions starting at x0 of input row (n, z, yy) against the column
@@ -53,7 +54,11 @@ static inline void up_tile(const up_ctx *c, const float *xb, int64_t x0, int np,
         const int64_t kd = k / (c->KH * c->KW), kh = (k / c->KW) % c->KH, kw = k % c->KW;
         const vf b = c->bias ? LD(c->bias + ob * VW) : (vf){0};
         float *yrow = c->y + (((n * c->OB + ob) * c->OD + z * c->KD + kd) * c->OH + yy * c->KH + kh) * c->OW * VW;
-        for (int p = 0; p < np; p++) ST(yrow + ((x0 + p) * c->KW + kw) * VW, (q ? a1[p] : a0[p]) + b);
+        for (int p = 0; p < np; p++) {
+            float *at = yrow + ((x0 + p) * c->KW + kw) * VW;
+            const vf v = (q ? a1[p] : a0[p]) + b;
+            if (c->stream) STNT(at, v); else ST(at, v);
+        }
     }
 }
 
@@ -70,6 +75,7 @@ static void up_rows(void *arg, int64_t begin, int64_t end) {
             if (x0 < c->W) up_tile(c, xb, x0, (int)(c->W - x0), j, groups, n, z, yy);
         }
     }
+    if (c->stream) __builtin_ia32_sfence();  // order the streaming stores before the caller's barrier
 }
 
 int SFX(cdnnl_upsample)(const cdnnl_conv_desc *d, int threads, const float *x, const float *w2,
@@ -84,6 +90,8 @@ int SFX(cdnnl_upsample)(const cdnnl_conv_desc *d, int threads, const float *x, c
     c.J = c.K * c.OB;
     c.plane = c.D * c.H * c.W;
     c.OD = c.D * c.KD; c.OH = c.H * c.KH; c.OW = c.W * c.KW;
+    c.stream = (size_t)d->batch * c.OB * VW * c.OD * c.OH * c.OW * sizeof(float) > cdnnl_stream_threshold() &&
+               (uintptr_t)y % (VW * sizeof(float)) == 0;
     cdnnl_parallel(threads, d->batch * c.D * c.H, up_rows, &c);
     return 0;
 }

@@ -278,6 +278,7 @@ typedef struct {
     const float *dy;    // backward weights: the output gradient (CO channels)
     float *dU;          // backward weights: position gradients [P][CIp][COP], CIp = CI rounded up to 6
     int64_t t0, tc, stride; // chunk: first tile, tiles in it, rows per position (>= tc; forward: a multiple of 6)
+    int stream;         // forward: store the output with non-temporal stores (larger than the caches)
 } job;
 
 /// U for GEMM columns n in [VW begin, VW end): U[p] is stored in panels of PW columns,
@@ -422,14 +423,19 @@ static void output_range(void *arg, int64_t begin, int64_t end) {
                         const int64_t z = o[0] + dz, yy = o[1] + dy, x = o[2] + dx;
                         if (z >= D || yy >= H || x >= W) continue;
                         const int64_t at = ((z * H + yy) * W + x) * VW;
-                        if (!j->scale) { ST(base + at, y[q] + bias); continue; }
-                        vf v = y[q] * scale + shift;
-                        if (res) v += LD(res + at);
-                        const vf neg = v * j->slope;
-                        ST(base + at, VMAX(v, neg));
+                        vf v;
+                        if (!j->scale) v = y[q] + bias;
+                        else {
+                            v = y[q] * scale + shift;
+                            if (res) v += LD(res + at);
+                            const vf neg = v * j->slope;
+                            v = VMAX(v, neg);
+                        }
+                        if (j->stream) STNT(base + at, v); else ST(base + at, v);
                     }
         }
     }
+    if (j->stream) __builtin_ia32_sfence();  // order the streaming stores before the caller's barrier
 }
 
 /// Small layers: each thread runs whole chunks (input transform, GEMMs, output transform) on its own
@@ -604,6 +610,8 @@ int SFX(cdnnl_winograd)(const cdnnl_conv_desc *d, int threads, int backward, con
     job j = {&g, src, weight, backward ? NULL : bias, dst, U, VM, VM + (size_t)g.P * stride * g.CI,
              d->in_channels, d->out_channels, backward, backward ? NULL : scale, shift, residual, slope, NULL, NULL,
              0, 0, stride};
+    const size_t out_bytes = (size_t)g.N * g.CO * g.S[0] * g.S[1] * g.S[2] * sizeof(float);
+    j.stream = out_bytes > cdnnl_stream_threshold() && (uintptr_t)dst % (VW * sizeof(float)) == 0;
     if (!kept || !kept->ready) {
         if (g.COP != g.CO) memset(U, 0, u * sizeof(float));  // the last panel's unused half
         cdnnl_parallel(threads, g.CO / VW, weights_range, &j);

@@ -30,6 +30,14 @@ public enum Runtime {
     public static var ownKernelLayouts: [Layout] {
         [Layout.blocked8, .blocked16].filter { cdnnl_own_kernels_available($0.cValue) != 0 }
     }
+
+    /// Bytes above which the own kernels (Winograd, upsampling) store an output around the caches
+    /// (12 MiB by default: such an output leaves the caches before its reader comes). The values
+    /// written do not depend on it.
+    public static var streamingStoreThreshold: Int {
+        get { Int(cdnnl_stream_threshold()) }
+        set { cdnnl_set_stream_threshold(max(0, newValue)) }
+    }
 }
 
 extension Runtime {

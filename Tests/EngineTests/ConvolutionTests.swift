@@ -312,6 +312,44 @@ struct WinogradTests {
     }
 }
 
+@Suite("Streaming stores")
+struct StreamingStoreTests {
+    /// Outputs over `Runtime.streamingStoreThreshold` are stored around the caches; forcing that on small
+    /// layers (threshold 0) must write the very same values, for Winograd with an epilogue and for the
+    /// upsampling kernel. (Other tests running meanwhile only see a different kind of store.)
+    @Test(arguments: Runtime.ownKernelLayouts)
+    func sameValues(layout: Layout) throws {
+        var rng = SeededRandom(53)
+        let c = layout == .blocked16 ? 32 : 16
+        let wino = ConvolutionGeometry(spatialRank: 2, inputChannels: c, outputChannels: c, kernel: 3, bias: true)
+        let up = ConvolutionGeometry(spatialRank: 3, inputChannels: c, outputChannels: c, kernel: 2, stride: 2, bias: true, transposed: true)
+        for (g, dims) in [(wino, [2, c, 9, 11]), (up, [1, c, 3, 4, 5])] {
+            let conv = try Convolution(g, inputDims: dims, layout: layout, algorithm: g.transposed ? .automatic : .winograd)
+            #expect(conv.implementation(.forward).contains(g.transposed ? "upsample" : "winograd"), "\(conv.implementation(.forward))")
+            let x = try tensor(dims, rounded(rng.values(dims.reduce(1, *))), layout: layout)
+            let w = try tensor(g.weightDims, rounded(rng.values(g.weightDims.reduce(1, *), scale: 0.3)))
+            let b = try tensor([c], rounded(rng.values(c)))
+            let n = conv.outputDims.reduce(1, *)
+            let epilogue = g.transposed ? nil : ConvolutionEpilogue(
+                scale: rng.values(c).map(Float.init), shift: rng.values(c).map(Float.init),
+                residual: try tensor(conv.outputDims, rounded(rng.values(n)), layout: layout), slope: 0.01)
+            func run() throws -> [Float] {
+                let y = try Tensor(zeros: conv.outputDims, layout: layout)
+                if let epilogue { try conv.forward(input: x, weight: w, bias: b, output: y, epilogue: epilogue) }
+                else { try conv.forward(input: x, weight: w, bias: b, output: y) }
+                return try y.toArray()
+            }
+            let cached = try run()
+            let saved = Runtime.streamingStoreThreshold
+            Runtime.streamingStoreThreshold = 0
+            defer { Runtime.streamingStoreThreshold = saved }
+            let streamed = try run()
+            #expect(streamed == cached, "\(g.transposed ? "upsample" : "winograd") \(layout)")
+            #expect(cached.contains { $0 != 0 })
+        }
+    }
+}
+
 @Suite("Convolution epilogue")
 struct ConvolutionEpilogueTests {
     /// y = leakyReLU(conv * scale + shift + residual) on the direct and the Winograd routes matches

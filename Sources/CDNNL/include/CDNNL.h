@@ -43,6 +43,9 @@ int cdnnl_cpu_features(void);
 /// 1 when SwiftUNet's own kernels (Winograd, backward weights, upsampling) run on activations in
 /// `layout` on this CPU: blocked8 with AVX2, blocked16 with AVX-512 (F, BW, DQ, VL).
 int cdnnl_own_kernels_available(int layout);
+/// Bytes above which the own kernels write an output with non-temporal stores (around the caches).
+size_t cdnnl_stream_threshold(void);
+void cdnnl_set_stream_threshold(size_t bytes);
 
 /// Number of floats a tensor of this shape occupies in the layout (channel padding included).
 int64_t cdnnl_tensor_size(int spatial_rank, int64_t n, int64_t c, const int64_t *spatial, int layout);
