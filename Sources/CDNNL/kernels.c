@@ -80,6 +80,23 @@ int cdnnl_winograd_bwd_weights(const cdnnl_conv_desc *d, int threads, const floa
                                                : cdnnl_winograd_bwd_weights_avx2(d, threads, src, diff_dst, diff_weight);
 }
 
+int cdnnl_norm_stats(const float *x, int64_t batch, int64_t channels, int64_t spatial, int layout, double *stats) {
+    if (!cdnnl_own_kernels_available(layout) || spatial < 1) return -1;
+    const int64_t units = batch * ((channels + block(layout) - 1) / block(layout));
+    if (layout == CDNNL_LAYOUT_BLOCKED16) cdnnl_norm_stats_avx512(x, units, spatial, stats);
+    else cdnnl_norm_stats_avx2(x, units, spatial, stats);
+    return 0;
+}
+
+int cdnnl_norm_affine_activate(const float *x, const float *residual, float *out, int64_t batch, int64_t channels,
+                               int64_t spatial, int layout, const float *a, const float *b, float slope) {
+    if (!cdnnl_own_kernels_available(layout)) return -1;
+    const int64_t units = batch * ((channels + block(layout) - 1) / block(layout));
+    if (layout == CDNNL_LAYOUT_BLOCKED16) cdnnl_norm_affine_activate_avx512(x, residual, out, units, spatial, a, b, slope);
+    else cdnnl_norm_affine_activate_avx2(x, residual, out, units, spatial, a, b, slope);
+    return 0;
+}
+
 int cdnnl_winograd_possible(const cdnnl_conv_desc *d) {
     if (d->transposed || d->in_channels % block(d->layout) || d->out_channels % block(d->layout)) return 0;
     for (int i = 0; i < d->spatial_rank; i++)

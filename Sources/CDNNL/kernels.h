@@ -75,7 +75,10 @@ int cdnnl_winograd_bwd_weights(const cdnnl_conv_desc *d, int threads, const floa
                              const float *shift, const float *residual, float slope,                     \
                              cdnnl_winograd_kept *kept);                                                 \
     int cdnnl_winograd_bwd_weights_##sfx(const cdnnl_conv_desc *d, int threads, const float *src,          \
-                                         const float *diff_dst, float *diff_weight);
+                                         const float *diff_dst, float *diff_weight);                     \
+    void cdnnl_norm_stats_##sfx(const float *x, int64_t units, int64_t spatial, double *stats);            \
+    void cdnnl_norm_affine_activate_##sfx(const float *x, const float *residual, float *out, int64_t units, \
+                                          int64_t spatial, const float *a, const float *b, float slope);
 CDNNL_PER_WIDTH(avx2)
 CDNNL_PER_WIDTH(avx512)
 #undef CDNNL_PER_WIDTH

@@ -13,6 +13,7 @@ public final class BatchNormalization: @unchecked Sendable {
     public let momentum: Float
     private let handle: OpaquePointer
     private let op = "batch normalization"
+    private var activation: LeakyReLU?
 
     public init(dims: [Int], layout: Layout = .native, epsilon: Float = 1e-5, momentum: Float = 0.1) throws {
         guard (4...5).contains(dims.count), dims.allSatisfy({ $0 > 0 }) else {
@@ -34,9 +35,11 @@ public final class BatchNormalization: @unchecked Sendable {
     /// its members and the statistics are the whole batch's (synchronised batch norm): each member normalises
     /// as one process would the whole batch, and the running statistics (the global count's unbiased
     /// variance) are the same on every member.
+    /// `slope` != 1: the output goes through leaky ReLU with that slope as well (in the same pass).
     public func forwardTraining(input: Tensor, scale: Tensor, shift: Tensor, output: Tensor,
                                 mean: Tensor, variance: Tensor,
-                                runningMean: Tensor, runningVariance: Tensor, across group: ProcessGroup? = nil) throws {
+                                runningMean: Tensor, runningVariance: Tensor, across group: ProcessGroup? = nil,
+                                slope: Float = 1) throws {
         try require(input, dims: dims, layout: layout, op, "input")
         try require(output, dims: dims, layout: layout, op, "output")
         for (t, n) in [(scale, "weight"), (shift, "bias"), (mean, "mean"), (variance, "variance"),
@@ -45,11 +48,32 @@ public final class BatchNormalization: @unchecked Sendable {
         }
         if let group {
             return try synchronizedForward(input: input, scale: scale, shift: shift, output: output, mean: mean, variance: variance,
-                                           runningMean: runningMean, runningVariance: runningVariance, group: group)
+                                           runningMean: runningMean, runningVariance: runningVariance, group: group, slope: slope)
         }
-        try withExtendedLifetime((input.storage, scale.storage, shift.storage, output.storage, mean.storage, variance.storage)) {
-            try check(cdnnl_bnorm_forward_training(handle, input.floats, scale.floats, shift.floats, output.floats,
-                                                   mean.floats, variance.floats), "\(op) forward \(shapeText(dims))")
+        if let stats = OwnNormKernels.statistics(input) {
+            // Per channel over the samples: the samples' means and squared deviations combined (equal counts).
+            let N = dims[0], C = channels, S = Double(dims.dropFirst(2).reduce(1, *))
+            var mu = [Double](repeating: 0, count: C), v = mu
+            for c in 0 ..< C {
+                var m = 0.0
+                for n in 0 ..< N { m += stats.mean[n * C + c] }
+                m /= Double(N)
+                var m2 = 0.0
+                for n in 0 ..< N { let d = stats.mean[n * C + c] - m; m2 += stats.m2[n * C + c] + S * d * d }
+                mu[c] = m
+                v[c] = m2 / (Double(N) * S)
+            }
+            withExtendedLifetime((mean.storage, variance.storage)) {
+                for c in 0 ..< C { mean.floats[c] = Float(mu[c]); variance.floats[c] = Float(v[c]) }
+            }
+            try OwnNormKernels.normalize(input, into: output, mean: { mu[$0 % C] }, variance: { v[$0 % C] }, scale: scale, shift: shift,
+                                         epsilon: epsilon, slope: slope)
+        } else {
+            try withExtendedLifetime((input.storage, scale.storage, shift.storage, output.storage, mean.storage, variance.storage)) {
+                try check(cdnnl_bnorm_forward_training(handle, input.floats, scale.floats, shift.floats, output.floats,
+                                                       mean.floats, variance.floats), "\(op) forward \(shapeText(dims))")
+            }
+            if slope != 1 { try OwnNormKernels.activate(output, slope: slope, op: &activation) }
         }
         let n = Float(dims.count == 0 ? 1 : (dims[0] * dims.dropFirst(2).reduce(1, *)))
         let unbias = n > 1 ? n / (n - 1) : 1
@@ -119,7 +143,7 @@ extension BatchNormalization {
 
     /// `forwardTraining` across `group` (arguments checked): the mean and variance from the group's sums of x and x^2.
     private func synchronizedForward(input: Tensor, scale: Tensor, shift: Tensor, output: Tensor, mean: Tensor, variance: Tensor,
-                                     runningMean: Tensor, runningVariance: Tensor, group: ProcessGroup) throws {
+                                     runningMean: Tensor, runningVariance: Tensor, group: ProcessGroup, slope: Float) throws {
         let C = channels
         let sums = try group.sum(channelSums(input, input))
         let count = sums[2 * C]
@@ -142,7 +166,7 @@ extension BatchNormalization {
         }
         withExtendedLifetime((input.storage, output.storage)) {
             cdnnl_affine_activate(input.floats, nil, output.floats, Int64(dims[0]), Int64(C), Int64(dims.dropFirst(2).reduce(1, *)),
-                                  layout.cValue, 1, a, b)
+                                  layout.cValue, slope, a, b)
         }
     }
 
@@ -198,6 +222,7 @@ public final class InstanceNormalization: @unchecked Sendable {
     public let epsilon: Float
     private let handle: OpaquePointer
     private let op = "instance normalization"
+    private var activation: LeakyReLU?
 
     public init(dims: [Int], layout: Layout = .native, epsilon: Float = 1e-5) throws {
         guard (4...5).contains(dims.count), dims.allSatisfy({ $0 > 0 }) else {
@@ -216,14 +241,24 @@ public final class InstanceNormalization: @unchecked Sendable {
     private var sampleStride: Int { Tensor.storedCount(dims: [1] + dims.dropFirst(), layout: layout) }
 
     /// Writes `output` and the per-sample statistics `mean`, `variance` (N x C, kept for backward).
+    /// `slope` != 1: the output goes through leaky ReLU with that slope as well (in the same pass).
     public func forward(input: Tensor, scale: Tensor, shift: Tensor, output: Tensor,
-                        mean: Tensor, variance: Tensor) throws {
+                        mean: Tensor, variance: Tensor, slope: Float = 1) throws {
         try require(input, dims: dims, layout: layout, op, "input")
         try require(output, dims: dims, layout: layout, op, "output")
         try require(scale, count: channels, op, "weight")
         try require(shift, count: channels, op, "bias")
         try require(mean, count: dims[0] * channels, op, "mean")
         try require(variance, count: dims[0] * channels, op, "variance")
+        if let stats = OwnNormKernels.statistics(input) {
+            let S = Double(dims.dropFirst(2).reduce(1, *))
+            let v = stats.m2.map { $0 / S }
+            withExtendedLifetime((mean.storage, variance.storage)) {
+                for i in v.indices { mean.floats[i] = Float(stats.mean[i]); variance.floats[i] = Float(v[i]) }
+            }
+            return try OwnNormKernels.normalize(input, into: output, mean: { stats.mean[$0] }, variance: { v[$0] }, scale: scale,
+                                                shift: shift, epsilon: epsilon, slope: slope)
+        }
         try withExtendedLifetime((input.storage, scale.storage, shift.storage, output.storage, mean.storage, variance.storage)) {
             for n in 0..<dims[0] {
                 try check(cdnnl_bnorm_forward_training(handle, input.floats + n * sampleStride, scale.floats, shift.floats,
@@ -231,6 +266,7 @@ public final class InstanceNormalization: @unchecked Sendable {
                                                        variance.floats + n * channels), "\(op) forward \(shapeText(dims))")
             }
         }
+        if slope != 1 { try OwnNormKernels.activate(output, slope: slope, op: &activation) }
     }
 
     /// Overwrites `inputGradient`; adds into the scale and shift gradients (summed over samples).
@@ -254,5 +290,69 @@ public final class InstanceNormalization: @unchecked Sendable {
                           "\(op) backward \(shapeText(dims))")
             }
         }
+    }
+}
+
+/// The own kernels for normalization on blocked activations (blocked8 with AVX2, blocked16 with AVX-512):
+/// statistics in one read, then normalize + leaky ReLU in one read and one write, where oneDNN's
+/// normalization and a separate activation pass read five times and write twice. Arguments are checked
+/// by the callers.
+enum OwnNormKernels {
+    /// Per (sample, channel), indexed n * C + c: the mean and the sum of squared deviations over the
+    /// positions; nil when the layout has no such kernel on this CPU.
+    static func statistics(_ x: Tensor) -> (mean: [Double], m2: [Double])? {
+        let dims = x.dims, layout = x.layout
+        guard layout != .plain, cdnnl_own_kernels_available(layout.cValue) != 0 else { return nil }
+        let N = dims[0], C = dims[1], B = layout.block, CB = (C + B - 1) / B, S = dims.dropFirst(2).reduce(1, *)
+        var raw = [Double](repeating: 0, count: N * CB * 3 * B)
+        let rc = raw.withUnsafeMutableBufferPointer { r in
+            withExtendedLifetime(x.storage) { cdnnl_norm_stats(x.floats, Int64(N), Int64(C), Int64(S), layout.cValue, r.baseAddress!) }
+        }
+        guard rc == 0 else { return nil }
+        var mean = [Double](repeating: 0, count: N * C), m2 = mean
+        for n in 0 ..< N {
+            for c in 0 ..< C {
+                let u = n * CB + c / B, l = c % B
+                let k = raw[3 * u * B + l], s1 = raw[(3 * u + 1) * B + l], s2 = raw[(3 * u + 2) * B + l]
+                mean[n * C + c] = k + s1 / Double(S)
+                m2[n * C + c] = max(0, s2 - s1 * s1 / Double(S))
+            }
+        }
+        return (mean, m2)
+    }
+
+    /// output = leaky_relu(scale * (x - mean) / sqrt(variance + epsilon) + shift) with `slope` (1: none); mean and
+    /// variance given per (sample, channel) index n * C + c. Only after `statistics` gave values (same layout).
+    static func normalize(_ x: Tensor, into output: Tensor, mean: (Int) -> Double, variance: (Int) -> Double, scale: Tensor,
+                          shift: Tensor, epsilon: Float, slope: Float) throws {
+        let dims = x.dims, layout = x.layout
+        let N = dims[0], C = dims[1], B = layout.block, CB = (C + B - 1) / B
+        let gamma = try scale.toArray(), beta = try shift.toArray()
+        var a = [Float](repeating: 0, count: N * CB * B), b = a
+        for n in 0 ..< N {
+            for c in 0 ..< C {
+                let i = n * C + c, k = Double(gamma[c]) / (variance(i) + Double(epsilon)).squareRoot()
+                a[(n * CB + c / B) * B + c % B] = Float(k)
+                b[(n * CB + c / B) * B + c % B] = Float(Double(beta[c]) - mean(i) * k)
+            }
+        }
+        try apply(x, into: output, a: a, b: b, slope: slope)
+    }
+
+    /// Leaky ReLU in place (the fallback after oneDNN's normalization); `op` keeps the primitive between calls.
+    static func activate(_ y: Tensor, slope: Float, op: inout LeakyReLU?) throws {
+        if op == nil || op!.dims != y.dims || op!.layout != y.layout || op!.slope != slope {
+            op = try LeakyReLU(dims: y.dims, layout: y.layout, slope: slope)
+        }
+        try op!.forward(input: y, output: y)
+    }
+
+    private static func apply(_ x: Tensor, into output: Tensor, a: [Float], b: [Float], slope: Float) throws {
+        let dims = x.dims
+        let rc = withExtendedLifetime((x.storage, output.storage)) {
+            cdnnl_norm_affine_activate(x.floats, nil, output.floats, Int64(dims[0]), Int64(dims[1]), Int64(dims.dropFirst(2).reduce(1, *)),
+                                       x.layout.cValue, a, b, slope)
+        }
+        try check(rc, "normalization \(shapeText(dims))")
     }
 }

@@ -217,6 +217,7 @@ final class Norm {
     private var batchOp: BatchNormalization?
     private var instanceOp: InstanceNormalization?
     private var mean: Tensor?, variance: Tensor?
+    private var inferenceActivation: Activation?
 
     init(_ ps: ParameterSet, name: String, kind: NormKind, channels: Int) {
         self.kind = kind
@@ -233,12 +234,13 @@ final class Norm {
         }
     }
 
-    /// y = norm(x), written into a new workspace tensor; in training keeps the statistics for backward.
-    func forward(_ x: Tensor, _ c: Context) throws -> Tensor {
-        try Profile.measure("norm forward") { try forwardUnmeasured(x, c) }
+    /// y = norm(x), written into a new workspace tensor, through leaky ReLU when `slope` != 1 (in the
+    /// same pass); in training keeps the statistics for backward.
+    func forward(_ x: Tensor, _ c: Context, slope: Float = 1) throws -> Tensor {
+        try Profile.measure("norm forward") { try forwardUnmeasured(x, c, slope: slope) }
     }
 
-    private func forwardUnmeasured(_ x: Tensor, _ c: Context) throws -> Tensor {
+    private func forwardUnmeasured(_ x: Tensor, _ c: Context, slope: Float) throws -> Tensor {
         let y = try c.workspace.take(x.dims, layout: x.layout)
         let p = c.parameters
         let channels = x.dims[1]
@@ -248,17 +250,23 @@ final class Norm {
             if c.training {
                 if mean?.count != channels { mean = try Tensor(zeros: [channels]); variance = try Tensor(zeros: [channels]) }
                 try batchOp!.forwardTraining(input: x, scale: p.value(weight), shift: p.value(bias), output: y, mean: mean!, variance: variance!,
-                                             runningMean: p.value(runningMean!), runningVariance: p.value(runningVariance!), across: c.batchNormGroup)
+                                             runningMean: p.value(runningMean!), runningVariance: p.value(runningVariance!), across: c.batchNormGroup,
+                                             slope: slope)
                 p.batchesTracked[prefix, default: 0] += 1
             } else {
                 try batchOp!.forwardInference(input: x, scale: p.value(weight), shift: p.value(bias), runningMean: p.value(runningMean!),
                                               runningVariance: p.value(runningVariance!), output: y)
+                if slope != 1 {
+                    if inferenceActivation?.slope != slope { inferenceActivation = Activation(slope: slope) }
+                    try inferenceActivation!.forwardInPlace(y)
+                }
             }
         case .instance:
             if instanceOp?.dims != x.dims || instanceOp?.layout != x.layout { instanceOp = try InstanceNormalization(dims: x.dims, layout: x.layout) }
             let n = x.dims[0] * channels
             if mean?.count != n { mean = try Tensor(zeros: [n]); variance = try Tensor(zeros: [n]) }
-            try instanceOp!.forward(input: x, scale: p.value(weight), shift: p.value(bias), output: y, mean: mean!, variance: variance!)
+            try instanceOp!.forward(input: x, scale: p.value(weight), shift: p.value(bias), output: y, mean: mean!, variance: variance!,
+                                    slope: slope)
         }
         return y
     }
@@ -391,8 +399,7 @@ final class ConvLayer: Block {
             return try conv.forward(x, ctx, epilogue: ConvolutionEpilogue(scale: scale, shift: shift, slope: act.slope))
         }
         let c = try conv.forward(x, ctx)
-        let y = try norm.forward(c, ctx)
-        try act.forwardInPlace(y)
+        let y = try norm.forward(c, ctx, slope: act.slope)
         if ctx.training {
             (self.x, self.y) = (x, y)
             if try !ctx.keepNormInputs && norm.invertible(ctx) { ctx.workspace.give(c); self.c = nil } else { self.c = c }

@@ -113,6 +113,32 @@ struct NormalizationTests {
         expectClose(try dsh.toArray(), back.shift, "bias gradient")
     }
 
+    /// The forward with leaky ReLU in the same pass, on data whose mean is 1e3 times its spread (where
+    /// summing x and x^2 as they are would lose the variance in float rounding).
+    @Test("normalization with activation and a large mean matches the reference", arguments: [false, true], allLayouts)
+    func activatedLargeMean(perSample: Bool, layout: Layout) throws {
+        var rng = SeededRandom(17)
+        let dims = [3, 20, 9, 7], c = dims[1]
+        let x = rng.values(dims.reduce(1, *)).map { 500 + 0.5 * $0 }.map { Double(Float($0)) }
+        let scale = rounded(rng.values(c).map { $0 + 1.2 }), shift = rounded(rng.values(c))
+        let (tscale, tshift) = (try tensor([c], scale), try tensor([c], shift))
+        let tx = try tensor(dims, x, layout: layout), y = try Tensor(zeros: dims, layout: layout)
+        let stats = perSample ? dims[0] * c : c
+        let mean = try Tensor(zeros: [stats]), variance = try Tensor(zeros: [stats])
+        if perSample {
+            try InstanceNormalization(dims: dims, layout: layout)
+                .forward(input: tx, scale: tscale, shift: tshift, output: y, mean: mean, variance: variance, slope: 0.01)
+        } else {
+            try BatchNormalization(dims: dims, layout: layout)
+                .forwardTraining(input: tx, scale: tscale, shift: tshift, output: y, mean: mean, variance: variance,
+                                 runningMean: Tensor(zeros: [c]), runningVariance: Tensor(zeros: [c]), slope: 0.01)
+        }
+        let ref = Reference.normalization(x, dims: dims, scale: scale, shift: shift, epsilon: 1e-5, perSample: perSample)
+        expectClose(try y.toArray(), ref.y.map { $0 > 0 ? $0 : 0.01 * $0 }, tolerance: 2e-3, "\(layout) output")
+        expectClose(try variance.toArray(), ref.variance, tolerance: 1e-3, "\(layout) variance")
+        expectClose(try mean.toArray(), ref.mean, "\(layout) mean")
+    }
+
     @Test("reference normalization backward matches finite differences", arguments: [false, true])
     func finiteDifferences(perSample: Bool) {
         var rng = SeededRandom(13)

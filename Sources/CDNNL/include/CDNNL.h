@@ -152,6 +152,16 @@ int cdnnl_conv_forward_epilogue(cdnnl_conv *c, const float *src, const float *we
 /// key 0 (the default): nothing is kept; what was kept is freed.
 void cdnnl_conv_keep_weights(cdnnl_conv *c, uint64_t key);
 
+/// Statistics for normalization of a blocked activation tensor (N, C, spatial) in `layout` (blocked8 with
+/// AVX2, blocked16 with AVX-512: cdnnl_own_kernels_available). Per unit u = n * C/B + channel block and lane l
+/// of the block B: stats[(3u + 0)B + l] = K (the unit's first value), [(3u + 1)B + l] = sum of (x - K),
+/// [(3u + 2)B + l] = sum of (x - K)^2 over the positions. -1 when the layout has no such kernel.
+int cdnnl_norm_stats(const float *x, int64_t batch, int64_t channels, int64_t spatial, int layout, double *stats);
+/// out = leaky_relu(x * a + b (+ residual)) over the same tensors, a and b per unit and lane: a[u * B + l]
+/// (padding lanes: give 0 and they stay 0). out may be x. -1 when the layout has no such kernel.
+int cdnnl_norm_affine_activate(const float *x, const float *residual, float *out, int64_t batch, int64_t channels,
+                               int64_t spatial, int layout, const float *a, const float *b, float slope);
+
 /// Per-channel sums over samples and positions of an activation tensor (N, C, spatial) in `layout`, added into
 /// sum_a[c] (sum of a) and, when b is not NULL, sum_ab[c] (sum of a * b; b has a's shape and layout).
 /// Batch statistics that several processes add up (synchronised batch normalization).
