@@ -97,6 +97,25 @@ int cdnnl_norm_affine_activate(const float *x, const float *residual, float *out
     return 0;
 }
 
+int cdnnl_norm_act_backward_sums(const float *y, const float *dy, int64_t batch, int64_t channels, int64_t spatial,
+                                 int layout, float slope, const float *ia, const float *ib, double *sums) {
+    if (!cdnnl_own_kernels_available(layout) || !(slope > 0)) return -1;
+    const int64_t units = batch * ((channels + block(layout) - 1) / block(layout));
+    if (layout == CDNNL_LAYOUT_BLOCKED16) cdnnl_norm_act_backward_sums_avx512(y, dy, units, spatial, slope, ia, ib, sums);
+    else cdnnl_norm_act_backward_sums_avx2(y, dy, units, spatial, slope, ia, ib, sums);
+    return 0;
+}
+
+int cdnnl_norm_act_backward_data(const float *y, const float *dy, float *dx, int64_t batch, int64_t channels,
+                                 int64_t spatial, int layout, float slope, const float *ia, const float *ib,
+                                 const float *A, const float *B1, const float *B2) {
+    if (!cdnnl_own_kernels_available(layout) || !(slope > 0)) return -1;
+    const int64_t units = batch * ((channels + block(layout) - 1) / block(layout));
+    if (layout == CDNNL_LAYOUT_BLOCKED16) cdnnl_norm_act_backward_data_avx512(y, dy, dx, units, spatial, slope, ia, ib, A, B1, B2);
+    else cdnnl_norm_act_backward_data_avx2(y, dy, dx, units, spatial, slope, ia, ib, A, B1, B2);
+    return 0;
+}
+
 int cdnnl_winograd_possible(const cdnnl_conv_desc *d) {
     if (d->transposed || d->in_channels % block(d->layout) || d->out_channels % block(d->layout)) return 0;
     for (int i = 0; i < d->spatial_rank; i++)

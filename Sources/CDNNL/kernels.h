@@ -78,7 +78,12 @@ int cdnnl_winograd_bwd_weights(const cdnnl_conv_desc *d, int threads, const floa
                                          const float *diff_dst, float *diff_weight);                     \
     void cdnnl_norm_stats_##sfx(const float *x, int64_t units, int64_t spatial, double *stats);            \
     void cdnnl_norm_affine_activate_##sfx(const float *x, const float *residual, float *out, int64_t units, \
-                                          int64_t spatial, const float *a, const float *b, float slope);
+                                          int64_t spatial, const float *a, const float *b, float slope);        \
+    void cdnnl_norm_act_backward_sums_##sfx(const float *y, const float *dy, int64_t units, int64_t spatial, \
+                                            float slope, const float *ia, const float *ib, double *sums);  \
+    void cdnnl_norm_act_backward_data_##sfx(const float *y, const float *dy, float *dx, int64_t units,      \
+                                            int64_t spatial, float slope, const float *ia, const float *ib, \
+                                            const float *A, const float *B1, const float *B2);
 CDNNL_PER_WIDTH(avx2)
 CDNNL_PER_WIDTH(avx512)
 #undef CDNNL_PER_WIDTH

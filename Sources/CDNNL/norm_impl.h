@@ -75,3 +75,79 @@ void SFX(cdnnl_norm_affine_activate)(const float *x, const float *residual, floa
     norm_ctx k = {x, residual, out, NULL, a, b, 0, spatial, slope};
     cdnnl_parallel(cdnnl_max_threads(), units, affine_range, &k);
 }
+
+// ---- backward of y = leaky_relu(norm(x)), from y alone ----
+//
+// With n = y > 0 ? y : y / slope (the norm's output) and dn = dy * (y > 0 ? 1 : slope) (the gradient at
+// it), xhat = (n - beta) / gamma = n * ia + ib. The norm's backward needs per statistics group the sums
+// of dn and dn * xhat, then dx = A * (dn - B1 - xhat * B2). Two reads for the sums, two reads and a
+// write for dx; no reconstructed input and no separate activation pass.
+
+typedef int vi __attribute__((vector_size(VW * 4)));
+
+typedef struct {
+    const float *y, *dy;
+    float *dx;
+    double *sums;
+    const float *ia, *ib, *A, *B1, *B2;
+    int64_t spatial;
+    float slope;
+} nab_ctx;
+
+/// 1 where v > 0, else 0.
+static inline vf positive(vf v) { return (vf)((vi)(v > (vf){0}) & (vi)SPLAT(1.0f)); }
+
+static void nab_sums_range(void *arg, int64_t begin, int64_t end) {
+    const nab_ctx *k = arg;
+    const vf slope = SPLAT(k->slope), islope = SPLAT(1.0f / k->slope), one = SPLAT(1.0f);
+    for (int64_t u = begin; u < end; u++) {
+        const float *y = k->y + u * k->spatial * VW, *dy = k->dy + u * k->spatial * VW;
+        const vf ia = LD(k->ia + u * VW), ib = LD(k->ib + u * VW);
+        double s1[VW] = {0}, s2[VW] = {0};
+        for (int64_t s0 = 0; s0 < k->spatial; s0 += 512) {
+            const int64_t e = s0 + 512 < k->spatial ? s0 + 512 : k->spatial;
+            vf p1[2] = {{0}}, p2[2] = {{0}};
+            for (int64_t s = s0; s < e; s++) {
+                const vf yv = LD(y + s * VW), p = positive(yv);
+                const vf dn = LD(dy + s * VW) * (slope + (one - slope) * p);
+                const vf xh = yv * (islope + (one - islope) * p) * ia + ib;
+                p1[s & 1] += dn;
+                p2[s & 1] += dn * xh;
+            }
+            const vf t1 = p1[0] + p1[1], t2 = p2[0] + p2[1];
+            for (int l = 0; l < VW; l++) { s1[l] += t1[l]; s2[l] += t2[l]; }
+        }
+        double *o = k->sums + u * 2 * VW;
+        for (int l = 0; l < VW; l++) { o[l] = s1[l]; o[VW + l] = s2[l]; }
+    }
+}
+
+static void nab_data_range(void *arg, int64_t begin, int64_t end) {
+    const nab_ctx *k = arg;
+    const vf slope = SPLAT(k->slope), islope = SPLAT(1.0f / k->slope), one = SPLAT(1.0f);
+    for (int64_t u = begin; u < end; u++) {
+        const int64_t base = u * k->spatial * VW;
+        const float *y = k->y + base, *dy = k->dy + base;
+        float *dx = k->dx + base;
+        const vf ia = LD(k->ia + u * VW), ib = LD(k->ib + u * VW);
+        const vf A = LD(k->A + u * VW), B1 = LD(k->B1 + u * VW), B2 = LD(k->B2 + u * VW);
+        for (int64_t s = 0; s < k->spatial * VW; s += VW) {
+            const vf yv = LD(y + s), p = positive(yv);
+            const vf dn = LD(dy + s) * (slope + (one - slope) * p);
+            const vf xh = yv * (islope + (one - islope) * p) * ia + ib;
+            ST(dx + s, A * (dn - B1 - xh * B2));
+        }
+    }
+}
+
+void SFX(cdnnl_norm_act_backward_sums)(const float *y, const float *dy, int64_t units, int64_t spatial, float slope,
+                                       const float *ia, const float *ib, double *sums) {
+    nab_ctx k = {y, dy, NULL, sums, ia, ib, NULL, NULL, NULL, spatial, slope};
+    cdnnl_parallel(cdnnl_max_threads(), units, nab_sums_range, &k);
+}
+
+void SFX(cdnnl_norm_act_backward_data)(const float *y, const float *dy, float *dx, int64_t units, int64_t spatial, float slope,
+                                       const float *ia, const float *ib, const float *A, const float *B1, const float *B2) {
+    nab_ctx k = {y, dy, dx, NULL, ia, ib, A, B1, B2, spatial, slope};
+    cdnnl_parallel(cdnnl_max_threads(), units, nab_data_range, &k);
+}

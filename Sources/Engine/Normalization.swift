@@ -128,6 +128,25 @@ public final class BatchNormalization: @unchecked Sendable {
 }
 
 extension BatchNormalization {
+    /// `backward` of the leaky ReLU (`slope` > 0) of this training forward's output, taken from that activated `output`
+    /// alone (the input is not needed): `inputGradient` (may be `outputGradient`) gets d(loss)/dx, the scale and shift
+    /// gradients are added. False, with nothing written, where the own kernels do not run (plain layout, no AVX2); the
+    /// caller then runs the activation's backward and `backward`.
+    public func backwardThroughActivation(output: Tensor, slope: Float, outputGradient: Tensor, scale: Tensor, shift: Tensor,
+                                          mean: Tensor, variance: Tensor, inputGradient: Tensor, scaleGradient: Tensor,
+                                          shiftGradient: Tensor) throws -> Bool {
+        for (t, n) in [(output, "output"), (outputGradient, "output gradient"), (inputGradient, "input gradient")] {
+            try require(t, dims: dims, layout: layout, op, n)
+        }
+        for (t, n) in [(scale, "weight"), (shift, "bias"), (mean, "mean"), (variance, "variance"),
+                       (scaleGradient, "weight gradient"), (shiftGradient, "bias gradient")] {
+            try require(t, count: channels, op, n)
+        }
+        return try OwnNormKernels.backwardThroughActivation(
+            output: output, slope: slope, outputGradient: outputGradient, inputGradient: inputGradient, scale: scale, shift: shift,
+            mean: mean, variance: variance, epsilon: epsilon, perSample: false, scaleGradient: scaleGradient, shiftGradient: shiftGradient)
+    }
+
     /// Per channel: [sum of a (C), sum of a * b (C), the values per channel] over this member's batch.
     private func channelSums(_ a: Tensor, _ b: Tensor) -> [Double] {
         let C = channels, positions = dims.dropFirst(2).reduce(1, *)
@@ -291,6 +310,23 @@ public final class InstanceNormalization: @unchecked Sendable {
             }
         }
     }
+
+    /// As BatchNormalization.backwardThroughActivation, with the per-sample statistics of this forward.
+    public func backwardThroughActivation(output: Tensor, slope: Float, outputGradient: Tensor, scale: Tensor, shift: Tensor,
+                                          mean: Tensor, variance: Tensor, inputGradient: Tensor, scaleGradient: Tensor,
+                                          shiftGradient: Tensor) throws -> Bool {
+        for (t, n) in [(output, "output"), (outputGradient, "output gradient"), (inputGradient, "input gradient")] {
+            try require(t, dims: dims, layout: layout, op, n)
+        }
+        for (t, n) in [(scale, "weight"), (shift, "bias"), (scaleGradient, "weight gradient"), (shiftGradient, "bias gradient")] {
+            try require(t, count: channels, op, n)
+        }
+        try require(mean, count: dims[0] * channels, op, "mean")
+        try require(variance, count: dims[0] * channels, op, "variance")
+        return try OwnNormKernels.backwardThroughActivation(
+            output: output, slope: slope, outputGradient: outputGradient, inputGradient: inputGradient, scale: scale, shift: shift,
+            mean: mean, variance: variance, epsilon: epsilon, perSample: true, scaleGradient: scaleGradient, shiftGradient: shiftGradient)
+    }
 }
 
 /// The own kernels for normalization on blocked activations (blocked8 with AVX2, blocked16 with AVX-512):
@@ -345,6 +381,61 @@ enum OwnNormKernels {
             op = try LeakyReLU(dims: y.dims, layout: y.layout, slope: slope)
         }
         try op!.forward(input: y, output: y)
+    }
+
+    /// The backward of y = leaky_relu(norm(x)) from y: dx into `inputGradient` (may be `outputGradient`), the scale and
+    /// shift gradients added. Statistics per channel (batch norm over the batch) or per (sample, channel)
+    /// (`perSample`, instance norm). False, with nothing written, where the own kernels do not run.
+    static func backwardThroughActivation(output y: Tensor, slope: Float, outputGradient dy: Tensor, inputGradient dx: Tensor,
+                                          scale: Tensor, shift: Tensor, mean: Tensor, variance: Tensor, epsilon: Float,
+                                          perSample: Bool, scaleGradient: Tensor, shiftGradient: Tensor) throws -> Bool {
+        let dims = y.dims, layout = y.layout
+        guard layout != .plain, slope > 0, cdnnl_own_kernels_available(layout.cValue) != 0 else { return false }
+        let N = dims[0], C = dims[1], B = layout.block, CB = (C + B - 1) / B, S = dims.dropFirst(2).reduce(1, *)
+        let gamma = try scale.toArray(), beta = try shift.toArray(), v = try variance.toArray()
+        let lanes = N * CB * B
+        func at(_ n: Int, _ c: Int) -> Int { (n * CB + c / B) * B + c % B }
+        var ia = [Float](repeating: 0, count: lanes), ib = ia
+        for n in 0 ..< N {
+            for c in 0 ..< C {
+                ia[at(n, c)] = 1 / gamma[c]
+                ib[at(n, c)] = -beta[c] / gamma[c]
+            }
+        }
+        var sums = [Double](repeating: 0, count: 2 * lanes)
+        let rc = sums.withUnsafeMutableBufferPointer { out in
+            withExtendedLifetime((y.storage, dy.storage)) {
+                cdnnl_norm_act_backward_sums(y.floats, dy.floats, Int64(N), Int64(C), Int64(S), layout.cValue, slope, ia, ib, out.baseAddress!)
+            }
+        }
+        guard rc == 0 else { return false }
+        func sum(_ j: Int, _ n: Int, _ c: Int) -> Double { sums[(2 * (n * CB + c / B) + j) * B + c % B] }
+        var A = [Float](repeating: 0, count: lanes), B1 = A, B2 = A
+        var dGamma = [Double](repeating: 0, count: C), dBeta = dGamma
+        for c in 0 ..< C {
+            var t1 = 0.0, t2 = 0.0
+            for n in 0 ..< N { t1 += sum(0, n, c); t2 += sum(1, n, c) }
+            dBeta[c] = t1
+            dGamma[c] = t2
+            for n in 0 ..< N {
+                let (s1, s2, count, varianceIndex) = perSample ? (sum(0, n, c), sum(1, n, c), Double(S), n * C + c)
+                                                               : (t1, t2, Double(N * S), c)
+                A[at(n, c)] = Float(Double(gamma[c]) / (Double(v[varianceIndex]) + Double(epsilon)).squareRoot())
+                B1[at(n, c)] = Float(s1 / count)
+                B2[at(n, c)] = Float(s2 / count)
+            }
+        }
+        let rd = withExtendedLifetime((y.storage, dy.storage, dx.storage)) {
+            cdnnl_norm_act_backward_data(y.floats, dy.floats, dx.floats, Int64(N), Int64(C), Int64(S), layout.cValue, slope, ia, ib, A, B1, B2)
+        }
+        try check(rd, "normalization backward \(shapeText(dims))")
+        withExtendedLifetime((scaleGradient.storage, shiftGradient.storage)) {
+            for c in 0 ..< C {
+                scaleGradient.floats[c] += Float(dGamma[c])
+                shiftGradient.floats[c] += Float(dBeta[c])
+            }
+        }
+        return true
     }
 
     private static func apply(_ x: Tensor, into output: Tensor, a: [Float], b: [Float], slope: Float) throws {

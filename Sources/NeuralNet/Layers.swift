@@ -313,6 +313,28 @@ final class Norm {
         }
     }
 
+    /// The backward of leaky ReLU (`slope`) after this norm, from the activated output `y` alone: the norm's input
+    /// gradient written over `dy`, the weight and bias gradients added. False (nothing done) where the own kernels do
+    /// not run or the batch statistics span processes; the caller then takes the activation's backward, the input
+    /// and `backwardInPlace`.
+    func backwardThroughActivation(output y: Tensor, slope: Float, gradient dy: Tensor, _ c: Context) throws -> Bool {
+        let p = c.parameters
+        return try Profile.measure("norm backward") {
+            switch kind {
+            case .batch:
+                guard c.batchNormGroup == nil, let op = batchOp else { return false }
+                return try op.backwardThroughActivation(output: y, slope: slope, outputGradient: dy, scale: p.value(weight),
+                                                        shift: p.value(bias), mean: mean!, variance: variance!, inputGradient: dy,
+                                                        scaleGradient: p.gradient(weight), shiftGradient: p.gradient(bias))
+            case .instance:
+                guard let op = instanceOp else { return false }
+                return try op.backwardThroughActivation(output: y, slope: slope, outputGradient: dy, scale: p.value(weight),
+                                                        shift: p.value(bias), mean: mean!, variance: variance!, inputGradient: dy,
+                                                        scaleGradient: p.gradient(weight), shiftGradient: p.gradient(bias))
+            }
+        }
+    }
+
     /// Input gradient, written over `dy`; adds the weight and bias gradients.
     func backwardInPlace(input x: Tensor, outputGradient dy: Tensor, _ c: Context) throws -> Tensor {
         try Profile.measure("norm backward") { try backwardUnmeasured(input: x, outputGradient: dy, into: dy, c) }
@@ -412,17 +434,24 @@ final class ConvLayer: Block {
     /// Overwrites `dy` with the gradient at the convolution's output on the way.
     func backward(_ dy: Tensor, needInput: Bool, _ ctx: Context) throws -> Tensor? {
         guard let x, let y else { throw NetworkError.invalidArgument("backward without a training forward") }
-        try act.backwardInPlace(output: y, gradient: dy)
-        let input: Tensor
-        if let c {
-            input = c
+        let dc: Tensor
+        if c == nil, try norm.backwardThroughActivation(output: y, slope: act.slope, gradient: dy, ctx) {
+            // The own kernels take the norm's backward straight from the activated output.
+            dc = dy
             ctx.workspace.give(y)
         } else {
-            try norm.reconstructInput(inPlace: y, slope: act.slope, ctx)
-            input = y
+            try act.backwardInPlace(output: y, gradient: dy)
+            let input: Tensor
+            if let c {
+                input = c
+                ctx.workspace.give(y)
+            } else {
+                try norm.reconstructInput(inPlace: y, slope: act.slope, ctx)
+                input = y
+            }
+            dc = try norm.backwardInPlace(input: input, outputGradient: dy, ctx)
+            ctx.workspace.give(input)
         }
-        let dc = try norm.backwardInPlace(input: input, outputGradient: dy, ctx)
-        ctx.workspace.give(input)
         let dx = try conv.backward(input: x, outputGradient: dc, needInput: needInput, giveInput: ownsInput, ctx)
         (self.x, self.c, self.y, ownsInput) = (nil, nil, nil, false)
         return dx

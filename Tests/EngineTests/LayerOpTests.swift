@@ -139,6 +139,47 @@ struct NormalizationTests {
         expectClose(try mean.toArray(), ref.mean, "\(layout) mean")
     }
 
+    /// The backward of leaky_relu(norm(x)) from the activated output alone matches the reference backward of the
+    /// norm at dy * leaky_relu'(y); where the own kernels do not run it declines and writes nothing.
+    @Test("backward through the activation from the output matches the reference", arguments: [false, true], allLayouts)
+    func backwardThroughActivation(perSample: Bool, layout: Layout) throws {
+        var rng = SeededRandom(19)
+        let dims = perSample ? [2, 20, 5, 4, 3] : [3, 20, 9, 7], c = dims[1], slope: Float = 0.01
+        let x = rounded(rng.values(dims.reduce(1, *), scale: 2).map { $0 + 0.3 })
+        let scale = rounded(rng.values(c).map { $0 + 1.2 }), shift = rounded(rng.values(c))
+        let (tscale, tshift) = (try tensor([c], scale), try tensor([c], shift))
+        let tx = try tensor(dims, x, layout: layout), y = try Tensor(zeros: dims, layout: layout)
+        let stats = perSample ? dims[0] * c : c
+        let mean = try Tensor(zeros: [stats]), variance = try Tensor(zeros: [stats])
+        let dyValues = rounded(rng.values(x.count))
+        let dy = try tensor(dims, dyValues, layout: layout)
+        let (ds, dsh) = (try Tensor(dims: [c], values: [Float](repeating: 0.5, count: c)), try Tensor(zeros: [c]))
+        let ran: Bool
+        if perSample {
+            let norm = try InstanceNormalization(dims: dims, layout: layout)
+            try norm.forward(input: tx, scale: tscale, shift: tshift, output: y, mean: mean, variance: variance, slope: slope)
+            ran = try norm.backwardThroughActivation(output: y, slope: slope, outputGradient: dy, scale: tscale, shift: tshift, mean: mean,
+                                                     variance: variance, inputGradient: dy, scaleGradient: ds, shiftGradient: dsh)
+        } else {
+            let norm = try BatchNormalization(dims: dims, layout: layout)
+            try norm.forwardTraining(input: tx, scale: tscale, shift: tshift, output: y, mean: mean, variance: variance,
+                                     runningMean: Tensor(zeros: [c]), runningVariance: Tensor(zeros: [c]), slope: slope)
+            ran = try norm.backwardThroughActivation(output: y, slope: slope, outputGradient: dy, scale: tscale, shift: tshift, mean: mean,
+                                                     variance: variance, inputGradient: dy, scaleGradient: ds, shiftGradient: dsh)
+        }
+        #expect(ran == Runtime.ownKernelLayouts.contains(layout))
+        guard ran else {
+            #expect(try dy.toArray() == dyValues.map { Float($0) })
+            return
+        }
+        let ref = Reference.normalization(x, dims: dims, scale: scale, shift: shift, epsilon: 1e-5, perSample: perSample)
+        let gated = zip(dyValues, ref.y).map { $1 > 0 ? $0 : $0 * Double(slope) }
+        let back = Reference.normalizationBackward(x, dims: dims, scale: scale, outputGradient: gated, epsilon: 1e-5, perSample: perSample)
+        expectClose(try dy.toArray(), back.input, tolerance: 1e-3, "\(layout) input gradient")
+        expectClose(try ds.toArray(), back.scale.map { $0 + 0.5 }, tolerance: 1e-3, "\(layout) weight gradient")
+        expectClose(try dsh.toArray(), back.shift, tolerance: 1e-3, "\(layout) bias gradient")
+    }
+
     @Test("reference normalization backward matches finite differences", arguments: [false, true])
     func finiteDifferences(perSample: Bool) {
         var rng = SeededRandom(13)

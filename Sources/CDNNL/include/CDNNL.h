@@ -162,6 +162,16 @@ int cdnnl_norm_stats(const float *x, int64_t batch, int64_t channels, int64_t sp
 int cdnnl_norm_affine_activate(const float *x, const float *residual, float *out, int64_t batch, int64_t channels,
                                int64_t spatial, int layout, const float *a, const float *b, float slope);
 
+/// Backward of y = leaky_relu(norm(x)) (slope > 0) from y alone, on the same tensors and units as above.
+/// With xhat = n * ia + ib (n: y through the inverse leaky ReLU; ia = 1 / gamma, ib = -beta / gamma) and
+/// dn = dy * (y > 0 ? 1 : slope): sums[(2u + 0)B + l] = sum of dn, [(2u + 1)B + l] = sum of dn * xhat.
+int cdnnl_norm_act_backward_sums(const float *y, const float *dy, int64_t batch, int64_t channels, int64_t spatial,
+                                 int layout, float slope, const float *ia, const float *ib, double *sums);
+/// dx = A * (dn - B1 - xhat * B2), all per unit and lane (padding lanes: give 0). dx may be dy.
+int cdnnl_norm_act_backward_data(const float *y, const float *dy, float *dx, int64_t batch, int64_t channels,
+                                 int64_t spatial, int layout, float slope, const float *ia, const float *ib,
+                                 const float *A, const float *B1, const float *B2);
+
 /// Per-channel sums over samples and positions of an activation tensor (N, C, spatial) in `layout`, added into
 /// sum_a[c] (sum of a) and, when b is not NULL, sum_ab[c] (sum of a * b; b has a's shape and layout).
 /// Batch statistics that several processes add up (synchronised batch normalization).
