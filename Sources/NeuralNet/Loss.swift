@@ -31,17 +31,19 @@ public enum SegmentationLoss {
         let outCount = spatial.reduce(1, *), inCount = from.reduce(1, *)
         var out = [UInt8](repeating: 0, count: n * outCount)
         let rank = spatial.count
-        for b in 0 ..< n {
-            for o in 0 ..< outCount {
-                var rem = o, src = 0, step = 1
-                var idx = [Int](repeating: 0, count: rank)
-                for a in stride(from: rank - 1, through: 0, by: -1) { idx[a] = rem % spatial[a]; rem /= spatial[a] }
-                for a in stride(from: rank - 1, through: 0, by: -1) {
-                    src += (idx[a] * from[a] / spatial[a]) * step
-                    step *= from[a]
-                }
-                out[b * outCount + o] = labels.values[b * inCount + src]
+        // Source offset of every output position (the same for each sample), innermost axis first.
+        var offsets = [Int](repeating: 0, count: outCount)
+        for o in 0 ..< outCount {
+            var rem = o, src = 0, step = 1
+            for a in stride(from: rank - 1, through: 0, by: -1) {
+                src += (rem % spatial[a] * from[a] / spatial[a]) * step
+                rem /= spatial[a]
+                step *= from[a]
             }
+            offsets[o] = src
+        }
+        for b in 0 ..< n {
+            for o in 0 ..< outCount { out[b * outCount + o] = labels.values[b * inCount + offsets[o]] }
         }
         return try Labels(dims: [n, 1] + spatial, values: out)
     }

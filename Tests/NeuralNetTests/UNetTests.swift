@@ -3,6 +3,20 @@ import Foundation
 import Testing
 @testable import NeuralNet
 
+@Suite struct LabelDownsampleTests {
+    /// Deep supervision's targets: PyTorch's nearest interpolation takes source index floor(i * in / out) per
+    /// axis, the same for every sample.
+    @Test func nearestMatchesPyTorch() throws {
+        let values = (0 ..< 2 * 5 * 6).map { UInt8($0) }
+        let labels = try Labels(dims: [2, 1, 5, 6], values: values)
+        let out = try SegmentationLoss.downsample(labels, to: [2, 4])
+        #expect(out.dims == [2, 1, 2, 4])
+        // rows floor(i * 5 / 2) = 0, 2; columns floor(j * 6 / 4) = 0, 1, 3, 4
+        let expected = [0, 30].flatMap { b in [0, 2].flatMap { r in [0, 1, 3, 4].map { c in UInt8(b + r * 6 + c) } } }
+        #expect(out.values == expected)
+    }
+}
+
 @Suite struct UNetStructureTests {
     /// The presets have exactly the published parameter counts.
     @Test func presetParameterCounts() throws {
