@@ -171,16 +171,22 @@ struct ConvolutionKernelTests {
 struct TransposedRouteTests {
     /// kernel == stride upsampling runs on SwiftUNet's own forward (fused on blocked8 + AVX2,
     /// 1x1 convolution + shuffle otherwise); other cases stay on oneDNN. All match the reference.
-    @Test("upsampling forward takes SwiftUNet's route and matches the reference", arguments: allLayouts)
-    func route(layout: Layout) throws {
+    /// The second case's weights (over 1 MiB) take the tiles across rows, partial channel blocks and a partial
+    /// last tile included; the first takes rows.
+    static let cases = [
+        ConvCase.make("3D 16->16 up, odd 3x2x5", [2, 16, 3, 2, 5], out: 16, k: 2, s: 2, bias: true, transposed: true),
+        ConvCase.make("2D 280->272 up on 2x5 (deep: tiles across rows)", [1, 280, 2, 5], out: 272, k: 2, s: 2, bias: true, transposed: true),
+    ]
+
+    @Test("upsampling forward takes SwiftUNet's route and matches the reference", arguments: cases, allLayouts)
+    func route(_ c: ConvCase, layout: Layout) throws {
         var rng = SeededRandom(37)
-        let c = ConvCase.make("3D 16->16 up, odd 3x2x5", [2, 16, 3, 2, 5], out: 16, k: 2, s: 2, bias: true, transposed: true)
         let g = c.geometry
         let x = rounded(rng.values(c.inputDims.reduce(1, *))), w = rounded(rng.values(g.weightDims.reduce(1, *)))
-        let b = rounded(rng.values(16))
+        let b = rounded(rng.values(g.outputChannels))
         let conv = try Convolution(g, inputDims: c.inputDims, layout: layout)
-        let y = try conv(tensor(c.inputDims, x, layout: layout), weight: tensor(g.weightDims, w), bias: tensor([16], b))
-        expectClose(try y.toArray(), Reference.convolution(x, inputDims: c.inputDims, weight: w, bias: b, g).values, "forward")
+        let y = try conv(tensor(c.inputDims, x, layout: layout), weight: tensor(g.weightDims, w), bias: tensor([g.outputChannels], b))
+        expectClose(try y.toArray(), Reference.convolution(x, inputDims: c.inputDims, weight: w, bias: b, g).values, "\(c.name) forward")
         #expect(conv.implementation(.forward).hasPrefix("SwiftUNet"), "ran on \(conv.implementation(.forward))")
     }
 }
