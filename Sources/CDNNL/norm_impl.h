@@ -1,7 +1,7 @@
-// Normalization statistics and the normalize + leaky ReLU pass on blocked activations (nCdhw8c /
-// nChw8c with AVX2, the 16-channel blocks with AVX-512), the forward of conv -> norm -> leaky ReLU
-// in two passes over memory (one read; one read and one write) where oneDNN's normalization and a
-// separate activation pass take five.
+// Normalization on blocked activations (nCdhw8c / nChw8c with AVX2, the 16-channel blocks with
+// AVX-512). Forward of norm -> leaky ReLU: the statistics in one read, then normalize + activate in
+// one read and one write, where oneDNN's normalization and a separate activation pass take five
+// reads and two writes. Backward of the same from the activated output alone (see below).
 //
 // Written once over the vector width VW; included by norm_avx2.c and norm_avx512.c (see simd.h).
 
