@@ -22,6 +22,9 @@ __attribute__((constructor)) static void cap_onednn_isa(void) {
 static size_t stream_bytes = (size_t)12 << 20;
 size_t cdnnl_stream_threshold(void) { return __atomic_load_n(&stream_bytes, __ATOMIC_RELAXED); }
 void cdnnl_set_stream_threshold(size_t bytes) { __atomic_store_n(&stream_bytes, bytes, __ATOMIC_RELAXED); }
+int cdnnl_stream_output(const void *dst, size_t bytes, size_t align) {
+    return bytes > cdnnl_stream_threshold() && (uintptr_t)dst % align == 0;
+}
 
 int cdnnl_avx2_available(void) {
     __builtin_cpu_init();
@@ -80,9 +83,14 @@ int cdnnl_winograd_bwd_weights(const cdnnl_conv_desc *d, int threads, const floa
                                                : cdnnl_winograd_bwd_weights_avx2(d, threads, src, diff_dst, diff_weight);
 }
 
+/// Units of the normalization kernels: (sample, channel block) pairs.
+static int64_t norm_units(int64_t batch, int64_t channels, int layout) {
+    return batch * ((channels + block(layout) - 1) / block(layout));
+}
+
 int cdnnl_norm_stats(const float *x, int64_t batch, int64_t channels, int64_t spatial, int layout, double *stats) {
     if (!cdnnl_own_kernels_available(layout) || spatial < 1) return -1;
-    const int64_t units = batch * ((channels + block(layout) - 1) / block(layout));
+    const int64_t units = norm_units(batch, channels, layout);
     if (layout == CDNNL_LAYOUT_BLOCKED16) cdnnl_norm_stats_avx512(x, units, spatial, stats);
     else cdnnl_norm_stats_avx2(x, units, spatial, stats);
     return 0;
@@ -91,7 +99,7 @@ int cdnnl_norm_stats(const float *x, int64_t batch, int64_t channels, int64_t sp
 int cdnnl_norm_affine_activate(const float *x, const float *residual, float *out, int64_t batch, int64_t channels,
                                int64_t spatial, int layout, const float *a, const float *b, float slope) {
     if (!cdnnl_own_kernels_available(layout)) return -1;
-    const int64_t units = batch * ((channels + block(layout) - 1) / block(layout));
+    const int64_t units = norm_units(batch, channels, layout);
     if (layout == CDNNL_LAYOUT_BLOCKED16) cdnnl_norm_affine_activate_avx512(x, residual, out, units, spatial, a, b, slope);
     else cdnnl_norm_affine_activate_avx2(x, residual, out, units, spatial, a, b, slope);
     return 0;
@@ -100,7 +108,7 @@ int cdnnl_norm_affine_activate(const float *x, const float *residual, float *out
 int cdnnl_norm_act_backward_sums(const float *y, const float *dy, int64_t batch, int64_t channels, int64_t spatial,
                                  int layout, float slope, const float *ia, const float *ib, double *sums) {
     if (!cdnnl_own_kernels_available(layout) || !(slope > 0)) return -1;
-    const int64_t units = batch * ((channels + block(layout) - 1) / block(layout));
+    const int64_t units = norm_units(batch, channels, layout);
     if (layout == CDNNL_LAYOUT_BLOCKED16) cdnnl_norm_act_backward_sums_avx512(y, dy, units, spatial, slope, ia, ib, sums);
     else cdnnl_norm_act_backward_sums_avx2(y, dy, units, spatial, slope, ia, ib, sums);
     return 0;
@@ -110,7 +118,7 @@ int cdnnl_norm_act_backward_data(const float *y, const float *dy, float *dx, int
                                  int64_t spatial, int layout, float slope, const float *ia, const float *ib,
                                  const float *A, const float *B1, const float *B2) {
     if (!cdnnl_own_kernels_available(layout) || !(slope > 0)) return -1;
-    const int64_t units = batch * ((channels + block(layout) - 1) / block(layout));
+    const int64_t units = norm_units(batch, channels, layout);
     if (layout == CDNNL_LAYOUT_BLOCKED16) cdnnl_norm_act_backward_data_avx512(y, dy, dx, units, spatial, slope, ia, ib, A, B1, B2);
     else cdnnl_norm_act_backward_data_avx2(y, dy, dx, units, spatial, slope, ia, ib, A, B1, B2);
     return 0;

@@ -64,6 +64,10 @@ int cdnnl_winograd_bwd_weights_preferred(const cdnnl_conv_desc *d);
 int cdnnl_winograd_bwd_weights(const cdnnl_conv_desc *d, int threads, const float *src, const float *diff_dst,
                                float *diff_weight);
 
+/// 1 when an own kernel should write an output of `bytes` at `dst` with non-temporal stores: larger than
+/// cdnnl_stream_threshold() and `dst` aligned to whole vectors (`align` bytes).
+int cdnnl_stream_output(const void *dst, size_t bytes, size_t align);
+
 // The per-width builds behind the entry points above (same contracts).
 #define CDNNL_PER_WIDTH(sfx)                                                                              \
     int cdnnl_bwd_weights_3d_##sfx(const cdnnl_conv_desc *d, int threads, const float *x, const float *dy, \

@@ -16,6 +16,26 @@ typedef struct {
     int stream;                   // store with non-temporal stores (an output larger than the caches)
 } up_ctx;
 
+/// Column group j = (o/VW)*K + k: its output channel block and kernel tap, and its bias.
+typedef struct { int64_t ob, kd, kh, kw; vf bias; } up_group;
+
+static inline up_group up_group_of(const up_ctx *c, int64_t j) {
+    const int64_t k = j % c->K, ob = j / c->K;
+    return (up_group){ob, k / (c->KH * c->KW), (k / c->KW) % c->KH, k % c->KW, c->bias ? LD(c->bias + ob * VW) : (vf){0}};
+}
+
+/// The output row that input row (n, z, yy) writes for group g (the taps kd, kh of its patch).
+static inline float *up_row(const up_ctx *c, const up_group *g, int64_t n, int64_t z, int64_t yy) {
+    return c->y + (((n * c->OB + g->ob) * c->OD + z * c->KD + g->kd) * c->OH + yy * c->KH + g->kh) * c->OW * VW;
+}
+
+/// Stores v + the group's bias for input column x of that row.
+static inline void up_put(const up_ctx *c, const up_group *g, float *row, int64_t x, vf v) {
+    float *at = row + (x * c->KW + g->kw) * VW;
+    v += g->bias;
+    if (c->stream) STNT(at, v); else ST(at, v);
+}
+
 /// Accumulates `np` (1..4) positions starting at x0 of input row (n, z, yy) against the column
 /// groups j0, j0+1 (one weight panel; a missing second group reads zeros) and stores them.
 static inline void up_tile(const up_ctx *c, const float *xb, int64_t x0, int np, int64_t j0, int groups,
@@ -50,15 +70,9 @@ static inline void up_tile(const up_ctx *c, const float *xb, int64_t x0, int np,
         }
     }
     for (int q = 0; q < groups; q++) {
-        const int64_t j = j0 + q, k = j % c->K, ob = j / c->K;
-        const int64_t kd = k / (c->KH * c->KW), kh = (k / c->KW) % c->KH, kw = k % c->KW;
-        const vf b = c->bias ? LD(c->bias + ob * VW) : (vf){0};
-        float *yrow = c->y + (((n * c->OB + ob) * c->OD + z * c->KD + kd) * c->OH + yy * c->KH + kh) * c->OW * VW;
-        for (int p = 0; p < np; p++) {
-            float *at = yrow + ((x0 + p) * c->KW + kw) * VW;
-            const vf v = (q ? a1[p] : a0[p]) + b;
-            if (c->stream) STNT(at, v); else ST(at, v);
-        }
+        const up_group g = up_group_of(c, j0 + q);
+        float *row = up_row(c, &g, n, z, yy);
+        for (int p = 0; p < np; p++) up_put(c, &g, row, x0 + p, q ? a1[p] : a0[p]);
     }
 }
 
@@ -113,16 +127,10 @@ static void up_flat(void *arg, int64_t begin, int64_t end) {
             }
         }
         for (int q = 0; q < groups; q++) {
-            const int64_t j = j0 + q, k = j % c->K, ob = j / c->K;
-            const int64_t kd = k / (c->KH * c->KW), kh = (k / c->KW) % c->KH, kw = k % c->KW;
-            const vf b = c->bias ? LD(c->bias + ob * VW) : (vf){0};
+            const up_group g = up_group_of(c, j0 + q);
             for (int p = 0; p < np; p++) {
                 const int64_t pos = p0 + p, n = pos / c->plane, pix = pos % c->plane;
-                const int64_t x = pix % c->W, yy = (pix / c->W) % c->H, z = pix / (c->W * c->H);
-                float *at = c->y + ((((n * c->OB + ob) * c->OD + z * c->KD + kd) * c->OH + yy * c->KH + kh) * c->OW +
-                                    x * c->KW + kw) * VW;
-                const vf v = (q ? a1[p] : a0[p]) + b;
-                if (c->stream) STNT(at, v); else ST(at, v);
+                up_put(c, &g, up_row(c, &g, n, pix / (c->W * c->H), (pix / c->W) % c->H), pix % c->W, q ? a1[p] : a0[p]);
             }
         }
     }
@@ -142,8 +150,7 @@ int SFX(cdnnl_upsample)(const cdnnl_conv_desc *d, int threads, const float *x, c
     c.J = c.K * c.OB;
     c.plane = c.D * c.H * c.W;
     c.OD = c.D * c.KD; c.OH = c.H * c.KH; c.OW = c.W * c.KW;
-    c.stream = (size_t)d->batch * c.OB * VW * c.OD * c.OH * c.OW * sizeof(float) > cdnnl_stream_threshold() &&
-               (uintptr_t)y % (VW * sizeof(float)) == 0;
+    c.stream = cdnnl_stream_output(y, (size_t)d->batch * c.OB * VW * c.OD * c.OH * c.OW * sizeof(float), VW * sizeof(float));
     // Weights past 1 MiB (the deep layers): tiles across rows. Measured (Zen 4, AVX-512, 2D at batch 16):
     // 512->512 from 6x5 150-152 GFLOP/s against 71-82 by rows, 512->256 from 12x10 183-185 against 121-127;
     // by rows stays faster from 256->128 at 24x20 down (188-200 against 145-188).

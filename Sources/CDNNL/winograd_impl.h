@@ -610,8 +610,7 @@ int SFX(cdnnl_winograd)(const cdnnl_conv_desc *d, int threads, int backward, con
     job j = {&g, src, weight, backward ? NULL : bias, dst, U, VM, VM + (size_t)g.P * stride * g.CI,
              d->in_channels, d->out_channels, backward, backward ? NULL : scale, shift, residual, slope, NULL, NULL,
              0, 0, stride};
-    const size_t out_bytes = (size_t)g.N * g.CO * g.S[0] * g.S[1] * g.S[2] * sizeof(float);
-    j.stream = out_bytes > cdnnl_stream_threshold() && (uintptr_t)dst % (VW * sizeof(float)) == 0;
+    j.stream = cdnnl_stream_output(dst, (size_t)g.N * g.CO * g.S[0] * g.S[1] * g.S[2] * sizeof(float), VW * sizeof(float));
     if (!kept || !kept->ready) {
         if (g.COP != g.CO) memset(U, 0, u * sizeof(float));  // the last panel's unused half
         cdnnl_parallel(threads, g.CO / VW, weights_range, &j);
