@@ -502,6 +502,11 @@ static int shuffle_forward(cdnnl_conv *c, const float *src, const float *weight,
     return 0;
 }
 
+static const char *winograd_name(int rank, int tile) {
+    if (rank == 2) return tile == 6 ? "F(6x6,3x3)" : "F(4x4,3x3)";
+    return tile == 4 ? "F(4x4x4,3x3x3)" : "F(2x2x2,3x3x3)";
+}
+
 int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
     if (cdnnl_init() != 0) return -1;
     int r = d->spatial_rank;
@@ -547,14 +552,12 @@ int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
                               (d->precision == CDNNL_PRECISION_FP32 || !getenv("CDNNL_BF16_DIRECT"));
     if (rc == 0 && (d->algorithm == CDNNL_ALGO_WINOGRAD || auto_winograd)) {
         c->winograd = 1;
-        char name[64];
         const char *isa = cdnnl_own_kernels_isa(d->layout);
-        snprintf(name, sizeof name, "SwiftUNet %s winograd %s", isa,
-                 r == 2 ? "F(4x4,3x3)" : cdnnl_winograd_tile(d) == 4 ? "F(4x4x4,3x3x3)" : "F(2x2x2,3x3x3)");
-        snprintf(c->impl[0], 64, "%s", name);
-        snprintf(c->impl[1], 64, "%s", name);
+        snprintf(c->impl[0], 64, "SwiftUNet %s winograd %s", isa, winograd_name(r, cdnnl_winograd_tile(d)));
+        snprintf(c->impl[1], 64, "%s", c->impl[0]);
         c->winograd_weights = !d->has_bias && (d->algorithm == CDNNL_ALGO_WINOGRAD || cdnnl_winograd_bwd_weights_preferred(d));
-        if (c->winograd_weights) snprintf(c->impl[2], 64, "%s", name);
+        if (c->winograd_weights)
+            snprintf(c->impl[2], 64, "SwiftUNet %s winograd %s", isa, winograd_name(r, cdnnl_winograd_weights_tile(d)));
     }
     if (rc != 0) { cdnnl_conv_destroy(c); return -1; }
     *out = c;

@@ -37,11 +37,15 @@ int cdnnl_winograd_possible(const cdnnl_conv_desc *d);
 /// 1 when it is possible and worth it (tiles enough, little overhang; neither CDNNL_ONEDNN_ONLY
 /// nor CDNNL_NO_WINOGRAD set): the automatic choice.
 int cdnnl_winograd_preferred(const cdnnl_conv_desc *d);
-/// The output tile per axis of forward and backward data: 4 in 2D (F(4x4,3x3)); in 3D 4
-/// (F(4x4x4,3x3x3)) or 2 (F(2x2x2,3x3x3)): 4 up to 512 x 256 channels with 64 tiles or more and little
-/// overhang (CDNNL_WINOGRAD_3D_TILE=2|4 forces one, for measuring).
-/// Backward weights takes the same tile.
+/// The output tile per axis of forward and backward data: in 2D 6 (F(6x6,3x3)) where its tiles save
+/// products and its transformed kernel is small, else 4 (F(4x4,3x3)); in 3D 4 (F(4x4x4,3x3x3)) or 2
+/// (F(2x2x2,3x3x3)): 4 up to 512 x 256 channels with 64 tiles or more and little overhang.
+/// CDNNL_WINOGRAD_2D_TILE=4|6 and CDNNL_WINOGRAD_3D_TILE=2|4 force one, for measuring.
 int cdnnl_winograd_tile(const cdnnl_conv_desc *d);
+/// The tile of backward weights: 3D takes the forward's; 2D always F(4x4) (F(6x6)'s larger position
+/// gradients leave the per-thread path where they would help: 128->64 at 96x80 ran 288 against 480
+/// effective GFLOP/s, elsewhere within noise).
+int cdnnl_winograd_weights_tile(const cdnnl_conv_desc *d);
 /// A transformed kernel kept between calls whose weights do not change (inference): `u` is allocated
 /// (aligned, `floats` long; release with free) and filled by the first call, reused while `ready`.
 typedef struct { float *u; size_t floats; int ready; } cdnnl_winograd_kept;

@@ -27,7 +27,7 @@
 // 1D transforms for the generic axis-by-axis path (kernels and backward weights): G (3 -> alpha),
 // A (m -> alpha), G^T (alpha -> 3), for alpha 4 (m 2) and 6 (m 4). The input and output tiles of
 // forward and backward data have hand-scheduled versions below.
-enum { T_G4, T_G6, T_AA4, T_AA6, T_GT4, T_GT6 };
+enum { T_G4, T_G6, T_G8, T_AA4, T_AA6, T_AA8, T_GT4, T_GT6, T_GT8 };
 
 static inline void line(int kind, const vf *x, int64_t si, vf *y, int64_t so) {
     switch (kind) {
@@ -63,6 +63,35 @@ static inline void line(int kind, const vf *x, int64_t si, vf *y, int64_t so) {
         y[2 * so] = (-1.0f / 6.0f) * s12 + (1.0f / 6.0f) * s34 + u5;
         break;
     }
+    // alpha 8 (2D F(6x6, 3x3)): interpolation points 0, +-1, +-2, +-1/2 and infinity.
+    case T_G8: {
+        const vf g0 = x[0], g1 = x[si], g2 = x[2 * si];
+        const vf e = g0 + g2, p = (1.0f / 90.0f) * g0 + (2.0f / 45.0f) * g2, q = (32.0f / 45.0f) * g0 + (8.0f / 45.0f) * g2;
+        y[0] = g0;
+        y[so] = (-2.0f / 9.0f) * (e + g1); y[2 * so] = (-2.0f / 9.0f) * (e - g1);
+        y[3 * so] = p + (1.0f / 45.0f) * g1; y[4 * so] = p - (1.0f / 45.0f) * g1;
+        y[5 * so] = q + (16.0f / 45.0f) * g1; y[6 * so] = q - (16.0f / 45.0f) * g1;
+        y[7 * so] = g2;
+        break;
+    }
+    case T_AA8: {
+        const vf d0 = x[0], d1 = x[si], d2 = x[2 * si], d3 = x[3 * si], d4 = x[4 * si], d5 = x[5 * si];
+        const vf e1 = d0 + d2 + d4, o1 = d1 + d3 + d5;
+        const vf e2 = d0 + 4.0f * d2 + 16.0f * d4, o2 = 2.0f * d1 + 8.0f * d3 + 32.0f * d5;
+        const vf eh = d0 + 0.25f * d2 + 0.0625f * d4, oh = 0.5f * d1 + 0.125f * d3 + 0.03125f * d5;
+        y[0] = d0; y[so] = e1 + o1; y[2 * so] = e1 - o1; y[3 * so] = e2 + o2; y[4 * so] = e2 - o2;
+        y[5 * so] = eh + oh; y[6 * so] = eh - oh; y[7 * so] = d5;
+        break;
+    }
+    case T_GT8: {
+        const vf u0 = x[0], u1 = x[si], u2 = x[2 * si], u3 = x[3 * si], u4 = x[4 * si], u5 = x[5 * si];
+        const vf u6 = x[6 * si], u7 = x[7 * si];
+        const vf s12 = u1 + u2, s34 = u3 + u4, s56 = u5 + u6;
+        y[0] = u0 - (2.0f / 9.0f) * s12 + (1.0f / 90.0f) * s34 + (32.0f / 45.0f) * s56;
+        y[so] = (2.0f / 9.0f) * (u2 - u1) + (1.0f / 45.0f) * (u3 - u4) + (16.0f / 45.0f) * (u5 - u6);
+        y[2 * so] = (-2.0f / 9.0f) * s12 + (2.0f / 45.0f) * s34 + (8.0f / 45.0f) * s56 + u7;
+        break;
+    }
     case T_G6: {
         const vf g0 = x[0], g1 = x[si], g2 = x[2 * si];
         y[0] = 0.25f * g0;
@@ -92,6 +121,7 @@ static inline __attribute__((always_inline)) void axis(const vf *in, vf *out, in
 
 // Whole-tile transforms; each takes its input in a and returns a pointer to its result (a or b).
 static vf *g_2d(vf *a, vf *b) { axis(a, b, 1, 3, 3, 2, T_G6, 6); axis(b, a, 1, 3, 6, 1, T_G6, 6); return a; }
+static vf *g_2d8(vf *a, vf *b) { axis(a, b, 1, 3, 3, 2, T_G8, 8); axis(b, a, 1, 3, 8, 1, T_G8, 8); return a; }
 static vf *g_3d(vf *a, vf *b) {
     axis(a, b, 3, 3, 3, 2, T_G4, 4); axis(b, a, 3, 3, 4, 1, T_G4, 4); axis(a, b, 3, 4, 4, 0, T_G4, 4); return b;
 }
@@ -100,6 +130,7 @@ static vf *g_3d6(vf *a, vf *b) {
 }
 
 static vf *aa_2d(vf *a, vf *b) { axis(a, b, 1, 4, 4, 2, T_AA6, 6); axis(b, a, 1, 4, 6, 1, T_AA6, 6); return a; }
+static vf *aa_2d8(vf *a, vf *b) { axis(a, b, 1, 6, 6, 2, T_AA8, 8); axis(b, a, 1, 6, 8, 1, T_AA8, 8); return a; }
 static vf *aa_3d(vf *a, vf *b) {
     axis(a, b, 2, 2, 2, 2, T_AA4, 4); axis(b, a, 2, 2, 4, 1, T_AA4, 4); axis(a, b, 2, 4, 4, 0, T_AA4, 4); return b;
 }
@@ -107,6 +138,7 @@ static vf *aa_3d6(vf *a, vf *b) {
     axis(a, b, 4, 4, 4, 2, T_AA6, 6); axis(b, a, 4, 4, 6, 1, T_AA6, 6); axis(a, b, 4, 6, 6, 0, T_AA6, 6); return b;
 }
 static vf *gt_2d(vf *a, vf *b) { axis(a, b, 1, 6, 6, 2, T_GT6, 3); axis(b, a, 1, 6, 3, 1, T_GT6, 3); return a; }
+static vf *gt_2d8(vf *a, vf *b) { axis(a, b, 1, 8, 8, 2, T_GT8, 3); axis(b, a, 1, 8, 3, 1, T_GT8, 3); return a; }
 static vf *gt_3d(vf *a, vf *b) {
     axis(a, b, 4, 4, 4, 2, T_GT4, 3); axis(b, a, 4, 4, 3, 1, T_GT4, 3); axis(a, b, 4, 3, 3, 0, T_GT4, 3); return b;
 }
@@ -160,6 +192,62 @@ static void output_tile_2d(const float *in, int64_t ps, vf *y) {
         vf o[4];
         at6(t[c], t[4 + c], t[8 + c], t[12 + c], t[16 + c], t[20 + c], o);
         y[c] = o[0]; y[4 + c] = o[1]; y[8 + c] = o[2]; y[12 + c] = o[3];
+    }
+}
+
+ALWAYS void bt8(vf x0, vf x1, vf x2, vf x3, vf x4, vf x5, vf x6, vf x7, vf *y) {
+    const vf a = x2 + x6 - 4.25f * x4, b = x1 + x5 - 4.25f * x3;
+    const vf c = 0.25f * x2 - 1.25f * x4 + x6, d = 0.5f * x1 - 2.5f * x3 + 2.0f * x5;
+    const vf e = 4.0f * x2 - 5.0f * x4 + x6, f = 2.0f * x1 - 2.5f * x3 + 0.5f * x5;
+    y[0] = x0 - x6 + 5.25f * (x4 - x2);
+    y[1] = a + b; y[2] = a - b; y[3] = c + d; y[4] = c - d; y[5] = e + f; y[6] = e - f;
+    y[7] = x7 - x1 + 5.25f * (x3 - x5);
+}
+
+/// 2D input tile of F(6x6): 8 rows of 8 pixels (rows `rs` floats apart) -> 64 vectors `ps` floats
+/// apart (position p = 8 iy + ix).
+static void input_tile_2d8(const float *in, int64_t rs, float *out, int64_t ps) {
+    vf t[64];
+#pragma clang loop unroll(full)
+    for (int r = 0; r < 8; r++) {
+        const float *x = in + r * rs;
+        bt8(LD(x), LD(x + VW), LD(x + 2 * VW), LD(x + 3 * VW), LD(x + 4 * VW), LD(x + 5 * VW), LD(x + 6 * VW),
+            LD(x + 7 * VW), t + r * 8);
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 8; c++) {
+        vf y[8];
+        bt8(t[c], t[8 + c], t[16 + c], t[24 + c], t[32 + c], t[40 + c], t[48 + c], t[56 + c], y);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 8; i++) ST(out + (i * 8 + c) * ps, y[i]);
+    }
+}
+
+ALWAYS void at8(vf x0, vf x1, vf x2, vf x3, vf x4, vf x5, vf x6, vf x7, vf *y) {
+    const vf s12 = x1 + x2, d12 = x1 - x2, s34 = x3 + x4, d34 = x3 - x4, s56 = x5 + x6, d56 = x5 - x6;
+    y[0] = x0 + s12 + s34 + s56;
+    y[1] = d12 + 2.0f * d34 + 0.5f * d56;
+    y[2] = s12 + 4.0f * s34 + 0.25f * s56;
+    y[3] = d12 + 8.0f * d34 + 0.125f * d56;
+    y[4] = s12 + 16.0f * s34 + 0.0625f * s56;
+    y[5] = d12 + 32.0f * d34 + 0.03125f * d56 + x7;
+}
+
+/// 2D output tile of F(6x6): 64 vectors `ps` floats apart -> y[36] (6 x 6, row-major).
+static void output_tile_2d8(const float *in, int64_t ps, vf *y) {
+    vf t[48];  // [8 rows][6 columns]
+#pragma clang loop unroll(full)
+    for (int r = 0; r < 8; r++) {
+        const float *x = in + r * 8 * ps;
+        at8(LD(x), LD(x + ps), LD(x + 2 * ps), LD(x + 3 * ps), LD(x + 4 * ps), LD(x + 5 * ps), LD(x + 6 * ps),
+            LD(x + 7 * ps), t + r * 6);
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 6; c++) {
+        vf o[6];
+        at8(t[c], t[6 + c], t[12 + c], t[18 + c], t[24 + c], t[30 + c], t[36 + c], t[42 + c], o);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 6; i++) y[i * 6 + c] = o[i];
     }
 }
 
@@ -262,7 +350,7 @@ typedef struct {
     int64_t nt[3], T;   // tiles per axis, tiles in all (N * nt0 * nt1 * nt2)
     int P;              // transform positions: a0 * a1 * a2
     int three;          // 1: 3D
-    int alpha;          // tile input size on the transformed axes: 4 (3D F(2x2x2)) or 6
+    int alpha;          // tile input size on the transformed axes: 4 (3D F(2x2x2)), 6 or 8 (2D F(6x6))
 } geom;
 
 // ---- stages ----
@@ -296,7 +384,7 @@ static void weights_range(void *arg, int64_t begin, int64_t end) {
                     b0[kk][l] = j->backward ? j->weight[(k * j->I + n) * kv + (kv - 1 - kk)]
                                             : j->weight[(n * j->I + k) * kv + kk];
                 }
-            const vf *u = !g->three ? g_2d(b0, b1) : g->alpha == 6 ? g_3d6(b0, b1) : g_3d(b0, b1);
+            const vf *u = !g->three ? (g->alpha == 8 ? g_2d8(b0, b1) : g_2d(b0, b1)) : g->alpha == 6 ? g_3d6(b0, b1) : g_3d(b0, b1);
             float *dst = j->U + ((nb / 2) * g->CI + k) * PW + (nb % 2) * VW;
             for (int p = 0; p < g->P; p++) ST(dst + (int64_t)p * g->CI * g->COP, u[p]);
         }
@@ -330,7 +418,8 @@ static void input_range(void *arg, int64_t begin, int64_t end) {
         const int64_t ps = j->stride * g->CI;
         if (inside) {
             const float *at = base + ((z0 * H + y0) * W + x0) * VW;
-            if (!g->three) input_tile_2d(at, W * VW, dst, ps);
+            if (!g->three && g->alpha == 8) input_tile_2d8(at, W * VW, dst, ps);
+            else if (!g->three) input_tile_2d(at, W * VW, dst, ps);
             else if (g->alpha == 6) input_tile_3d6(at, W * VW, H * W * VW, dst, ps);
             else input_tile_3d(at, W * VW, H * W * VW, dst, ps);
             continue;
@@ -349,7 +438,8 @@ static void input_range(void *arg, int64_t begin, int64_t end) {
                 }
             }
         }
-        if (!g->three) input_tile_2d((const float *)b0, 6 * VW, dst, ps);
+        if (!g->three && g->alpha == 8) input_tile_2d8((const float *)b0, 8 * VW, dst, ps);
+        else if (!g->three) input_tile_2d((const float *)b0, 6 * VW, dst, ps);
         else if (g->alpha == 6) input_tile_3d6((const float *)b0, 6 * VW, 36 * VW, dst, ps);
         else input_tile_3d((const float *)b0, 4 * VW, 16 * VW, dst, ps);
     }
@@ -403,7 +493,8 @@ static void output_range(void *arg, int64_t begin, int64_t end) {
         for (int64_t cb = 0; cb < CB; cb++) {
             const float *src = j->M + tl * g->COP + cb * VW;
             const vf *y = b0;
-            if (!g->three) output_tile_2d(src, j->stride * g->COP, b0);
+            if (!g->three && g->alpha == 8) output_tile_2d8(src, j->stride * g->COP, b0);
+            else if (!g->three) output_tile_2d(src, j->stride * g->COP, b0);
             else if (g->alpha == 6) output_tile_3d6(src, j->stride * g->COP, b0);
             else output_tile_3d(src, j->stride * g->COP, b0);
             vf bias = {0}, scale = {0}, shift = {0};
@@ -479,7 +570,7 @@ static void dy_range(void *arg, int64_t begin, int64_t end) {
                         const int64_t z = o[0] + dz, y = o[1] + dy, x = o[2] + dx;
                         b0[q] = z < D && y < H && x < W ? LD(base + ((z * H + y) * W + x) * VW) : (vf){0};
                     }
-            const vf *m = !g->three ? aa_2d(b0, b1) : g->alpha == 6 ? aa_3d6(b0, b1) : aa_3d(b0, b1);
+            const vf *m = !g->three ? (g->alpha == 8 ? aa_2d8(b0, b1) : aa_2d(b0, b1)) : g->alpha == 6 ? aa_3d6(b0, b1) : aa_3d(b0, b1);
             float *dst = j->M + tl * g->COP + cb * VW;
             for (int p = 0; p < g->P; p++) ST(dst + (int64_t)p * j->stride * g->COP, m[p]);
         }
@@ -547,14 +638,14 @@ static void dw_range(void *arg, int64_t begin, int64_t end) {
     for (int64_t nb = begin; nb < end; nb++)
         for (int64_t k = 0; k < g->CI; k++) {
             for (int p = 0; p < g->P; p++) b0[p] = LD(j->dU + ((int64_t)p * CIp + k) * g->COP + nb * VW);
-            const vf *w = !g->three ? gt_2d(b0, b1) : g->alpha == 6 ? gt_3d6(b0, b1) : gt_3d(b0, b1);
+            const vf *w = !g->three ? (g->alpha == 8 ? gt_2d8(b0, b1) : gt_2d(b0, b1)) : g->alpha == 6 ? gt_3d6(b0, b1) : gt_3d(b0, b1);
             for (int l = 0; l < VW; l++)
                 for (int kk = 0; kk < kv; kk++) dw[((nb * VW + l) * g->CI + k) * kv + kk] += w[kk][l];
         }
 }
 
-/// m3: the output tile size on 3D's axes, 2 or 4 (2D always runs F(4x4)).
-static geom make_geom(const cdnnl_conv_desc *d, int64_t ci, int64_t co, int m3) {
+/// m: the output tile size per transformed axis (cdnnl_winograd_tile): 2D 4 or 6, 3D 2 or 4.
+static geom make_geom(const cdnnl_conv_desc *d, int64_t ci, int64_t co, int m) {
     geom g = {0};
     const int r = d->spatial_rank;
     g.N = d->batch;
@@ -563,7 +654,7 @@ static geom make_geom(const cdnnl_conv_desc *d, int64_t ci, int64_t co, int m3) 
     g.S[0] = r == 3 ? d->in_size[0] : 1;
     g.S[1] = d->in_size[r - 2];
     g.S[2] = d->in_size[r - 1];
-    const int alpha = r == 3 ? m3 + 2 : 6;
+    const int alpha = m + 2;
     g.alpha = alpha;
     g.P = 1;
     for (int i = 0; i < 3; i++) {
@@ -633,7 +724,7 @@ int SFX(cdnnl_winograd)(const cdnnl_conv_desc *d, int threads, int backward, con
 
 int SFX(cdnnl_winograd_bwd_weights)(const cdnnl_conv_desc *d, int threads, const float *src, const float *diff_dst,
                                     float *diff_weight) {
-    const geom g = make_geom(d, d->in_channels, d->out_channels, cdnnl_winograd_tile(d));
+    const geom g = make_geom(d, d->in_channels, d->out_channels, cdnnl_winograd_weights_tile(d));
     const int64_t CIp = (g.CI + 5) / 6 * 6;
     const size_t u = (size_t)g.P * CIp * g.COP, per_tile = (size_t)g.P * (g.CI + g.COP);
     // Up to 1.5 MB of dU (3D to 64 channels, 2D to 64): every thread runs chunks of about 384 KB of V

@@ -86,8 +86,9 @@ public enum ConvolutionAlgorithm: Int32, Sendable, CaseIterable {
     case automatic = 0
     /// oneDNN's direct kernels (and SwiftUNet's upsampling kernel).
     case direct = 1
-    /// SwiftUNet's Winograd kernel: F(4x4,3x3) in 2D; in 3D F(4x4x4,3x3x3) where the layer has tiles enough
-    /// (up to 512 x 256 channels), else F(2x2x2,3x3x3). Only for 3x3 stride-1
+    /// SwiftUNet's Winograd kernel: in 2D F(6x6,3x3) where its tiles save products and its transformed kernel
+    /// is small (weight gradients stay on F(4x4,3x3)), else F(4x4,3x3); in 3D F(4x4x4,3x3x3) where the layer
+    /// has tiles enough (up to 512 x 256 channels), else F(2x2x2,3x3x3). Only for 3x3 stride-1
     /// padding-1 convolutions on blocked activations (blocked8 with AVX2, blocked16 with AVX-512) with
     /// channel counts divisible by the block.
     case winograd = 2

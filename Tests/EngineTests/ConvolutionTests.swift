@@ -197,18 +197,20 @@ struct WinogradTests {
     /// the last GEMM panel (two vectors wide), batch > 1, bias; both the per-thread (small kernel)
     /// and the shared-chunk (kernel over 12 MB transformed) paths; for each width this CPU has.
     static let cases8 = [
-        ConvCase.make("2D 16->24 on 9x11, batch 2, bias", [2, 16, 9, 11], out: 24, k: 3, bias: true),
+        ConvCase.make("2D 16->24 on 7x11, batch 2, bias", [2, 16, 7, 11], out: 24, k: 3, bias: true),
         ConvCase.make("2D 8->8 on 1x1", [1, 8, 1, 1], out: 8, k: 3),
         ConvCase.make("2D 296->296 on 5x6 (shared chunks)", [1, 296, 5, 6], out: 296, k: 3),
+        ConvCase.make("2D 16->24 on 17x14, batch 2, bias, F(6x6)", [2, 16, 17, 14], out: 24, k: 3, bias: true),
         ConvCase.make("3D 8->16 on 5x3x7, bias", [1, 8, 5, 3, 7], out: 16, k: 3, bias: true),
         ConvCase.make("3D 16->8 on 4x4x4, batch 2", [2, 16, 4, 4, 4], out: 8, k: 3),
         ConvCase.make("3D 8->8 on 12x12x11 (weight gradients: several chunks per thread)", [1, 8, 12, 12, 11], out: 8, k: 3),
         ConvCase.make("3D 8->16 on 16x16x13, F(4x4x4)", [1, 8, 16, 16, 13], out: 16, k: 3),
     ]
     static let cases16 = [
-        ConvCase.make("2D 16->48 on 9x11, batch 2, bias", [2, 16, 9, 11], out: 48, k: 3, bias: true),
+        ConvCase.make("2D 16->48 on 7x11, batch 2, bias", [2, 16, 7, 11], out: 48, k: 3, bias: true),
         ConvCase.make("2D 16->16 on 1x1", [1, 16, 1, 1], out: 16, k: 3),
         ConvCase.make("2D 304->304 on 5x6 (shared chunks)", [1, 304, 5, 6], out: 304, k: 3),
+        ConvCase.make("2D 16->48 on 17x14, batch 2, F(6x6)", [2, 16, 17, 14], out: 48, k: 3),
         ConvCase.make("3D 16->32 on 5x3x7, bias", [1, 16, 5, 3, 7], out: 32, k: 3, bias: true),
         ConvCase.make("3D 32->16 on 4x4x4, batch 2", [2, 32, 4, 4, 4], out: 16, k: 3),
         ConvCase.make("3D 16->16 on 12x12x11 (weight gradients: several chunks per thread)", [1, 16, 12, 12, 11], out: 16, k: 3),
@@ -227,8 +229,10 @@ struct WinogradTests {
         let b = g.bias ? rounded(rng.values(g.outputChannels)) : nil
         let conv = try Convolution(g, inputDims: c.inputDims, layout: layout, algorithm: .winograd)
         #expect(conv.implementation(.forward).contains("winograd"), "ran on \(conv.implementation(.forward))")
-        // 3D layers of 64 tiles of 4x4x4 or more take F(4x4x4), smaller ones F(2x2x2): both are covered.
+        // 3D layers of 64 tiles of 4x4x4 or more take F(4x4x4), smaller ones F(2x2x2); 2D layers whose tiles
+        // of 6x6 save 15% of the products F(6x6), others F(4x4): all are covered.
         #expect(conv.implementation(.forward).contains("F(4x4x4") == c.name.contains("F(4x4x4)"), "\(conv.implementation(.forward))")
+        #expect(conv.implementation(.forward).contains("F(6x6") == c.name.contains("F(6x6)"), "\(conv.implementation(.forward))")
         let ref = Reference.convolution(x, inputDims: c.inputDims, weight: w, bias: b, g)
         let tw = try tensor(g.weightDims, w)
         let y = try conv(tensor(c.inputDims, x, layout: layout), weight: tw, bias: b.map { try tensor([g.outputChannels], $0) })
@@ -249,6 +253,8 @@ struct WinogradTests {
         expectClose(try dw.toArray(), refBack.weight.map { $0 + 0.5 }, "\(c.name) backward weights")
         if let db { expectClose(try db.toArray(), refBack.bias, "\(c.name) backward bias") }
         #expect(conv.implementation(.backwardWeights).contains("winograd") == !g.bias, "\(conv.implementation(.backwardWeights))")
+        // 2D weight gradients stay on F(4x4) whatever the forward's tile.
+        if !g.bias && g.spatialRank == 2 { #expect(conv.implementation(.backwardWeights).contains("F(4x4,"), "\(conv.implementation(.backwardWeights))") }
     }
 
     @Test("a kept transformed kernel is reused under its key and derived again under a new one", arguments: cases)
