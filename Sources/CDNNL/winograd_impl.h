@@ -24,30 +24,16 @@
 /// GEMM column panels hold two vectors of output channels.
 #define PW (2 * VW)
 
-// 1D transforms for the generic axis-by-axis path (kernels and backward weights): G (3 -> alpha),
-// A (m -> alpha), G^T (alpha -> 3), for alpha 4 (m 2) and 6 (m 4). The input and output tiles of
-// forward and backward data have hand-scheduled versions below.
-enum { T_G4, T_G6, T_G8, T_AA4, T_AA6, T_AA8, T_GT4, T_GT6, T_GT8 };
+// 1D transforms for the generic axis-by-axis path (kernels and backward weights): G (3 -> alpha) for
+// alpha 4 (m 2), 6 (m 4) and 8 (m 6), G^T (alpha -> 3) for alpha 4 and 6. The input, output and
+// output-gradient tiles have hand-scheduled versions below.
+enum { T_G4, T_G6, T_G8, T_GT4, T_GT6 };
 
 static inline void line(int kind, const vf *x, int64_t si, vf *y, int64_t so) {
     switch (kind) {
     case T_G4: {
         const vf g0 = x[0], g1 = x[si], g2 = x[2 * si];
         y[0] = g0; y[so] = 0.5f * (g0 + g1 + g2); y[2 * so] = 0.5f * (g0 - g1 + g2); y[3 * so] = g2;
-        break;
-    }
-    // Adjoints for backward weights: A (m -> alpha) spreads an output gradient over the positions,
-    // G^T (alpha -> 3) gathers position gradients back onto the kernel.
-    case T_AA4: {
-        const vf d0 = x[0], d1 = x[si];
-        y[0] = d0; y[so] = d0 + d1; y[2 * so] = d0 - d1; y[3 * so] = -d1;
-        break;
-    }
-    case T_AA6: {
-        const vf d0 = x[0], d1 = x[si], d2 = x[2 * si], d3 = x[3 * si];
-        const vf e02 = d0 + d2, o13 = d1 + d3, f02 = d0 + 4.0f * d2, p13 = 2.0f * d1 + 8.0f * d3;
-        y[0] = d0; y[so] = e02 + o13; y[2 * so] = e02 - o13;
-        y[3 * so] = f02 + p13; y[4 * so] = f02 - p13; y[5 * so] = d3;
         break;
     }
     case T_GT4: {
@@ -72,24 +58,6 @@ static inline void line(int kind, const vf *x, int64_t si, vf *y, int64_t so) {
         y[3 * so] = p + (1.0f / 45.0f) * g1; y[4 * so] = p - (1.0f / 45.0f) * g1;
         y[5 * so] = q + (16.0f / 45.0f) * g1; y[6 * so] = q - (16.0f / 45.0f) * g1;
         y[7 * so] = g2;
-        break;
-    }
-    case T_AA8: {
-        const vf d0 = x[0], d1 = x[si], d2 = x[2 * si], d3 = x[3 * si], d4 = x[4 * si], d5 = x[5 * si];
-        const vf e1 = d0 + d2 + d4, o1 = d1 + d3 + d5;
-        const vf e2 = d0 + 4.0f * d2 + 16.0f * d4, o2 = 2.0f * d1 + 8.0f * d3 + 32.0f * d5;
-        const vf eh = d0 + 0.25f * d2 + 0.0625f * d4, oh = 0.5f * d1 + 0.125f * d3 + 0.03125f * d5;
-        y[0] = d0; y[so] = e1 + o1; y[2 * so] = e1 - o1; y[3 * so] = e2 + o2; y[4 * so] = e2 - o2;
-        y[5 * so] = eh + oh; y[6 * so] = eh - oh; y[7 * so] = d5;
-        break;
-    }
-    case T_GT8: {
-        const vf u0 = x[0], u1 = x[si], u2 = x[2 * si], u3 = x[3 * si], u4 = x[4 * si], u5 = x[5 * si];
-        const vf u6 = x[6 * si], u7 = x[7 * si];
-        const vf s12 = u1 + u2, s34 = u3 + u4, s56 = u5 + u6;
-        y[0] = u0 - (2.0f / 9.0f) * s12 + (1.0f / 90.0f) * s34 + (32.0f / 45.0f) * s56;
-        y[so] = (2.0f / 9.0f) * (u2 - u1) + (1.0f / 45.0f) * (u3 - u4) + (16.0f / 45.0f) * (u5 - u6);
-        y[2 * so] = (-2.0f / 9.0f) * s12 + (2.0f / 45.0f) * s34 + (8.0f / 45.0f) * s56 + u7;
         break;
     }
     case T_G6: {
@@ -129,16 +97,7 @@ static vf *g_3d6(vf *a, vf *b) {
     axis(a, b, 3, 3, 3, 2, T_G6, 6); axis(b, a, 3, 3, 6, 1, T_G6, 6); axis(a, b, 3, 6, 6, 0, T_G6, 6); return b;
 }
 
-static vf *aa_2d(vf *a, vf *b) { axis(a, b, 1, 4, 4, 2, T_AA6, 6); axis(b, a, 1, 4, 6, 1, T_AA6, 6); return a; }
-static vf *aa_2d8(vf *a, vf *b) { axis(a, b, 1, 6, 6, 2, T_AA8, 8); axis(b, a, 1, 6, 8, 1, T_AA8, 8); return a; }
-static vf *aa_3d(vf *a, vf *b) {
-    axis(a, b, 2, 2, 2, 2, T_AA4, 4); axis(b, a, 2, 2, 4, 1, T_AA4, 4); axis(a, b, 2, 4, 4, 0, T_AA4, 4); return b;
-}
-static vf *aa_3d6(vf *a, vf *b) {
-    axis(a, b, 4, 4, 4, 2, T_AA6, 6); axis(b, a, 4, 4, 6, 1, T_AA6, 6); axis(a, b, 4, 6, 6, 0, T_AA6, 6); return b;
-}
 static vf *gt_2d(vf *a, vf *b) { axis(a, b, 1, 6, 6, 2, T_GT6, 3); axis(b, a, 1, 6, 3, 1, T_GT6, 3); return a; }
-static vf *gt_2d8(vf *a, vf *b) { axis(a, b, 1, 8, 8, 2, T_GT8, 3); axis(b, a, 1, 8, 3, 1, T_GT8, 3); return a; }
 static vf *gt_3d(vf *a, vf *b) {
     axis(a, b, 4, 4, 4, 2, T_GT4, 3); axis(b, a, 4, 4, 3, 1, T_GT4, 3); axis(a, b, 4, 3, 3, 0, T_GT4, 3); return b;
 }
@@ -551,29 +510,101 @@ static void fused_range(void *arg, int64_t begin, int64_t end) {
 
 // ---- backward weights: dU[p] = sum over tiles of V[p]^T (A dY A^T)[p], then dW += G^T dU G ----
 
+/// A (m -> alpha) along one axis: spreads an output gradient over the transform positions (the adjoint
+/// of the output transform A^T); y[k * s].
+ALWAYS void aa4(vf d0, vf d1, vf *y, int64_t s) { y[0] = d0; y[s] = d0 + d1; y[2 * s] = d0 - d1; y[3 * s] = -d1; }
+ALWAYS void aa6(vf d0, vf d1, vf d2, vf d3, vf *y, int64_t s) {
+    const vf e02 = d0 + d2, o13 = d1 + d3, f02 = d0 + 4.0f * d2, p13 = 2.0f * d1 + 8.0f * d3;
+    y[0] = d0; y[s] = e02 + o13; y[2 * s] = e02 - o13; y[3 * s] = f02 + p13; y[4 * s] = f02 - p13; y[5 * s] = d3;
+}
+
+/// Output-gradient tiles, A dY A^T: 2D 4 rows of 4 pixels (rows `ys` floats apart) -> 36 vectors `ps`
+/// floats apart (position 6 iy + ix).
+static void dy_tile_2d(const float *in, int64_t ys, float *out, int64_t ps) {
+    vf t[24];  // [4 y][6 x]
+#pragma clang loop unroll(full)
+    for (int r = 0; r < 4; r++) {
+        const float *x = in + r * ys;
+        aa6(LD(x), LD(x + VW), LD(x + 2 * VW), LD(x + 3 * VW), t + r * 6, 1);
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 6; c++) {
+        vf y[6];
+        aa6(t[c], t[6 + c], t[12 + c], t[18 + c], y, 1);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 6; i++) ST(out + (i * 6 + c) * ps, y[i]);
+    }
+}
+
+/// 3D F(2x2x2): 2 x 2 x 2 pixels (rows `ys`, planes `zs` floats apart) -> 64 vectors (16 iz + 4 iy + ix).
+static void dy_tile_3d(const float *in, int64_t ys, int64_t zs, float *out, int64_t ps) {
+    vf t[16], u[32];  // [2 z][2 y][4 x], then [2 z][4 y][4 x]
+#pragma clang loop unroll(full)
+    for (int r = 0; r < 4; r++) {
+        const float *x = in + (r / 2) * zs + (r % 2) * ys;
+        aa4(LD(x), LD(x + VW), t + r * 4, 1);
+    }
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 8; c++) aa4(t[(c / 4) * 8 + c % 4], t[(c / 4) * 8 + 4 + c % 4], u + (c / 4) * 16 + c % 4, 4);
+#pragma clang loop unroll(full)
+    for (int c = 0; c < 16; c++) {
+        vf y[4];
+        aa4(u[c], u[16 + c], y, 1);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 4; i++) ST(out + (i * 16 + c) * ps, y[i]);
+    }
+}
+
+/// 3D F(4x4x4): 4 x 4 x 4 pixels -> 216 vectors (36 iz + 6 iy + ix).
+static void dy_tile_3d6(const float *in, int64_t ys, int64_t zs, float *out, int64_t ps) {
+    vf t[96], u[144];  // [4 z][4 y][6 x], then [4 z][6 y][6 x]
+    for (int r = 0; r < 16; r++) {
+        const float *x = in + (r / 4) * zs + (r % 4) * ys;
+        aa6(LD(x), LD(x + VW), LD(x + 2 * VW), LD(x + 3 * VW), t + r * 6, 1);
+    }
+    for (int c = 0; c < 24; c++) {  // c = 6 z + x
+        const vf *x = t + (c / 6) * 24 + c % 6;
+        aa6(x[0], x[6], x[12], x[18], u + (c / 6) * 36 + c % 6, 6);
+    }
+    for (int c = 0; c < 36; c++) {  // c = 6 y + x
+        vf y[6];
+        aa6(u[c], u[36 + c], u[72 + c], u[108 + c], y, 1);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 6; i++) ST(out + (i * 36 + c) * ps, y[i]);
+    }
+}
+
 /// dM[p][t - t0][co] = A dY A^T for the chunk's tiles [begin, end) (the adjoint of the output
 /// transform; outputs past the far edges, which forward dropped, contribute nothing).
 static void dy_range(void *arg, int64_t begin, int64_t end) {
     const job *j = arg;
     const geom *g = j->g;
     const int64_t D = g->S[0], H = g->S[1], W = g->S[2], CB = g->CO / VW;
-    vf b0[216], b1[216];
-    for (int64_t tl = begin; tl < end; tl++) {
+    const int m0 = g->m[0], m1 = g->m[1], m2 = g->m[2];
+    const int64_t ps = j->stride * g->COP;
+    vf b0[64];
+    for (int64_t tl = begin; tl < end; tl++)
+    for (int64_t cb = 0; cb < CB; cb++) {
         int64_t n, o[3];
         decode(g, j->t0 + tl, &n, o);
-        for (int64_t cb = 0; cb < CB; cb++) {
-            const float *base = j->dy + (n * CB + cb) * D * H * W * VW;
+        const float *base = j->dy + (n * CB + cb) * D * H * W * VW;
+        float *dst = j->M + tl * g->COP + cb * VW;
+        const float *at = base + ((o[0] * H + o[1]) * W + o[2]) * VW;
+        int64_t ys = W * VW, zs = H * W * VW;
+        if (o[0] + m0 > D || o[1] + m1 > H || o[2] + m2 > W) {
+            // Far-edge tile: gather with zeros past the edges, then the same transform on the copy.
             int q = 0;
-            for (int dz = 0; dz < g->m[0]; dz++)
-                for (int dy = 0; dy < g->m[1]; dy++)
-                    for (int dx = 0; dx < g->m[2]; dx++, q++) {
+            for (int dz = 0; dz < m0; dz++)
+                for (int dy = 0; dy < m1; dy++)
+                    for (int dx = 0; dx < m2; dx++, q++) {
                         const int64_t z = o[0] + dz, y = o[1] + dy, x = o[2] + dx;
                         b0[q] = z < D && y < H && x < W ? LD(base + ((z * H + y) * W + x) * VW) : (vf){0};
                     }
-            const vf *m = !g->three ? (g->alpha == 8 ? aa_2d8(b0, b1) : aa_2d(b0, b1)) : g->alpha == 6 ? aa_3d6(b0, b1) : aa_3d(b0, b1);
-            float *dst = j->M + tl * g->COP + cb * VW;
-            for (int p = 0; p < g->P; p++) ST(dst + (int64_t)p * j->stride * g->COP, m[p]);
+            at = (const float *)b0; ys = m2 * VW; zs = m1 * m2 * VW;
         }
+        if (!g->three) dy_tile_2d(at, ys, dst, ps);
+        else if (g->alpha == 6) dy_tile_3d6(at, ys, zs, dst, ps);
+        else dy_tile_3d(at, ys, zs, dst, ps);
     }
 }
 
@@ -638,7 +669,7 @@ static void dw_range(void *arg, int64_t begin, int64_t end) {
     for (int64_t nb = begin; nb < end; nb++)
         for (int64_t k = 0; k < g->CI; k++) {
             for (int p = 0; p < g->P; p++) b0[p] = LD(j->dU + ((int64_t)p * CIp + k) * g->COP + nb * VW);
-            const vf *w = !g->three ? (g->alpha == 8 ? gt_2d8(b0, b1) : gt_2d(b0, b1)) : g->alpha == 6 ? gt_3d6(b0, b1) : gt_3d(b0, b1);
+            const vf *w = !g->three ? gt_2d(b0, b1) : g->alpha == 6 ? gt_3d6(b0, b1) : gt_3d(b0, b1);
             for (int l = 0; l < VW; l++)
                 for (int kk = 0; kk < kv; kk++) dw[((nb * VW + l) * g->CI + k) * kv + kk] += w[kk][l];
         }
