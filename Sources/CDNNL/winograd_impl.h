@@ -4,7 +4,7 @@
 //
 // Why: on AVX2 the direct kernels are already near the FMA peak, so the remaining speed comes from
 // doing fewer multiplications. F(4x4, 3x3) in 2D computes a 4x4 output tile with 36 products per
-// channel pair instead of 144 (4x fewer); in 3D F(2x2x2, 3x3x3) uses 64 instead of 216 (3.4x) and
+// channel pair instead of 144 (4x fewer), F(6x6, 3x3) a 6x6 tile with 64 instead of 324 (5.1x); in 3D F(2x2x2, 3x3x3) uses 64 instead of 216 (3.4x) and
 // F(4x4x4, 3x3x3) 216 instead of 1728 (8x; its transformed tiles are 3.4x the outputs, not 8x, so it
 // also moves less memory; cdnnl_winograd_tile picks per layer).
 // The transforms (Lavin & Gray, interpolation points 0, +-1, +-2) are applied one axis at a time:
@@ -136,6 +136,7 @@ static void output_tile_2d(const float *in, int64_t ps, vf *y) {
     }
 }
 
+/// B^T of F(6x6) along one axis (8 pixels -> 8 positions).
 ALWAYS void bt8(vf x0, vf x1, vf x2, vf x3, vf x4, vf x5, vf x6, vf x7, vf *y) {
     const vf a = x2 + x6 - 4.25f * x4, b = x1 + x5 - 4.25f * x3;
     const vf c = 0.25f * x2 - 1.25f * x4 + x6, d = 0.5f * x1 - 2.5f * x3 + 2.0f * x5;
@@ -148,7 +149,8 @@ ALWAYS void bt8(vf x0, vf x1, vf x2, vf x3, vf x4, vf x5, vf x6, vf x7, vf *y) {
 /// A run of `count` horizontally adjacent inner 2D tiles, the first at `in` (rows `rs` floats apart), tile k
 /// stored from out + k ts (positions `ps` apart). Transforming along y first, per pixel column, lets each
 /// tile reuse the two columns it shares with the one before: F(4x4) transforms 10 lines per tile instead
-/// of 12, F(6x6) 14 instead of 16.
+/// of 12, F(6x6) 14 instead of 16. Positions p = 6 iy + ix (F(4x4)), 8 iy + ix (F(6x6)). Edge tiles come
+/// as a gathered copy with count 1.
 static void input_run_2d(const float *in, int64_t rs, int64_t count, float *out, int64_t ts, int64_t ps) {
     vf c[36];  // [column][iy]
 #define COL6(dx) bt6(LD(in + (dx) * VW), LD(in + (dx) * VW + rs), LD(in + (dx) * VW + 2 * rs), LD(in + (dx) * VW + 3 * rs), \
@@ -196,6 +198,7 @@ static void input_run_2d8(const float *in, int64_t rs, int64_t count, float *out
 #undef COL8
 }
 
+/// A^T of F(6x6) along one axis (8 positions -> 6 outputs).
 ALWAYS void at8(vf x0, vf x1, vf x2, vf x3, vf x4, vf x5, vf x6, vf x7, vf *y) {
     const vf s12 = x1 + x2, d12 = x1 - x2, s34 = x3 + x4, d34 = x3 - x4, s56 = x5 + x6, d56 = x5 - x6;
     y[0] = x0 + s12 + s34 + s56;
