@@ -146,56 +146,44 @@ ALWAYS void bt8(vf x0, vf x1, vf x2, vf x3, vf x4, vf x5, vf x6, vf x7, vf *y) {
     y[7] = x7 - x1 + 5.25f * (x3 - x5);
 }
 
-/// A run of `count` horizontally adjacent inner 2D tiles, the first at `in` (rows `rs` floats apart), tile k
-/// stored from out + k ts (positions `ps` apart). Transforming along y first, per pixel column, lets each
-/// tile reuse the two columns it shares with the one before: F(4x4) transforms 10 lines per tile instead
-/// of 12, F(6x6) 14 instead of 16. Positions p = 6 iy + ix (F(4x4)), 8 iy + ix (F(6x6)). Edge tiles come
-/// as a gathered copy with count 1.
-static void input_run_2d(const float *in, int64_t rs, int64_t count, float *out, int64_t ts, int64_t ps) {
-    vf c[36];  // [column][iy]
-#define COL6(dx) bt6(LD(in + (dx) * VW), LD(in + (dx) * VW + rs), LD(in + (dx) * VW + 2 * rs), LD(in + (dx) * VW + 3 * rs), \
-                     LD(in + (dx) * VW + 4 * rs), LD(in + (dx) * VW + 5 * rs), c + (dx) * 6, 1)
-#pragma clang loop unroll(full)
-    for (int dx = 0; dx < 6; dx++) COL6(dx);
-    for (int64_t k = 0;;) {
-#pragma clang loop unroll(full)
-        for (int iy = 0; iy < 6; iy++) {
-            vf y[6];
-            bt6(c[iy], c[6 + iy], c[12 + iy], c[18 + iy], c[24 + iy], c[30 + iy], y, 1);
-#pragma clang loop unroll(full)
-            for (int ix = 0; ix < 6; ix++) ST(out + (iy * 6 + ix) * ps, y[ix]);
-        }
-        if (++k == count) break;
-        in += 4 * VW;
-        out += ts;
-        for (int i = 0; i < 12; i++) c[i] = c[24 + i];
-        COL6(2); COL6(3); COL6(4); COL6(5);
-    }
-#undef COL6
+/// B^T along one axis for alpha 6 (F(4x4)) or 8 (F(6x6)): x[k * xs] -> y[k].
+ALWAYS void bt_line(int a, const vf *x, int64_t xs, vf *y) {
+    if (a == 6) bt6(x[0], x[xs], x[2 * xs], x[3 * xs], x[4 * xs], x[5 * xs], y, 1);
+    else bt8(x[0], x[xs], x[2 * xs], x[3 * xs], x[4 * xs], x[5 * xs], x[6 * xs], x[7 * xs], y);
 }
 
-static void input_run_2d8(const float *in, int64_t rs, int64_t count, float *out, int64_t ts, int64_t ps) {
-    vf c[64];  // [column][iy]
-#define COL8(dx) bt8(LD(in + (dx) * VW), LD(in + (dx) * VW + rs), LD(in + (dx) * VW + 2 * rs), LD(in + (dx) * VW + 3 * rs), \
-                     LD(in + (dx) * VW + 4 * rs), LD(in + (dx) * VW + 5 * rs), LD(in + (dx) * VW + 6 * rs), \
-                     LD(in + (dx) * VW + 7 * rs), c + (dx) * 8)
+/// The same on the pixel column at `p` (rows `rs` floats apart).
+ALWAYS void bt_column(int a, const float *p, int64_t rs, vf *y) {
+    vf x[8];
 #pragma clang loop unroll(full)
-    for (int dx = 0; dx < 8; dx++) COL8(dx);
+    for (int k = 0; k < a; k++) x[k] = LD(p + k * rs);
+    bt_line(a, x, 1, y);
+}
+
+/// A run of `count` horizontally adjacent inner 2D tiles of alpha `a` (6: F(4x4), 8: F(6x6)), the first at
+/// `in` (rows `rs` floats apart), tile k stored from out + k ts (positions p = a iy + ix, `ps` floats apart).
+/// Transforming along y first, per pixel column, lets each tile reuse the two columns it shares with the
+/// one before: F(4x4) transforms 10 lines per tile instead of 12, F(6x6) 14 instead of 16. Edge tiles come
+/// as a gathered copy with count 1.
+ALWAYS void input_run_2d(int a, const float *in, int64_t rs, int64_t count, float *out, int64_t ts, int64_t ps) {
+    const int m = a - 2;
+    vf c[64];  // [column][iy]
+#pragma clang loop unroll(full)
+    for (int dx = 0; dx < a; dx++) bt_column(a, in + dx * VW, rs, c + dx * a);
     for (int64_t k = 0;;) {
 #pragma clang loop unroll(full)
-        for (int iy = 0; iy < 8; iy++) {
+        for (int iy = 0; iy < a; iy++) {
             vf y[8];
-            bt8(c[iy], c[8 + iy], c[16 + iy], c[24 + iy], c[32 + iy], c[40 + iy], c[48 + iy], c[56 + iy], y);
+            bt_line(a, c + iy, a, y);
 #pragma clang loop unroll(full)
-            for (int ix = 0; ix < 8; ix++) ST(out + (iy * 8 + ix) * ps, y[ix]);
+            for (int ix = 0; ix < a; ix++) ST(out + (iy * a + ix) * ps, y[ix]);
         }
         if (++k == count) break;
-        in += 6 * VW;
+        in += m * VW;
         out += ts;
-        for (int i = 0; i < 16; i++) c[i] = c[48 + i];
-        COL8(2); COL8(3); COL8(4); COL8(5); COL8(6); COL8(7);
+        for (int i = 0; i < 2 * a; i++) c[i] = c[m * a + i];
+        for (int dx = 2; dx < a; dx++) bt_column(a, in + dx * VW, rs, c + dx * a);
     }
-#undef COL8
 }
 
 /// A^T of F(6x6) along one axis (8 positions -> 6 outputs).
@@ -399,8 +387,8 @@ static void input_range(void *arg, int64_t begin, int64_t end) {
                 const int64_t m = g->m[2], last = (W + 1 - a2) / m, left = end - tl;
                 int64_t count = last - o[2] / m + 1;
                 if (count > left) count = left;
-                if (g->alpha == 8) input_run_2d8(at, W * VW, count, dst, g->CI, ps);
-                else input_run_2d(at, W * VW, count, dst, g->CI, ps);
+                if (g->alpha == 8) input_run_2d(8, at, W * VW, count, dst, g->CI, ps);
+                else input_run_2d(6, at, W * VW, count, dst, g->CI, ps);
                 tl += count - 1;
                 continue;
             }
@@ -422,8 +410,8 @@ static void input_range(void *arg, int64_t begin, int64_t end) {
                 }
             }
         }
-        if (!g->three && g->alpha == 8) input_run_2d8((const float *)b0, 8 * VW, 1, dst, 0, ps);
-        else if (!g->three) input_run_2d((const float *)b0, 6 * VW, 1, dst, 0, ps);
+        if (!g->three && g->alpha == 8) input_run_2d(8, (const float *)b0, 8 * VW, 1, dst, 0, ps);
+        else if (!g->three) input_run_2d(6, (const float *)b0, 6 * VW, 1, dst, 0, ps);
         else if (g->alpha == 6) input_tile_3d6((const float *)b0, 6 * VW, 36 * VW, dst, ps);
         else input_tile_3d((const float *)b0, 4 * VW, 16 * VW, dst, ps);
     }
