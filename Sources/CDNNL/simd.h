@@ -26,7 +26,10 @@ typedef float vfu __attribute__((vector_size(VW * 4), aligned(4)));
 
 #define LD(p) ((vf)(*(const vfu *)(p)))
 #define ST(p, v) (*(vfu *)(p) = (v))
-#define SPLAT(x) ((vf){0} + (float)(x))
+/// x in every lane. Written as x - (+0), which the compiler folds to a plain broadcast (a load with
+/// broadcast, or the FMA's embedded one); x + 0 cannot fold (-0 + 0 is +0), and cost the GEMM inner
+/// loops a scalar add and a register broadcast per element.
+#define SPLAT(x) ((float)(x) - (vf){0})
 /// Non-temporal store of a whole aligned vector (p aligned to VW * 4 bytes): bypasses the caches.
 #define STNT(p, v) __builtin_nontemporal_store((v), (vf *)(p))
 #define VMAX(a, b) __builtin_elementwise_max((a), (b))
