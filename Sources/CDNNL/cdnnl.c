@@ -564,8 +564,9 @@ int cdnnl_conv_create(cdnnl_conv **out, const cdnnl_conv_desc *d) {
     return 0;
 }
 
-static int winograd_forward(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst,
-                            const float *scale, const float *shift, const float *residual, float slope) {
+static int winograd_forward(cdnnl_conv *c, const float *src, const float *src2, int64_t src_channels,
+                            const float *weight, const float *bias, float *dst, const float *scale,
+                            const float *shift, const float *residual, float slope) {
     const char *what = "convolution forward";
     if (c->d.has_bias && !bias) return fail(-1, "%s: bias missing", what);
     cdnnl_winograd_kept *kept = NULL;
@@ -575,9 +576,10 @@ static int winograd_forward(cdnnl_conv *c, const float *src, const float *weight
         c->kept_weight = weight;
         kept = &c->kept;
     }
-    if (cdnnl_winograd(&c->d, cdnnl_max_threads(), 0, src, weight, c->d.has_bias ? bias : NULL, dst,
-                            scale, shift, residual, slope, kept))
-        return fail(-1, "%s: out of memory for the Winograd buffers", what);
+    const int rc = cdnnl_winograd(&c->d, cdnnl_max_threads(), 0, src, src2, src_channels, weight,
+                                  c->d.has_bias ? bias : NULL, dst, scale, shift, residual, slope, kept);
+    if (rc == -2) return fail(-1, "%s: the input cannot be read as two parts split at channel %lld", what, (long long)src_channels);
+    if (rc) return fail(-1, "%s: out of memory for the Winograd buffers", what);
     return 0;
 }
 
@@ -605,7 +607,7 @@ static int onednn_forward(cdnnl_conv *c, dnnl_primitive_t p, const float *src, c
 
 int cdnnl_conv_forward(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst) {
     if (c->w2) return shuffle_forward(c, src, weight, bias, dst);
-    if (c->winograd) return winograd_forward(c, src, weight, bias, dst, NULL, NULL, NULL, 1.0f);
+    if (c->winograd) return winograd_forward(c, src, NULL, 0, weight, bias, dst, NULL, NULL, NULL, 1.0f);
     return onednn_forward(c, c->fwd, src, weight, bias, dst, NULL, 0);
 }
 
@@ -650,7 +652,7 @@ static int conv_create_fwd_epilogue(cdnnl_conv *c, float slope) {
 
 int cdnnl_conv_forward_epilogue(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst,
                                 const float *scale, const float *shift, const float *residual, float slope) {
-    if (c->winograd) return winograd_forward(c, src, weight, bias, dst, scale, shift, residual, slope);
+    if (c->winograd) return winograd_forward(c, src, NULL, 0, weight, bias, dst, scale, shift, residual, slope);
     if (!c->w2 && !residual && scale) {
         if (c->fwd_ep_state == 0 || (c->fwd_ep_state == 1 && c->fwd_ep_slope != slope))
             c->fwd_ep_state = conv_create_fwd_epilogue(c, slope) == 0 ? 1 : -1;
@@ -669,6 +671,19 @@ int cdnnl_conv_forward_epilogue(cdnnl_conv *c, const float *src, const float *we
     for (int i = 0; i < r; i++) spatial *= c->d.out_size[i];
     cdnnl_affine_activate(dst, residual, dst, c->d.batch, c->d.out_channels, spatial, c->d.layout, slope, scale, shift);
     return 0;
+}
+
+int cdnnl_conv_reads_joined(cdnnl_conv *c, int64_t src_channels) {
+    const int64_t block = c->d.layout == CDNNL_LAYOUT_BLOCKED16 ? 16 : c->d.layout == CDNNL_LAYOUT_BLOCKED8 ? 8 : 0;
+    return c->winograd && block && src_channels > 0 && src_channels < c->d.in_channels && src_channels % block == 0;
+}
+
+int cdnnl_conv_forward_epilogue_joined(cdnnl_conv *c, const float *src, const float *src2, int64_t src_channels,
+                                       const float *weight, const float *bias, float *dst, const float *scale,
+                                       const float *shift, const float *residual, float slope) {
+    if (!cdnnl_conv_reads_joined(c, src_channels))
+        return fail(-1, "convolution forward: this kernel cannot read its input split at channel %lld", (long long)src_channels);
+    return winograd_forward(c, src, src2, src_channels, weight, bias, dst, scale, shift, residual, slope);
 }
 
 static int conv_create_bwd_data(cdnnl_conv *c) {
@@ -700,7 +715,7 @@ static int conv_create_bwd_data(cdnnl_conv *c) {
 int cdnnl_conv_backward_data(cdnnl_conv *c, const float *diff_dst, const float *weight, float *diff_src) {
     const char *what = "convolution backward data";
     if (c->winograd) {
-        if (cdnnl_winograd(&c->d, cdnnl_max_threads(), 1, diff_dst, weight, NULL, diff_src, NULL, NULL, NULL, 1.0f, NULL))
+        if (cdnnl_winograd(&c->d, cdnnl_max_threads(), 1, diff_dst, NULL, 0, weight, NULL, diff_src, NULL, NULL, NULL, 1.0f, NULL))
             return fail(-1, "%s: out of memory for the Winograd buffers", what);
         return 0;
     }

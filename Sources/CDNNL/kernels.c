@@ -69,12 +69,14 @@ int cdnnl_upsample(const cdnnl_conv_desc *d, int threads, const float *x, const 
                                                : cdnnl_upsample_avx2(d, threads, x, w2, bias, y);
 }
 
-int cdnnl_winograd(const cdnnl_conv_desc *d, int threads, int backward, const float *src, const float *weight,
-                   const float *bias, float *dst, const float *scale, const float *shift, const float *residual,
-                   float slope, cdnnl_winograd_kept *kept) {
+int cdnnl_winograd(const cdnnl_conv_desc *d, int threads, int backward, const float *src, const float *src2,
+                   int64_t src_channels, const float *weight, const float *bias, float *dst, const float *scale,
+                   const float *shift, const float *residual, float slope, cdnnl_winograd_kept *kept) {
     return d->layout == CDNNL_LAYOUT_BLOCKED16
-               ? cdnnl_winograd_avx512(d, threads, backward, src, weight, bias, dst, scale, shift, residual, slope, kept)
-               : cdnnl_winograd_avx2(d, threads, backward, src, weight, bias, dst, scale, shift, residual, slope, kept);
+               ? cdnnl_winograd_avx512(d, threads, backward, src, src2, src_channels, weight, bias, dst, scale, shift,
+                                       residual, slope, kept)
+               : cdnnl_winograd_avx2(d, threads, backward, src, src2, src_channels, weight, bias, dst, scale, shift,
+                                     residual, slope, kept);
 }
 
 int cdnnl_winograd_bwd_weights(const cdnnl_conv_desc *d, int threads, const float *src, const float *diff_dst,

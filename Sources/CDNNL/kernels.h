@@ -56,8 +56,11 @@ typedef struct { float *u; size_t floats; int ready; } cdnnl_winograd_kept;
 /// Forward only, when scale is not NULL: dst = leaky_relu(y * scale[o] + shift[o] + residual) with
 /// the given slope (residual NULL for none), applied before the store. kept: NULL, or where the
 /// transformed kernel is kept between calls (forward only).
+/// src2: NULL, or (forward only) the input is the channel concatenation of src (src_channels channels, a
+/// multiple of the vector width, fewer than I) and src2 (the rest), read in place. Returns -2 when
+/// src2 is given for a split that is not allowed.
 int cdnnl_winograd(const cdnnl_conv_desc *d, int threads, int backward, const float *src,
-                   const float *weight, const float *bias, float *dst,
+                   const float *src2, int64_t src_channels, const float *weight, const float *bias, float *dst,
                    const float *scale, const float *shift, const float *residual, float slope,
                    cdnnl_winograd_kept *kept);
 /// 1 when backward weights should run through cdnnl_winograd_bwd_weights (no bias, preferred
@@ -79,7 +82,7 @@ int cdnnl_stream_output(const void *dst, size_t bytes, size_t align);
     int cdnnl_upsample_##sfx(const cdnnl_conv_desc *d, int threads, const float *x, const float *w2,       \
                              const float *bias, float *y);                                               \
     int cdnnl_winograd_##sfx(const cdnnl_conv_desc *d, int threads, int backward, const float *src,        \
-                             const float *weight, const float *bias, float *dst, const float *scale,     \
+                             const float *src2, int64_t src_channels, const float *weight, const float *bias, float *dst, const float *scale,     \
                              const float *shift, const float *residual, float slope,                     \
                              cdnnl_winograd_kept *kept);                                                 \
     int cdnnl_winograd_bwd_weights_##sfx(const cdnnl_conv_desc *d, int threads, const float *src,          \

@@ -332,6 +332,8 @@ typedef struct {
     int64_t t0, tc, stride; // chunk: first tile, tiles in it, rows per position (>= tc; forward: a multiple of 6)
     int stream;         // forward: store the output with non-temporal stores (larger than the caches)
     int overwrite;      // backward weights: this chunk is the first, so the GEMM stores dU, not adds to it
+    const float *src2;  // forward: NULL, or the input's channels from CB1 * VW on (the input is the
+    int64_t CB1;        // channel concatenation of src, CB1 blocks, and src2), so no joined copy is made
 } job;
 
 /// U for GEMM columns n in [VW begin, VW end): U[p] is stored in panels of PW columns,
@@ -388,7 +390,8 @@ static void input_range(void *arg, int64_t begin, int64_t end) {
         decode(g, j->t0 + tl, &n, o);
         const int64_t z0 = o[0] - pz, y0 = o[1] - 1, x0 = o[2] - 1;
         const int inside = z0 >= 0 && z0 + a0 <= D && y0 >= 0 && y0 + a1 <= H && x0 >= 0 && x0 + a2 <= W;
-        const float *base = j->src + (n * CB + cb) * D * H * W * VW;
+        const float *base = !j->src2 || cb < j->CB1 ? j->src + (n * (j->src2 ? j->CB1 : CB) + cb) * D * H * W * VW
+                                                    : j->src2 + (n * (CB - j->CB1) + cb - j->CB1) * D * H * W * VW;
         float *dst = j->V + tl * g->CI + cb * VW;
         const int64_t ps = j->stride * g->CI;
         if (inside) {
@@ -733,8 +736,10 @@ static geom make_geom(const cdnnl_conv_desc *d, int64_t ci, int64_t co, int m) {
 }
 
 int SFX(cdnnl_winograd)(const cdnnl_conv_desc *d, int threads, int backward, const float *src,
-                         const float *weight, const float *bias, float *dst, const float *scale,
-                         const float *shift, const float *residual, float slope, cdnnl_winograd_kept *kept) {
+                         const float *src2, int64_t src_channels, const float *weight, const float *bias,
+                         float *dst, const float *scale, const float *shift, const float *residual, float slope,
+                         cdnnl_winograd_kept *kept) {
+    if (src2 && (backward || src_channels <= 0 || src_channels % VW || src_channels >= d->in_channels)) return -2;
     const geom g = make_geom(d, backward ? d->out_channels : d->in_channels, backward ? d->in_channels : d->out_channels,
                              cdnnl_winograd_tile(d));
     const size_t u = (size_t)g.P * g.CI * g.COP, per_tile = (size_t)g.P * (g.CI + g.COP);
@@ -764,6 +769,8 @@ int SFX(cdnnl_winograd)(const cdnnl_conv_desc *d, int threads, int backward, con
     job j = {&g, src, weight, backward ? NULL : bias, dst, U, VM, VM + (size_t)g.P * stride * g.CI,
              d->in_channels, d->out_channels, backward, backward ? NULL : scale, shift, residual, slope, NULL, NULL,
              0, 0, stride};
+    j.src2 = src2;
+    j.CB1 = src_channels / VW;
     j.stream = cdnnl_stream_output(dst, (size_t)g.N * g.CO * g.S[0] * g.S[1] * g.S[2] * sizeof(float), VW * sizeof(float));
     if (!kept || !kept->ready) {
         if (g.COP != g.CO) memset(U, 0, u * sizeof(float));  // the last panel's unused half

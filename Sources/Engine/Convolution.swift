@@ -244,6 +244,15 @@ public final class Convolution: @unchecked Sendable {
         try require(input, dims: inputDims, layout: layout, op, "input")
         try require(output, dims: outputDims, layout: layout, op, "output")
         try checkParameters(weight, bias, "weight")
+        try validate(epilogue, output: output)
+        try withExtendedLifetime((input.storage, weight.storage, bias?.storage, output.storage, epilogue.residual?.storage)) {
+            try check(cdnnl_conv_forward_epilogue(handle, input.floats, weight.floats, geometry.bias ? bias!.floats : nil, output.floats,
+                                                  epilogue.scale, epilogue.shift, epilogue.residual?.floats, epilogue.slope),
+                      "\(op) forward \(shapeText(inputDims))")
+        }
+    }
+
+    private func validate(_ epilogue: ConvolutionEpilogue, output: Tensor) throws {
         let o = geometry.outputChannels
         guard epilogue.scale.count == o, epilogue.shift.count == o else {
             throw EngineError.shapeMismatch(op: op, expected: "\(o) epilogue scale and shift values",
@@ -258,9 +267,29 @@ public final class Convolution: @unchecked Sendable {
                 throw EngineError.invalidArgument(op: op, message: "the residual must not be the output tensor")
             }
         }
-        try withExtendedLifetime((input.storage, weight.storage, bias?.storage, output.storage, epilogue.residual?.storage)) {
-            try check(cdnnl_conv_forward_epilogue(handle, input.floats, weight.floats, geometry.bias ? bias!.floats : nil, output.floats,
-                                                  epilogue.scale, epilogue.shift, epilogue.residual?.floats, epilogue.slope),
+    }
+
+    /// True when `forward(input:joinedWith:...)` can read this convolution's input as two tensors joined
+    /// along channels, the first with `firstChannels` channels (the Winograd route, split on a channel block).
+    public func readsJoined(firstChannels: Int) -> Bool { cdnnl_conv_reads_joined(handle, Int64(firstChannels)) == 1 }
+
+    /// `forward(input:weight:bias:output:epilogue:)` on the channel concatenation of `first` and `second`
+    /// (same batch, spatial size and layout; channels adding up to the input's), read where they are:
+    /// no joined copy. Requires `readsJoined(firstChannels: first.channels)`.
+    public func forward(input first: Tensor, joinedWith second: Tensor, weight: Tensor, bias: Tensor? = nil, output: Tensor,
+                        epilogue: ConvolutionEpilogue) throws {
+        try require(first, dims: [inputDims[0], first.channels] + inputDims.dropFirst(2), layout: layout, op, "input's first part")
+        try require(second, dims: [inputDims[0], inputDims[1] - first.channels] + inputDims.dropFirst(2), layout: layout, op, "input's second part")
+        guard readsJoined(firstChannels: first.channels) else {
+            throw EngineError.invalidArgument(op: op, message: "\(implementation(.forward)) cannot read its input split at channel \(first.channels)")
+        }
+        try require(output, dims: outputDims, layout: layout, op, "output")
+        try checkParameters(weight, bias, "weight")
+        try validate(epilogue, output: output)
+        try withExtendedLifetime((first.storage, second.storage, weight.storage, bias?.storage, output.storage, epilogue.residual?.storage)) {
+            try check(cdnnl_conv_forward_epilogue_joined(handle, first.floats, second.floats, Int64(first.channels), weight.floats,
+                                                         geometry.bias ? bias!.floats : nil, output.floats, epilogue.scale,
+                                                         epilogue.shift, epilogue.residual?.floats, epilogue.slope),
                       "\(op) forward \(shapeText(inputDims))")
         }
     }

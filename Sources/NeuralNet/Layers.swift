@@ -126,8 +126,10 @@ final class ConvUnit {
     private var keptUnder: UInt64 = 0
 
     /// The operator for input `x` (its dims and layout, the context's precision).
-    func prepare(_ x: Tensor, _ ctx: Context) throws -> Convolution {
-        let (inputDims, layout, precision) = (x.dims, x.layout, ctx.precision)
+    func prepare(_ x: Tensor, _ ctx: Context) throws -> Convolution { try prepare(x.dims, x.layout, ctx) }
+
+    private func prepare(_ inputDims: [Int], _ layout: Layout, _ ctx: Context) throws -> Convolution {
+        let precision = ctx.precision
         if let op, op.inputDims == inputDims, op.layout == layout, op.precision == precision { return op }
         let c = try Convolution(geometry, inputDims: inputDims, layout: layout, precision: precision)
         op?.keepWeights(0)  // the replaced operator's kept weights go now, not when the fixed-weights scope ends
@@ -136,9 +138,9 @@ final class ConvUnit {
         return c
     }
 
-    /// The operator for a forward pass, told whether it may keep derived weights.
-    private func forwardOperator(_ x: Tensor, _ c: Context) throws -> Convolution {
-        let op = try prepare(x, c)
+    /// The operator for a forward pass on an input of `inputDims`, told whether it may keep derived weights.
+    private func forwardOperator(_ inputDims: [Int], _ layout: Layout, _ c: Context) throws -> Convolution {
+        let op = try prepare(inputDims, layout, c)
         if keptUnder != c.fixedWeights {
             op.keepWeights(c.fixedWeights)
             keptUnder = c.fixedWeights
@@ -162,7 +164,7 @@ final class ConvUnit {
 
     /// The output goes into `output` when given (a view of the right dims and layout), else a new workspace tensor.
     func forward(_ x: Tensor, _ c: Context, into output: Tensor? = nil) throws -> Tensor {
-        let op = try forwardOperator(x, c)
+        let op = try forwardOperator(x.dims, x.layout, c)
         let y = try output ?? c.workspace.take(op.outputDims, layout: op.layout)
         let p = c.parameters
         let kind = geometry.transposed ? "upsample" : "conv"
@@ -175,12 +177,31 @@ final class ConvUnit {
 
     /// Inference form: the output goes through `epilogue` (folded batch norm, residual, activation) as it is stored.
     func forward(_ x: Tensor, _ c: Context, epilogue: ConvolutionEpilogue) throws -> Tensor {
-        let op = try forwardOperator(x, c)
+        let op = try forwardOperator(x.dims, x.layout, c)
         let y = try c.workspace.take(op.outputDims, layout: op.layout)
         let p = c.parameters
         let label = Profile.perLayer ? name("conv+epilogue", x, op, .forward) : "conv forward + epilogue"
         try Profile.measure(label) {
             try op.forward(input: x, weight: p.value(weight), bias: bias.map { p.value($0) }, output: y, epilogue: epilogue)
+        }
+        return y
+    }
+
+    /// True when the kernel for an input of `inputDims` can read it as two tensors joined along channels,
+    /// the first with `firstChannels` (`forward(_:joinedWith:_:epilogue:)`).
+    func readsJoined(_ inputDims: [Int], _ layout: Layout, firstChannels: Int, _ c: Context) throws -> Bool {
+        try prepare(inputDims, layout, c).readsJoined(firstChannels: firstChannels)
+    }
+
+    /// The inference form on the channel concatenation of `first` and `second`, read in place (see `readsJoined`).
+    func forward(_ first: Tensor, joinedWith second: Tensor, _ c: Context, epilogue: ConvolutionEpilogue) throws -> Tensor {
+        let op = try forwardOperator([first.batch, first.channels + second.channels] + first.spatial, first.layout, c)
+        let y = try c.workspace.take(op.outputDims, layout: op.layout)
+        let p = c.parameters
+        let label = Profile.perLayer ? name("conv+epilogue", first, op, .forward) + " (joined input)" : "conv forward + epilogue"
+        try Profile.measure(label) {
+            try op.forward(input: first, joinedWith: second, weight: p.value(weight), bias: bias.map { p.value($0) }, output: y,
+                           epilogue: epilogue)
         }
         return y
     }
@@ -431,6 +452,13 @@ final class ConvLayer: Block {
         return y
     }
 
+    /// Inference on the channel concatenation of `first` and `second` without joining them, where
+    /// `conv.readsJoined`; nil (nothing run) outside inference.
+    func forward(_ first: Tensor, joinedWith second: Tensor, _ ctx: Context) throws -> Tensor? {
+        guard let (scale, shift) = try norm.inferenceAffine(ctx) else { return nil }
+        return try conv.forward(first, joinedWith: second, ctx, epilogue: ConvolutionEpilogue(scale: scale, shift: shift, slope: act.slope))
+    }
+
     /// Overwrites `dy` with the gradient at the convolution's output on the way.
     func backward(_ dy: Tensor, needInput: Bool, _ ctx: Context) throws -> Tensor? {
         guard let x, let y else { throw NetworkError.invalidArgument("backward without a training forward") }
@@ -607,12 +635,16 @@ final class UpsampleBlock {
         block = ConvBlock(ps, name: name + ".conv_block", rank: rank, input: 2 * output, output: output, kernel: kernel, stride: 1, norm: norm, slope: slope)
     }
 
-    /// upsample(x) and skip concatenated along channels (a new workspace tensor).
-    private func join(_ x: Tensor, _ skip: Tensor, _ c: Context) throws -> Tensor {
+    private func checkSizes(_ x: Tensor, _ skip: Tensor) throws {
         let upsampled = transposed.outputDims(x.dims)
         guard Array(upsampled.dropFirst(2)) == skip.spatial else {
             throw NetworkError.invalidArgument("upsampled size \(Array(upsampled.dropFirst(2))) does not match the skip connection's \(skip.spatial): input sizes must be divisible by the total stride")
         }
+    }
+
+    /// upsample(x) and skip concatenated along channels (a new workspace tensor).
+    private func join(_ x: Tensor, _ skip: Tensor, _ c: Context) throws -> Tensor {
+        let upsampled = transposed.outputDims(x.dims)
         let out = upsampled[1]
         if x.batch == 1, x.layout == .plain || out % x.layout.block == 0 {
             // One sample: the upsampling is written straight into the first channels of the joined tensor
@@ -632,6 +664,21 @@ final class UpsampleBlock {
     }
 
     func forward(_ x: Tensor, skip: Tensor, _ c: Context) throws -> Tensor {
+        try checkSizes(x, skip)
+        let upsampled = transposed.outputDims(x.dims)
+        if !c.training, try block.conv1.conv.readsJoined([x.batch, upsampled[1] + skip.channels] + skip.spatial, x.layout,
+                                                          firstChannels: upsampled[1], c) {
+            // Inference: the first convolution reads the upsampling and the skip where they are (Winograd);
+            // joining them was 5% of a 2D prediction.
+            let u = try transposed.forward(x, c)
+            if let m = try block.conv1.forward(u, joinedWith: skip, c) {
+                c.workspace.give(u)
+                let y = try block.conv2.forward(m, c)
+                c.workspace.give(m)
+                return y
+            }
+            c.workspace.give(u)  // a norm without inference statistics: the joined path below
+        }
         let joined = try join(x, skip, c)
         let y = try block.forward(joined, c)
         if c.training {

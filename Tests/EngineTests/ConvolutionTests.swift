@@ -261,6 +261,43 @@ struct WinogradTests {
         if !g.bias && g.spatialRank == 2 { #expect(conv.implementation(.backwardWeights).contains("F(4x4,"), "\(conv.implementation(.backwardWeights))") }
     }
 
+    @Test("forward reads an input joined along channels from its two parts, as from the concatenation",
+          arguments: Runtime.ownKernelLayouts)
+    func joinedInput(layout: Layout) throws {
+        var rng = SeededRandom(53)
+        let v = layout.block, (c1, c2, o) = (2 * layout.block, layout.block, 3 * layout.block)
+        // 17x14: F(6x6) edge tiles and inner ones; batch 2: the second sample of each part is read at its own offset.
+        let dims1 = [2, c1, 17, 14], dims2 = [2, c2, 17, 14], joined = [2, c1 + c2, 17, 14]
+        let g = ConvolutionGeometry(spatialRank: 2, inputChannels: c1 + c2, outputChannels: o, kernel: 3)
+        let a = rounded(rng.values(dims1.reduce(1, *))), b = rounded(rng.values(dims2.reduce(1, *)))
+        let w = rounded(rng.values(g.weightDims.reduce(1, *), scale: 0.3))
+        let scale = rng.values(o).map(Float.init), shift = rng.values(o).map(Float.init)
+        let conv = try Convolution(g, inputDims: joined, layout: layout, algorithm: .winograd)
+        #expect(conv.readsJoined(firstChannels: c1))
+        #expect(!conv.readsJoined(firstChannels: c1 + c2) && !conv.readsJoined(firstChannels: 0))
+        #expect(!conv.readsJoined(firstChannels: v / 2), "a split inside a channel block")
+        let ref = Reference.convolution(Reference.concatenate(a, b, batch: 2), inputDims: joined, weight: w, bias: nil, g)
+        let expected = ref.values.indices.map { i -> Double in
+            let y = ref.values[i] * Double(scale[(i / (17 * 14)) % o]) + Double(shift[(i / (17 * 14)) % o])
+            return y > 0 ? y : 0.01 * y
+        }
+        let y = try Tensor(zeros: conv.outputDims, layout: layout)
+        try conv.forward(input: tensor(dims1, a, layout: layout), joinedWith: tensor(dims2, b, layout: layout),
+                         weight: tensor(g.weightDims, w), output: y, epilogue: ConvolutionEpilogue(scale: scale, shift: shift, slope: 0.01))
+        expectClose(try y.toArray(), expected, "joined input, \(layout)")
+        // Parts that do not add up to the input are an error, as is a kernel that cannot read them (direct).
+        #expect(throws: EngineError.self) {
+            try conv.forward(input: tensor(dims1, a, layout: layout), joinedWith: tensor(dims1, a, layout: layout),
+                             weight: tensor(g.weightDims, w), output: y, epilogue: ConvolutionEpilogue(scale: scale, shift: shift))
+        }
+        let direct = try Convolution(g, inputDims: joined, layout: layout, algorithm: .direct)
+        #expect(!direct.readsJoined(firstChannels: c1))
+        #expect(throws: EngineError.self) {
+            try direct.forward(input: tensor(dims1, a, layout: layout), joinedWith: tensor(dims2, b, layout: layout),
+                               weight: tensor(g.weightDims, w), output: y, epilogue: ConvolutionEpilogue(scale: scale, shift: shift))
+        }
+    }
+
     @Test("a kept transformed kernel is reused under its key and derived again under a new one", arguments: cases)
     func keptKernel(_ c: ConvCase, layout: Layout) throws {
         var rng = SeededRandom(47)

@@ -85,3 +85,23 @@ import Testing
         #expect(try net.withFixedWeights { try net.forward(x)[0].toArray() } == changed)
     }
 }
+
+@Suite struct JoinedSkipTests {
+    /// In inference the decoders' first convolutions read the upsampling and the skip connection where they
+    /// are (Winograd, native layout); the logits match the plain layout's, which joins them into one tensor.
+    @Test func inferenceWithoutJoiningMatchesTheJoinedPath() throws {
+        var config = UNetConfig(dimension: 2, depth: 3, filterCap: 32, residual: true, norm: .batch)
+        config.filters = [16, 32, 32]  // multiples of 16: Winograd on blocked8 and blocked16 alike
+        let native = try UNet(config: config), plain = try UNet(config: config, layout: .plain)
+        try plain.parameters.copyValues(from: native.parameters)
+        native.training = false
+        plain.training = false
+        var rng = SplitMix64(state: 9)
+        let x = try Tensor(dims: [2, 4, 32, 32], values: (0 ..< 2 * 4 * 32 * 32).map { _ in Float(rng.normal()) })
+        let a = try native.forward(x)[0].toArray(), b = try plain.forward(x)[0].toArray()
+        #expect(relativeError(a, b) < 1e-4, "\(relativeError(a, b))")
+        // The top decoder level did read the two parts in place (its operator exists after the forward).
+        let top = native.upsamples[native.upsamples.count - 1]
+        #expect(try top.block.conv1.conv.readsJoined([2, 32, 32, 32], Layout.native, firstChannels: 16, native.context))
+    }
+}
