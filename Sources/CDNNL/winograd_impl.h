@@ -359,12 +359,20 @@ static void weights_range(void *arg, int64_t begin, int64_t end) {
             for (int kk = 0; kk < kv; kk++) b0[kk] = LD(taps + kk * VW);
             const vf *u = !g->three ? (g->alpha == 8 ? g_2d8(b0, b1) : g_2d(b0, b1)) : g->alpha == 6 ? g_3d6(b0, b1) : g_3d(b0, b1);
             float *dst = j->U + ((nb / 2) * g->CI + k) * PW + (nb % 2) * VW;
+#if VW == 16
             // Streaming stores: each vector is a whole cache line of one of P write streams, and U is
             // read back only after the barrier, so reading every line in first (as a plain store
             // does) only doubled the memory traffic (this loop was 3% of a composer-2d step, 1% now).
+            // (With VW 8 a vector is half a line whose other half another block writes later: a
+            // streaming store would flush partial lines, so AVX2 stores plainly.)
             for (int p = 0; p < g->P; p++) STNT(dst + (int64_t)p * g->CI * g->COP, u[p]);
+#else
+            for (int p = 0; p < g->P; p++) ST(dst + (int64_t)p * g->CI * g->COP, u[p]);
+#endif
         }
+#if VW == 16
     __builtin_ia32_sfence();  // order the streaming stores before the caller's barrier
+#endif
 }
 
 static void decode(const geom *g, int64_t t, int64_t *n, int64_t o[3]) {
