@@ -576,7 +576,7 @@ static int winograd_forward(cdnnl_conv *c, const float *src, const float *src2, 
         c->kept_weight = weight;
         kept = &c->kept;
     }
-    const int rc = cdnnl_winograd(&c->d, cdnnl_max_threads(), 0, src, src2, src_channels, weight,
+    const int rc = cdnnl_winograd(&c->d, cdnnl_max_threads(), 0, src, src2, NULL, src_channels, weight,
                                   c->d.has_bias ? bias : NULL, dst, scale, shift, residual, slope, kept);
     if (rc == -2) return fail(-1, "%s: the input cannot be read as two parts split at channel %lld", what, (long long)src_channels);
     if (rc) return fail(-1, "%s: out of memory for the Winograd buffers", what);
@@ -675,13 +675,24 @@ int cdnnl_conv_forward_epilogue(cdnnl_conv *c, const float *src, const float *we
 
 int cdnnl_conv_reads_joined(cdnnl_conv *c, int64_t src_channels) {
     const int64_t block = c->d.layout == CDNNL_LAYOUT_BLOCKED16 ? 16 : c->d.layout == CDNNL_LAYOUT_BLOCKED8 ? 8 : 0;
-    return c->winograd && block && src_channels > 0 && src_channels < c->d.in_channels && src_channels % block == 0;
+    if (!c->winograd || !block || src_channels <= 0 || src_channels >= c->d.in_channels || src_channels % block) return 0;
+    return c->winograd_weights ? 3 : 1;
+}
+
+int cdnnl_conv_backward_weights_joined(cdnnl_conv *c, const float *src, const float *src2, int64_t src_channels,
+                                       const float *diff_dst, float *diff_weight) {
+    const char *what = "convolution backward weights";
+    if (cdnnl_conv_reads_joined(c, src_channels) != 3)
+        return fail(-1, "%s: this kernel cannot read its input split at channel %lld", what, (long long)src_channels);
+    if (cdnnl_winograd_bwd_weights(&c->d, cdnnl_max_threads(), src, src2, src_channels, diff_dst, diff_weight))
+        return fail(-1, "%s: out of memory for the Winograd buffers", what);
+    return 0;
 }
 
 int cdnnl_conv_forward_epilogue_joined(cdnnl_conv *c, const float *src, const float *src2, int64_t src_channels,
                                        const float *weight, const float *bias, float *dst, const float *scale,
                                        const float *shift, const float *residual, float slope) {
-    if (!cdnnl_conv_reads_joined(c, src_channels))
+    if (!(cdnnl_conv_reads_joined(c, src_channels) & 1))
         return fail(-1, "convolution forward: this kernel cannot read its input split at channel %lld", (long long)src_channels);
     return winograd_forward(c, src, src2, src_channels, weight, bias, dst, scale, shift, residual, slope);
 }
@@ -712,13 +723,26 @@ static int conv_create_bwd_data(cdnnl_conv *c) {
     return rc;
 }
 
+static int winograd_backward_data(cdnnl_conv *c, const float *diff_dst, const float *weight, float *diff_src,
+                                  float *diff_src2, int64_t split) {
+    const int rc = cdnnl_winograd(&c->d, cdnnl_max_threads(), 1, diff_dst, NULL, diff_src2, split, weight, NULL, diff_src,
+                                  NULL, NULL, NULL, 1.0f, NULL);
+    if (rc) return fail(-1, rc == -2 ? "convolution backward data: the input gradient cannot be written in two parts"
+                                     : "convolution backward data: out of memory for the Winograd buffers");
+    return 0;
+}
+
+int cdnnl_conv_backward_data_joined(cdnnl_conv *c, const float *diff_dst, const float *weight, float *diff_src,
+                                    float *diff_src2, int64_t src_channels) {
+    if (!(cdnnl_conv_reads_joined(c, src_channels) & 1))
+        return fail(-1, "convolution backward data: this kernel cannot write its input gradient split at channel %lld",
+                    (long long)src_channels);
+    return winograd_backward_data(c, diff_dst, weight, diff_src, diff_src2, src_channels);
+}
+
 int cdnnl_conv_backward_data(cdnnl_conv *c, const float *diff_dst, const float *weight, float *diff_src) {
     const char *what = "convolution backward data";
-    if (c->winograd) {
-        if (cdnnl_winograd(&c->d, cdnnl_max_threads(), 1, diff_dst, NULL, 0, weight, NULL, diff_src, NULL, NULL, NULL, 1.0f, NULL))
-            return fail(-1, "%s: out of memory for the Winograd buffers", what);
-        return 0;
-    }
+    if (c->winograd) return winograd_backward_data(c, diff_dst, weight, diff_src, NULL, 0);
     if (!c->bwd_data && conv_create_bwd_data(c)) return -1;
     dnnl_memory_t mdd, mw, mds;
     port *const dp[] = {&c->d_ddst, &c->d_w, &c->d_dsrc};
@@ -789,7 +813,7 @@ int cdnnl_conv_backward_weights(cdnnl_conv *c, const float *src, const float *di
                                 float *diff_weight, float *diff_bias) {
     const char *what = "convolution backward weights";
     if (c->winograd_weights) {
-        if (cdnnl_winograd_bwd_weights(&c->d, cdnnl_max_threads(), src, diff_dst, diff_weight))
+        if (cdnnl_winograd_bwd_weights(&c->d, cdnnl_max_threads(), src, NULL, 0, diff_dst, diff_weight))
             return fail(-1, "%s: out of memory for the Winograd buffers", what);
         return 0;
     }

@@ -70,19 +70,20 @@ int cdnnl_upsample(const cdnnl_conv_desc *d, int threads, const float *x, const 
 }
 
 int cdnnl_winograd(const cdnnl_conv_desc *d, int threads, int backward, const float *src, const float *src2,
-                   int64_t src_channels, const float *weight, const float *bias, float *dst, const float *scale,
+                   float *dst2, int64_t split, const float *weight, const float *bias, float *dst, const float *scale,
                    const float *shift, const float *residual, float slope, cdnnl_winograd_kept *kept) {
     return d->layout == CDNNL_LAYOUT_BLOCKED16
-               ? cdnnl_winograd_avx512(d, threads, backward, src, src2, src_channels, weight, bias, dst, scale, shift,
+               ? cdnnl_winograd_avx512(d, threads, backward, src, src2, dst2, split, weight, bias, dst, scale, shift,
                                        residual, slope, kept)
-               : cdnnl_winograd_avx2(d, threads, backward, src, src2, src_channels, weight, bias, dst, scale, shift,
+               : cdnnl_winograd_avx2(d, threads, backward, src, src2, dst2, split, weight, bias, dst, scale, shift,
                                      residual, slope, kept);
 }
 
-int cdnnl_winograd_bwd_weights(const cdnnl_conv_desc *d, int threads, const float *src, const float *diff_dst,
-                               float *diff_weight) {
-    return d->layout == CDNNL_LAYOUT_BLOCKED16 ? cdnnl_winograd_bwd_weights_avx512(d, threads, src, diff_dst, diff_weight)
-                                               : cdnnl_winograd_bwd_weights_avx2(d, threads, src, diff_dst, diff_weight);
+int cdnnl_winograd_bwd_weights(const cdnnl_conv_desc *d, int threads, const float *src, const float *src2, int64_t split,
+                               const float *diff_dst, float *diff_weight) {
+    return d->layout == CDNNL_LAYOUT_BLOCKED16
+               ? cdnnl_winograd_bwd_weights_avx512(d, threads, src, src2, split, diff_dst, diff_weight)
+               : cdnnl_winograd_bwd_weights_avx2(d, threads, src, src2, split, diff_dst, diff_weight);
 }
 
 /// Units of the normalization kernels: (sample, channel block) pairs.

@@ -56,11 +56,12 @@ typedef struct { float *u; size_t floats; int ready; } cdnnl_winograd_kept;
 /// Forward only, when scale is not NULL: dst = leaky_relu(y * scale[o] + shift[o] + residual) with
 /// the given slope (residual NULL for none), applied before the store. kept: NULL, or where the
 /// transformed kernel is kept between calls (forward only).
-/// src2: NULL, or (forward only) the input is the channel concatenation of src (src_channels channels, a
-/// multiple of the vector width, fewer than I) and src2 (the rest), read in place. Returns -2 when
-/// src2 is given for a split that is not allowed.
+/// A convolution input split along channels, read or written in place (no joined copy): forward, src2
+/// not NULL: the input is src's `split` channels (a multiple of the vector width, fewer than I) then
+/// src2's; backward data, dst2 not NULL: dX's first `split` channels go to dst, the rest to dst2.
+/// Returns -2 for a split not allowed.
 int cdnnl_winograd(const cdnnl_conv_desc *d, int threads, int backward, const float *src,
-                   const float *src2, int64_t src_channels, const float *weight, const float *bias, float *dst,
+                   const float *src2, float *dst2, int64_t split, const float *weight, const float *bias, float *dst,
                    const float *scale, const float *shift, const float *residual, float slope,
                    cdnnl_winograd_kept *kept);
 /// 1 when backward weights should run through cdnnl_winograd_bwd_weights (no bias, preferred
@@ -68,8 +69,9 @@ int cdnnl_winograd(const cdnnl_conv_desc *d, int threads, int backward, const fl
 int cdnnl_winograd_bwd_weights_preferred(const cdnnl_conv_desc *d);
 /// Adds d(loss)/d(weight) of a Winograd-eligible convolution without bias into plain dw (O, I, 3, 3[, 3]),
 /// the same transforms run backwards: dW += G^T (sum over tiles of V^T (A dY A^T)) G.
-int cdnnl_winograd_bwd_weights(const cdnnl_conv_desc *d, int threads, const float *src, const float *diff_dst,
-                               float *diff_weight);
+/// src2 not NULL: the input is split along channels as in cdnnl_winograd.
+int cdnnl_winograd_bwd_weights(const cdnnl_conv_desc *d, int threads, const float *src, const float *src2,
+                               int64_t split, const float *diff_dst, float *diff_weight);
 
 /// 1 when an own kernel should write an output of `bytes` at `dst` with non-temporal stores: larger than
 /// cdnnl_stream_threshold() and `dst` aligned to whole vectors (`align` bytes).
@@ -82,11 +84,12 @@ int cdnnl_stream_output(const void *dst, size_t bytes, size_t align);
     int cdnnl_upsample_##sfx(const cdnnl_conv_desc *d, int threads, const float *x, const float *w2,       \
                              const float *bias, float *y);                                               \
     int cdnnl_winograd_##sfx(const cdnnl_conv_desc *d, int threads, int backward, const float *src,        \
-                             const float *src2, int64_t src_channels, const float *weight, const float *bias, float *dst, const float *scale,     \
+                             const float *src2, float *dst2, int64_t split, const float *weight, const float *bias, float *dst, const float *scale,     \
                              const float *shift, const float *residual, float slope,                     \
                              cdnnl_winograd_kept *kept);                                                 \
     int cdnnl_winograd_bwd_weights_##sfx(const cdnnl_conv_desc *d, int threads, const float *src,          \
-                                         const float *diff_dst, float *diff_weight);                     \
+                                         const float *src2, int64_t split, const float *diff_dst,        \
+                                         float *diff_weight);                                            \
     void cdnnl_norm_stats_##sfx(const float *x, int64_t units, int64_t spatial, double *stats);            \
     void cdnnl_norm_affine_activate_##sfx(const float *x, const float *residual, float *out, int64_t units, \
                                           int64_t spatial, const float *a, const float *b, float slope);        \

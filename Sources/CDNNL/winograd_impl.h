@@ -332,8 +332,11 @@ typedef struct {
     int64_t t0, tc, stride; // chunk: first tile, tiles in it, rows per position (>= tc; forward: a multiple of 6)
     int stream;         // forward: store the output with non-temporal stores (larger than the caches)
     int overwrite;      // backward weights: this chunk is the first, so the GEMM stores dU, not adds to it
-    const float *src2;  // forward: NULL, or the input's channels from CB1 * VW on (the input is the
-    int64_t CB1;        // channel concatenation of src, CB1 blocks, and src2), so no joined copy is made
+    // The convolution's input split along channels (no joined copy): its first CB1 blocks in src (forward,
+    // backward weights) or dst (backward data), the rest in src2 or dst2; both NULL: one tensor.
+    const float *src2;
+    float *dst2;
+    int64_t CB1;
 } job;
 
 /// U for GEMM columns n in [VW begin, VW end): U[p] is stored in panels of PW columns,
@@ -499,7 +502,8 @@ static void output_range(void *arg, int64_t begin, int64_t end) {
                     shift[l] = j->shift[cb * VW + l] + bias[l] * scale[l];
                 }
             const int64_t off = (n * CB + cb) * D * H * W * VW;
-            float *base = j->dst + off;
+            float *base = !j->dst2 || cb < j->CB1 ? j->dst + (n * (j->dst2 ? j->CB1 : CB) + cb) * D * H * W * VW
+                                                  : j->dst2 + (n * (CB - j->CB1) + cb - j->CB1) * D * H * W * VW;
             const float *res = j->residual ? j->residual + off : NULL;
             int q = 0;
             for (int dz = 0; dz < g->m[0]; dz++)
@@ -743,11 +747,14 @@ static geom make_geom(const cdnnl_conv_desc *d, int64_t ci, int64_t co, int m) {
     return g;
 }
 
+/// A split of the input's I channels at `split` the kernels can take: whole vectors on both sides.
+static int split_ok(const cdnnl_conv_desc *d, int64_t split) { return split > 0 && split % VW == 0 && split < d->in_channels; }
+
 int SFX(cdnnl_winograd)(const cdnnl_conv_desc *d, int threads, int backward, const float *src,
-                         const float *src2, int64_t src_channels, const float *weight, const float *bias,
+                         const float *src2, float *dst2, int64_t split, const float *weight, const float *bias,
                          float *dst, const float *scale, const float *shift, const float *residual, float slope,
                          cdnnl_winograd_kept *kept) {
-    if (src2 && (backward || src_channels <= 0 || src_channels % VW || src_channels >= d->in_channels)) return -2;
+    if ((src2 && (backward || !split_ok(d, split))) || (dst2 && (!backward || !split_ok(d, split)))) return -2;
     const geom g = make_geom(d, backward ? d->out_channels : d->in_channels, backward ? d->in_channels : d->out_channels,
                              cdnnl_winograd_tile(d));
     const size_t u = (size_t)g.P * g.CI * g.COP, per_tile = (size_t)g.P * (g.CI + g.COP);
@@ -778,7 +785,8 @@ int SFX(cdnnl_winograd)(const cdnnl_conv_desc *d, int threads, int backward, con
              d->in_channels, d->out_channels, backward, backward ? NULL : scale, shift, residual, slope, NULL, NULL,
              0, 0, stride};
     j.src2 = src2;
-    j.CB1 = src_channels / VW;
+    j.dst2 = dst2;
+    j.CB1 = split / VW;
     j.stream = cdnnl_stream_output(dst, (size_t)g.N * g.CO * g.S[0] * g.S[1] * g.S[2] * sizeof(float), VW * sizeof(float));
     if (!kept || !kept->ready) {
         if (g.COP != g.CO) memset(U, 0, u * sizeof(float));  // the last panel's unused half
@@ -800,8 +808,9 @@ int SFX(cdnnl_winograd)(const cdnnl_conv_desc *d, int threads, int backward, con
     return 0;
 }
 
-int SFX(cdnnl_winograd_bwd_weights)(const cdnnl_conv_desc *d, int threads, const float *src, const float *diff_dst,
-                                    float *diff_weight) {
+int SFX(cdnnl_winograd_bwd_weights)(const cdnnl_conv_desc *d, int threads, const float *src, const float *src2,
+                                    int64_t split, const float *diff_dst, float *diff_weight) {
+    if (src2 && !split_ok(d, split)) return -2;
     const geom g = make_geom(d, d->in_channels, d->out_channels, cdnnl_winograd_weights_tile(d));
     const int64_t CIp = (g.CI + 5) / 6 * 6;
     const size_t u = (size_t)g.P * CIp * g.COP, per_tile = (size_t)g.P * (g.CI + g.COP);
@@ -821,6 +830,8 @@ int SFX(cdnnl_winograd_bwd_weights)(const cdnnl_conv_desc *d, int threads, const
         if (!buf) return -1;
         job j = {&g, src, NULL, NULL, diff_weight, NULL, NULL, NULL, d->in_channels, d->out_channels, 0,
                  NULL, NULL, NULL, 1.0f, diff_dst, buf, 0, 0, stride};
+        j.src2 = src2;
+        j.CB1 = split / VW;
         fused_dw_job f = {&j, chunks, threads, per_thread, u, v};
         cdnnl_parallel(threads, threads, fused_dw_range, &f);
         dw_sum_job sum = {buf, threads, per_thread};
@@ -845,6 +856,8 @@ int SFX(cdnnl_winograd_bwd_weights)(const cdnnl_conv_desc *d, int threads, const
     if (!buf) return -1;
     job j = {&g, src, NULL, NULL, diff_weight, NULL, buf + u, buf + u + v, d->in_channels, d->out_channels, 0,
              NULL, NULL, NULL, 1.0f, diff_dst, buf, 0, 0, stride};
+    j.src2 = src2;
+    j.CB1 = split / VW;
     for (int64_t t0 = 0; t0 < g.T; t0 += stride) {
         j.t0 = t0;
         j.tc = g.T - t0 < stride ? g.T - t0 : stride;

@@ -269,28 +269,65 @@ public final class Convolution: @unchecked Sendable {
         }
     }
 
-    /// True when `forward(input:joinedWith:...)` can read this convolution's input as two tensors joined
-    /// along channels, the first with `firstChannels` channels (the Winograd route, split on a channel block).
-    public func readsJoined(firstChannels: Int) -> Bool { cdnnl_conv_reads_joined(handle, Int64(firstChannels)) == 1 }
+    /// True when this convolution can take its input as two tensors joined along channels, the first with
+    /// `firstChannels` channels, read (and its gradient written) where they are: forward and backward data
+    /// (`joinedWith:` variants), and with `weightGradients` backward weights too. The Winograd route, split on
+    /// a channel block of the layout.
+    public func readsJoined(firstChannels: Int, weightGradients: Bool = false) -> Bool {
+        let can = cdnnl_conv_reads_joined(handle, Int64(firstChannels))
+        return weightGradients ? can == 3 : can & 1 == 1
+    }
 
-    /// `forward(input:weight:bias:output:epilogue:)` on the channel concatenation of `first` and `second`
+    /// Checks the two parts of a joined input (or its gradient) against the input's dims and this kernel.
+    private func requireParts(_ first: Tensor, _ second: Tensor, _ what: String, weightGradients: Bool = false) throws {
+        try require(first, dims: [inputDims[0], first.channels] + inputDims.dropFirst(2), layout: layout, op, what + "'s first part")
+        try require(second, dims: [inputDims[0], inputDims[1] - first.channels] + inputDims.dropFirst(2), layout: layout, op,
+                    what + "'s second part")
+        guard readsJoined(firstChannels: first.channels, weightGradients: weightGradients) else {
+            throw EngineError.invalidArgument(op: op, message: "this kernel cannot take its \(what) split at channel \(first.channels)")
+        }
+    }
+
+    /// `forward(input:weight:bias:output:[epilogue:])` on the channel concatenation of `first` and `second`
     /// (same batch, spatial size and layout; channels adding up to the input's), read where they are:
     /// no joined copy. Requires `readsJoined(firstChannels: first.channels)`.
     public func forward(input first: Tensor, joinedWith second: Tensor, weight: Tensor, bias: Tensor? = nil, output: Tensor,
-                        epilogue: ConvolutionEpilogue) throws {
-        try require(first, dims: [inputDims[0], first.channels] + inputDims.dropFirst(2), layout: layout, op, "input's first part")
-        try require(second, dims: [inputDims[0], inputDims[1] - first.channels] + inputDims.dropFirst(2), layout: layout, op, "input's second part")
-        guard readsJoined(firstChannels: first.channels) else {
-            throw EngineError.invalidArgument(op: op, message: "\(implementation(.forward)) cannot read its input split at channel \(first.channels)")
-        }
+                        epilogue: ConvolutionEpilogue? = nil) throws {
+        try requireParts(first, second, "input")
         try require(output, dims: outputDims, layout: layout, op, "output")
         try checkParameters(weight, bias, "weight")
-        try validate(epilogue, output: output)
-        try withExtendedLifetime((first.storage, second.storage, weight.storage, bias?.storage, output.storage, epilogue.residual?.storage)) {
+        if let epilogue { try validate(epilogue, output: output) }
+        try withExtendedLifetime((first.storage, second.storage, weight.storage, bias?.storage, output.storage, epilogue?.residual?.storage)) {
             try check(cdnnl_conv_forward_epilogue_joined(handle, first.floats, second.floats, Int64(first.channels), weight.floats,
-                                                         geometry.bias ? bias!.floats : nil, output.floats, epilogue.scale,
-                                                         epilogue.shift, epilogue.residual?.floats, epilogue.slope),
+                                                         geometry.bias ? bias!.floats : nil, output.floats, epilogue?.scale,
+                                                         epilogue?.shift, epilogue?.residual?.floats, epilogue?.slope ?? 1),
                       "\(op) forward \(shapeText(inputDims))")
+        }
+    }
+
+    /// `backwardData` writing the input gradient in two parts: its first `first.channels` channels into
+    /// `first`, the rest into `second`. Requires `readsJoined(firstChannels: first.channels)`.
+    public func backwardData(outputGradient: Tensor, weight: Tensor, inputGradient first: Tensor, joinedWith second: Tensor) throws {
+        try require(outputGradient, dims: outputDims, layout: layout, op, "output gradient")
+        try requireParts(first, second, "input gradient")
+        try checkParameters(weight, nil, "weight", needsBias: false)
+        try withExtendedLifetime((outputGradient.storage, weight.storage, first.storage, second.storage)) {
+            try check(cdnnl_conv_backward_data_joined(handle, outputGradient.floats, weight.floats, first.floats, second.floats,
+                                                      Int64(first.channels)),
+                      "\(op) backward data \(shapeText(inputDims))")
+        }
+    }
+
+    /// `backwardWeights` (no bias) on an input in two parts as in `forward(input:joinedWith:...)`. Requires
+    /// `readsJoined(firstChannels: first.channels, weightGradients: true)`.
+    public func backwardWeights(input first: Tensor, joinedWith second: Tensor, outputGradient: Tensor, weightGradient: Tensor) throws {
+        try requireParts(first, second, "input", weightGradients: true)
+        try require(outputGradient, dims: outputDims, layout: layout, op, "output gradient")
+        try checkParameters(weightGradient, nil, "weight gradient", needsBias: false)
+        try withExtendedLifetime((first.storage, second.storage, outputGradient.storage, weightGradient.storage)) {
+            try check(cdnnl_conv_backward_weights_joined(handle, first.floats, second.floats, Int64(first.channels),
+                                                         outputGradient.floats, weightGradient.floats),
+                      "\(op) backward weights \(shapeText(inputDims))")
         }
     }
 

@@ -90,6 +90,9 @@ final class Context {
     var training = true
     /// Keep every normalization's input for backward instead of recovering it (tests compare both paths).
     var keepNormInputs = false
+    /// Decoders read the upsampling and the skip connection in place where the first convolution's kernel
+    /// can (false: always join them into one tensor, as the reference does; kept for comparisons).
+    var skipsInPlace = true
     /// What convolutions multiply in (everything else is float32 in both).
     var precision: Precision = .fp32
     /// The processes sharing each training batch (nil: this process alone), and whether batch norm takes its
@@ -189,21 +192,42 @@ final class ConvUnit {
 
     /// True when the kernel for an input of `inputDims` can read it as two tensors joined along channels,
     /// the first with `firstChannels` (`forward(_:joinedWith:_:epilogue:)`).
-    func readsJoined(_ inputDims: [Int], _ layout: Layout, firstChannels: Int, _ c: Context) throws -> Bool {
-        try prepare(inputDims, layout, c).readsJoined(firstChannels: firstChannels)
+    /// `weightGradients`: the backward of the weights too (training).
+    func readsJoined(_ inputDims: [Int], _ layout: Layout, firstChannels: Int, weightGradients: Bool = false, _ c: Context) throws -> Bool {
+        try prepare(inputDims, layout, c).readsJoined(firstChannels: firstChannels, weightGradients: weightGradients)
     }
 
-    /// The inference form on the channel concatenation of `first` and `second`, read in place (see `readsJoined`).
-    func forward(_ first: Tensor, joinedWith second: Tensor, _ c: Context, epilogue: ConvolutionEpilogue) throws -> Tensor {
+    /// `forward` (with `epilogue`: its inference form) on the channel concatenation of `first` and `second`,
+    /// read in place (see `readsJoined`).
+    func forward(_ first: Tensor, joinedWith second: Tensor, _ c: Context, epilogue: ConvolutionEpilogue? = nil) throws -> Tensor {
         let op = try forwardOperator([first.batch, first.channels + second.channels] + first.spatial, first.layout, c)
         let y = try c.workspace.take(op.outputDims, layout: op.layout)
         let p = c.parameters
-        let label = Profile.perLayer ? name("conv+epilogue", first, op, .forward) + " (joined input)" : "conv forward + epilogue"
+        let kind = epilogue == nil ? "conv" : "conv+epilogue"
+        let label = Profile.perLayer ? name(kind, first, op, .forward) + " (joined input)" : kind + " forward"
         try Profile.measure(label) {
             try op.forward(input: first, joinedWith: second, weight: p.value(weight), bias: bias.map { p.value($0) }, output: y,
                            epilogue: epilogue)
         }
         return y
+    }
+
+    /// `backward` for an input given in two parts (`forward(_:joinedWith:_:)`): the input gradient comes back
+    /// in the same two parts. `giveFirst`: `first` goes back to the workspace after the weight gradient.
+    func backward(input first: Tensor, joinedWith second: Tensor, outputGradient dy: Tensor, giveFirst: Bool,
+                  _ c: Context) throws -> (Tensor, Tensor) {
+        let op = try prepare([first.batch, first.channels + second.channels] + first.spatial, first.layout, c)
+        let p = c.parameters
+        try Profile.measure(Profile.perLayer ? name("conv dW", first, op, .backwardWeights) + " (joined input)" : "conv backward weights") {
+            try op.backwardWeights(input: first, joinedWith: second, outputGradient: dy, weightGradient: p.gradient(weight))
+        }
+        let (dims1, dims2, layout) = (first.dims, second.dims, first.layout)
+        if giveFirst { c.workspace.give(first) }
+        let d1 = try c.workspace.take(dims1, layout: layout), d2 = try c.workspace.take(dims2, layout: layout)
+        try Profile.measure(Profile.perLayer ? name("conv dX", first, op, .backwardData) + " (joined input)" : "conv backward data") {
+            try op.backwardData(outputGradient: dy, weight: p.value(weight), inputGradient: d1, joinedWith: d2)
+        }
+        return (d1, d2)
     }
 
     /// Adds the weight (and bias) gradients; returns the input gradient when `needInput`.
@@ -422,6 +446,8 @@ final class ConvLayer: Block {
     let norm: Norm
     let act: Activation
     private var x: Tensor?, c: Tensor?, y: Tensor?
+    /// The input's second part when training took it in two (`forward(_:joinedWith:_:)`); never owned.
+    private var x2: Tensor?
     /// Set when the kept input belongs to this layer's caller's workspace buffer that backward may give back.
     private var ownsInput = false
 
@@ -441,10 +467,14 @@ final class ConvLayer: Block {
         if let (scale, shift) = try norm.inferenceAffine(ctx) {
             return try conv.forward(x, ctx, epilogue: ConvolutionEpilogue(scale: scale, shift: shift, slope: act.slope))
         }
-        let c = try conv.forward(x, ctx)
+        return try normalize(conv.forward(x, ctx), input: x, ctx)
+    }
+
+    /// The norm and activation of the convolution's output `c`; in training keeps what backward needs.
+    private func normalize(_ c: Tensor, input x: Tensor, second x2: Tensor? = nil, _ ctx: Context) throws -> Tensor {
         let y = try norm.forward(c, ctx, slope: act.slope)
         if ctx.training {
-            (self.x, self.y) = (x, y)
+            (self.x, self.x2, self.y) = (x, x2, y)
             if try !ctx.keepNormInputs && norm.invertible(ctx) { ctx.workspace.give(c); self.c = nil } else { self.c = c }
         } else {
             ctx.workspace.give(c)
@@ -452,16 +482,37 @@ final class ConvLayer: Block {
         return y
     }
 
-    /// Inference on the channel concatenation of `first` and `second` without joining them, where
-    /// `conv.readsJoined`; nil (nothing run) outside inference.
-    func forward(_ first: Tensor, joinedWith second: Tensor, _ ctx: Context) throws -> Tensor? {
-        guard let (scale, shift) = try norm.inferenceAffine(ctx) else { return nil }
-        return try conv.forward(first, joinedWith: second, ctx, epilogue: ConvolutionEpilogue(scale: scale, shift: shift, slope: act.slope))
+    /// `forward` on the channel concatenation of `first` and `second` without joining them, where
+    /// `conv.readsJoined` (in training with weight gradients); backward then is `backwardJoined`.
+    func forward(_ first: Tensor, joinedWith second: Tensor, _ ctx: Context) throws -> Tensor {
+        if let (scale, shift) = try norm.inferenceAffine(ctx) {
+            return try conv.forward(first, joinedWith: second, ctx, epilogue: ConvolutionEpilogue(scale: scale, shift: shift, slope: act.slope))
+        }
+        return try normalize(conv.forward(first, joinedWith: second, ctx), input: first, second: second, ctx)
     }
 
     /// Overwrites `dy` with the gradient at the convolution's output on the way.
     func backward(_ dy: Tensor, needInput: Bool, _ ctx: Context) throws -> Tensor? {
-        guard let x, let y else { throw NetworkError.invalidArgument("backward without a training forward") }
+        guard let x, x2 == nil else { throw NetworkError.invalidArgument("backward without a training forward on one input") }
+        let dc = try outputGradient(dy, ctx)
+        let dx = try conv.backward(input: x, outputGradient: dc, needInput: needInput, giveInput: ownsInput, ctx)
+        (self.x, ownsInput) = (nil, false)
+        return dx
+    }
+
+    /// The backward of `forward(_:joinedWith:_:)`: the input gradient in the same two parts.
+    func backwardJoined(_ dy: Tensor, _ ctx: Context) throws -> (Tensor, Tensor) {
+        guard let x, let x2 else { throw NetworkError.invalidArgument("backward without a training forward on a joined input") }
+        let dc = try outputGradient(dy, ctx)
+        let dx = try conv.backward(input: x, joinedWith: x2, outputGradient: dc, giveFirst: ownsInput, ctx)
+        (self.x, self.x2, ownsInput) = (nil, nil, false)
+        return dx
+    }
+
+    /// The gradient at the convolution's output (through activation and norm; `dy` is overwritten on the
+    /// way); gives back the kept output and norm input.
+    private func outputGradient(_ dy: Tensor, _ ctx: Context) throws -> Tensor {
+        guard let y else { throw NetworkError.invalidArgument("backward without a training forward") }
         let dc: Tensor
         if c == nil, try norm.backwardThroughActivation(output: y, slope: act.slope, gradient: dy, ctx) {
             // The own kernels take the norm's backward straight from the activated output.
@@ -480,16 +531,15 @@ final class ConvLayer: Block {
             dc = try norm.backwardInPlace(input: input, outputGradient: dy, ctx)
             ctx.workspace.give(input)
         }
-        let dx = try conv.backward(input: x, outputGradient: dc, needInput: needInput, giveInput: ownsInput, ctx)
-        (self.x, self.c, self.y, ownsInput) = (nil, nil, nil, false)
-        return dx
+        (self.c, self.y) = (nil, nil)
+        return dc
     }
 
     func release(_ ctx: Context) {
         ctx.workspace.give(c)
         ctx.workspace.give(y)
         if ownsInput { ctx.workspace.give(x) }
-        (x, c, y, ownsInput) = (nil, nil, nil, false)
+        (x, x2, c, y, ownsInput) = (nil, nil, nil, nil, false)
     }
 }
 
@@ -626,6 +676,8 @@ final class UpsampleBlock {
     let transposed: ConvUnit
     let block: ConvBlock
     private var x: Tensor?
+    /// Training ran the first convolution on the upsampling and the skip in two parts.
+    private var joinedInput = false
 
     init(_ ps: ParameterSet, name: String, rank: Int, input: Int, output: Int, kernel: Int, stride: Int, norm: NormKind, slope: Float) {
         let s = [Int](repeating: stride, count: rank)
@@ -666,19 +718,24 @@ final class UpsampleBlock {
     func forward(_ x: Tensor, skip: Tensor, _ c: Context) throws -> Tensor {
         try checkSizes(x, skip)
         let upsampled = transposed.outputDims(x.dims)
-        if !c.training, try block.conv1.conv.readsJoined([x.batch, upsampled[1] + skip.channels] + skip.spatial, x.layout,
-                                                          firstChannels: upsampled[1], c) {
-            // Inference: the first convolution reads the upsampling and the skip where they are (Winograd);
-            // joining them was 5% of a 2D prediction.
+        if c.skipsInPlace, try block.conv1.conv.readsJoined([x.batch, upsampled[1] + skip.channels] + skip.spatial, x.layout,
+                                            firstChannels: upsampled[1], weightGradients: c.training, c) {
+            // The first convolution reads the upsampling and the skip where they are (Winograd), and in
+            // training writes their gradients apart: joining them was 5% of a 2D prediction, and joining and
+            // splitting 1.5% of a composer-2d training step, its largest tensor at the peak.
             let u = try transposed.forward(x, c)
-            if let m = try block.conv1.forward(u, joinedWith: skip, c) {
+            let m = try block.conv1.forward(u, joinedWith: skip, c)
+            if c.training {
+                block.conv1.ownInput()
+                (self.x, joinedInput) = (x, true)
+            } else {
                 c.workspace.give(u)
-                let y = try block.conv2.forward(m, c)
-                c.workspace.give(m)
-                return y
             }
-            c.workspace.give(u)  // a norm without inference statistics: the joined path below
+            let y = try block.conv2.forward(m, c)
+            if !c.training { c.workspace.give(m) }
+            return y
         }
+        joinedInput = false
         let joined = try join(x, skip, c)
         let y = try block.forward(joined, c)
         if c.training {
@@ -694,6 +751,14 @@ final class UpsampleBlock {
     func backward(_ dy: Tensor, _ c: Context) throws -> (Tensor, Tensor) {
         guard let x else { throw NetworkError.invalidArgument("backward without a training forward") }
         let dm = try block.conv2.backward(dy, needInput: true, c)!
+        if joinedInput {
+            let (du, dskip) = try block.conv1.backwardJoined(dm, c)
+            c.workspace.give(dm)
+            let dx = try transposed.backward(input: x, outputGradient: du, needInput: true, c)!
+            c.workspace.give(du)
+            self.x = nil
+            return (dx, dskip)
+        }
         let dj = try block.conv1.backward(dm, needInput: true, c)!
         c.workspace.give(dm)
         let out = transposed.geometry.outputChannels

@@ -87,21 +87,37 @@ import Testing
 }
 
 @Suite struct JoinedSkipTests {
-    /// In inference the decoders' first convolutions read the upsampling and the skip connection where they
-    /// are (Winograd, native layout); the logits match the plain layout's, which joins them into one tensor.
-    @Test func inferenceWithoutJoiningMatchesTheJoinedPath() throws {
-        var config = UNetConfig(dimension: 2, depth: 3, filterCap: 32, residual: true, norm: .batch)
-        config.filters = [16, 32, 32]  // multiples of 16: Winograd on blocked8 and blocked16 alike
-        let native = try UNet(config: config), plain = try UNet(config: config, layout: .plain)
-        try plain.parameters.copyValues(from: native.parameters)
-        native.training = false
-        plain.training = false
-        var rng = SplitMix64(state: 9)
+    /// Logits (inference) and parameter gradients (training) of the same network with the decoders reading
+    /// the upsampling and the skip in place, and with them joined into one tensor (and the gradient split).
+    static func run(_ net: UNet, inPlace: Bool, training: Bool, _ x: Tensor, _ target: Labels) throws -> [Float] {
+        net.context.skipsInPlace = inPlace
+        net.training = training
+        let out = try net.forward(x)
+        guard training else { return try out[0].toArray() }
+        net.parameters.zeroGradients()
+        try net.backward(try SegmentationLoss.evaluate(out, target: target).gradients)
+        return try net.parameters.entries.indices.filter { net.parameters.entries[$0].kind == .trainable }
+            .flatMap { try net.parameters.gradient($0).toArray() }
+    }
+
+    /// Winograd on blocked8 and blocked16 alike: channels multiples of 16; in training (weight gradients
+    /// on Winograd) 64 channels or more.
+    @Test(arguments: [false, true])
+    func inPlaceMatchesJoined(training: Bool) throws {
+        var config = UNetConfig(dimension: 2, depth: 3, filterCap: 64, residual: true, norm: .batch)
+        config.filters = training ? [64, 64, 64] : [16, 32, 32]
+        let net = try UNet(config: config)
+        var rng = SplitMix64(state: 11)
         let x = try Tensor(dims: [2, 4, 32, 32], values: (0 ..< 2 * 4 * 32 * 32).map { _ in Float(rng.normal()) })
-        let a = try native.forward(x)[0].toArray(), b = try plain.forward(x)[0].toArray()
-        #expect(relativeError(a, b) < 1e-4, "\(relativeError(a, b))")
-        // The top decoder level did read the two parts in place (its operator exists after the forward).
-        let top = native.upsamples[native.upsamples.count - 1]
-        #expect(try top.block.conv1.conv.readsJoined([2, 32, 32, 32], Layout.native, firstChannels: 16, native.context))
+        let target = try Labels(dims: [2, 1, 32, 32], values: (0 ..< 2 * 32 * 32).map { _ in UInt8(rng.next() % 4) })
+        let joined = try Self.run(net, inPlace: false, training: training, x, target)
+        let inPlace = try Self.run(net, inPlace: true, training: training, x, target)
+        // The same kernels add in the same order: equal, not merely close.
+        #expect(inPlace.elementsEqual(joined), "relative error \(relativeError(inPlace, joined))")
+        #expect(!joined.isEmpty && joined.contains { $0 != 0 })
+        // The top decoder's first convolution did take the two parts (its operator exists after the forward).
+        let top = net.upsamples[net.upsamples.count - 1], f = config.filters[0]
+        #expect(try top.block.conv1.conv.readsJoined([2, 2 * f, 32, 32], Layout.native, firstChannels: f, weightGradients: training,
+                                                      net.context))
     }
 }

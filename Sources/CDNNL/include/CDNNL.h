@@ -145,16 +145,24 @@ void cdnnl_affine_activate(const float *x, const float *residual, float *out, in
 /// memory; elsewhere it is one pass after the convolution.
 int cdnnl_conv_forward_epilogue(cdnnl_conv *c, const float *src, const float *weight, const float *bias, float *dst,
                                 const float *scale, const float *shift, const float *residual, float slope);
-/// 1 when forward can read its input as two tensors joined along channels, the first with
-/// `src_channels` channels (cdnnl_conv_forward_epilogue_joined): the Winograd route, with the split on a
-/// channel block of the layout.
+/// Whether the convolution can take its input as two tensors joined along channels, the first with
+/// `src_channels` channels (the Winograd route, split on a channel block of the layout): 0 no; 1 forward
+/// (cdnnl_conv_forward_epilogue_joined) and backward data (cdnnl_conv_backward_data_joined); 3 also
+/// backward weights (cdnnl_conv_backward_weights_joined).
 int cdnnl_conv_reads_joined(cdnnl_conv *c, int64_t src_channels);
 /// cdnnl_conv_forward_epilogue on the channel concatenation of src (N, src_channels, ...) and src2
 /// (N, I - src_channels, ...), both in the convolution's layout, read in place: no joined copy. Fails
-/// where cdnnl_conv_reads_joined is 0.
+/// where cdnnl_conv_reads_joined is 0. scale NULL: the plain forward (no epilogue).
 int cdnnl_conv_forward_epilogue_joined(cdnnl_conv *c, const float *src, const float *src2, int64_t src_channels,
                                        const float *weight, const float *bias, float *dst, const float *scale,
                                        const float *shift, const float *residual, float slope);
+/// cdnnl_conv_backward_data writing the input gradient in two parts: its first `src_channels` channels to
+/// diff_src, the rest to diff_src2.
+int cdnnl_conv_backward_data_joined(cdnnl_conv *c, const float *diff_dst, const float *weight, float *diff_src,
+                                    float *diff_src2, int64_t src_channels);
+/// cdnnl_conv_backward_weights (no bias) on an input in two parts as in cdnnl_conv_forward_epilogue_joined.
+int cdnnl_conv_backward_weights_joined(cdnnl_conv *c, const float *src, const float *src2, int64_t src_channels,
+                                       const float *diff_dst, float *diff_weight);
 
 /// key != 0: the caller promises the weights passed with this key do not change, so forward may keep
 /// what it derives from them (SwiftUNet's Winograd kernel keeps the transformed kernel: 4x the
