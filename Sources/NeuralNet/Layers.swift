@@ -719,7 +719,7 @@ final class UpsampleBlock {
         try checkSizes(x, skip)
         let upsampled = transposed.outputDims(x.dims)
         if c.skipsInPlace, try block.conv1.conv.readsJoined([x.batch, upsampled[1] + skip.channels] + skip.spatial, x.layout,
-                                            firstChannels: upsampled[1], weightGradients: c.training, c) {
+                                                            firstChannels: upsampled[1], weightGradients: c.training, c) {
             // The first convolution reads the upsampling and the skip where they are (Winograd), and in
             // training writes their gradients apart: joining them was 5% of a 2D prediction, and joining and
             // splitting 1.5% of a composer-2d training step, its largest tensor at the peak.
