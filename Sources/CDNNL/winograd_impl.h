@@ -378,6 +378,14 @@ static void weights_range(void *arg, int64_t begin, int64_t end) {
 #endif
 }
 
+/// Channel block cb of sample n of a tensor of CB blocks (planes of `plane` floats) held in one part, or in
+/// two (`second` not NULL: its first `CB1` blocks in `first`, the rest in `second`).
+static inline const float *part_block(const float *first, const float *second, int64_t CB, int64_t CB1, int64_t n,
+                                      int64_t cb, int64_t plane) {
+    if (!second) return first + (n * CB + cb) * plane;
+    return cb < CB1 ? first + (n * CB1 + cb) * plane : second + (n * (CB - CB1) + cb - CB1) * plane;
+}
+
 static void decode(const geom *g, int64_t t, int64_t *n, int64_t o[3]) {
     o[2] = (t % g->nt[2]) * g->m[2]; t /= g->nt[2];
     o[1] = (t % g->nt[1]) * g->m[1]; t /= g->nt[1];
@@ -401,8 +409,7 @@ static void input_range(void *arg, int64_t begin, int64_t end) {
         decode(g, j->t0 + tl, &n, o);
         const int64_t z0 = o[0] - pz, y0 = o[1] - 1, x0 = o[2] - 1;
         const int inside = z0 >= 0 && z0 + a0 <= D && y0 >= 0 && y0 + a1 <= H && x0 >= 0 && x0 + a2 <= W;
-        const float *base = !j->src2 || cb < j->CB1 ? j->src + (n * (j->src2 ? j->CB1 : CB) + cb) * D * H * W * VW
-                                                    : j->src2 + (n * (CB - j->CB1) + cb - j->CB1) * D * H * W * VW;
+        const float *base = part_block(j->src, j->src2, CB, j->CB1, n, cb, D * H * W * VW);
         float *dst = j->V + tl * g->CI + cb * VW;
         const int64_t ps = j->stride * g->CI;
         if (inside) {
@@ -502,8 +509,7 @@ static void output_range(void *arg, int64_t begin, int64_t end) {
                     shift[l] = j->shift[cb * VW + l] + bias[l] * scale[l];
                 }
             const int64_t off = (n * CB + cb) * D * H * W * VW;
-            float *base = !j->dst2 || cb < j->CB1 ? j->dst + (n * (j->dst2 ? j->CB1 : CB) + cb) * D * H * W * VW
-                                                  : j->dst2 + (n * (CB - j->CB1) + cb - j->CB1) * D * H * W * VW;
+            float *base = (float *)part_block(j->dst, j->dst2, CB, j->CB1, n, cb, D * H * W * VW);
             const float *res = j->residual ? j->residual + off : NULL;
             int q = 0;
             for (int dz = 0; dz < g->m[0]; dz++)
