@@ -711,7 +711,7 @@ static void dw_sum_range(void *arg, int64_t begin, int64_t end) {
 /// outermost: a channel's P rows of dU (COP floats each) are then read front to back, P sequential
 /// streams. By output-channel blocks instead, each vector came from a line a row apart (2 KB at 512
 /// channels), P rows at once, which the prefetcher could not follow: 25% of a 512->512 backward
-/// weights call, against 5% this way.
+/// weights call, against 10-15% this way (perf, AMD EPYC Zen 4).
 static void dw_range(void *arg, int64_t begin, int64_t end) {
     const job *j = arg;
     const geom *g = j->g;
