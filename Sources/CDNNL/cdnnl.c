@@ -756,9 +756,13 @@ int cdnnl_conv_backward_data(cdnnl_conv *c, const float *diff_dst, const float *
 
 static int conv_create_bwd_weights(cdnnl_conv *c) {
     const char *what = "convolution backward weights";
+    // Transposed convolutions' weight gradients stay f32 in bf16 precision: oneDNN 2.6's bf16 kernel for
+    // them, with the conversions of both inputs, took 1.1-2.6x the f32 time at every composer-2d level
+    // (AMD Zen 4, AVX512_BF16). Their products are a few percent of a step, so nothing is lost there.
+    const dnnl_data_type_t type = c->d.transposed ? dnnl_f32 : input_type(c);
     dnnl_memory_desc_t s, w, dst;
-    if (any_like(&s, &c->src_md, input_type(c)) || any_like(&w, &c->weight_md, dnnl_f32) ||
-        any_like(&dst, &c->dst_md, input_type(c))) return -1;
+    if (any_like(&s, &c->src_md, type) || any_like(&w, &c->weight_md, dnnl_f32) ||
+        any_like(&dst, &c->dst_md, type)) return -1;
     const dnnl_memory_desc_t *b = c->d.has_bias ? &c->bias_md : NULL;
     dnnl_primitive_desc_t pd;
     if (c->d.transposed) {
@@ -782,8 +786,10 @@ static int conv_create_bwd_weights(cdnnl_conv *c) {
     // ours 80-86% at output widths 80-160); from width 40 down oneDNN's is as good or better.
     const int64_t out_w = c->d.out_size[c->d.spatial_rank - 1];
     const int64_t min_w = c->d.spatial_rank == 3 ? 32 : 64;
-    const int use_own = c->d.precision == CDNNL_PRECISION_FP32 &&
-        (c->d.spatial_rank == 3 ? (impl && strstr(impl, "gemm") != NULL) : !getenv("CDNNL_ONEDNN_2D_BWD_WEIGHTS"));
+    // In bf16 precision too: on the wide rows it takes, our f32 kernel beat oneDNN 2.6's bf16 one, which
+    // converts both inputs first (composer-2d's two widest levels, AMD Zen 4: 1.45-1.5x).
+    const int use_own =
+        c->d.spatial_rank == 3 ? (impl && strstr(impl, "gemm") != NULL) : !getenv("CDNNL_ONEDNN_2D_BWD_WEIGHTS");
     if ((c->d.spatial_rank == 3 || c->d.spatial_rank == 2) && !c->d.transposed && out_w >= min_w && use_own &&
         cdnnl_own_kernels_available(c->d.layout)) {
         // No oneDNN primitive or layout buffers then: they would hold copies of the activations.

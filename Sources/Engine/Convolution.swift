@@ -105,6 +105,8 @@ public enum Precision: String, Sendable, CaseIterable {
     /// with AVX512_BF16; emulating it would be slower than fp32, so other CPUs refuse it. Layers that take
     /// SwiftUNet's Winograd kernel keep it in fp32 (it multiplies 4x less than a direct convolution; bf16
     /// dot products are only 2x faster, and rounding its transformed tiles to bf16 costs 8x bf16's error).
+    /// Weight gradients of transposed convolutions, and of 2D layers with output rows of 64 or more, stay
+    /// fp32 as well: oneDNN's bf16 kernels, converting both inputs first, were slower there.
     case bf16
 
     var cValue: Int32 { self == .bf16 ? Int32(CDNNL_PRECISION_BF16) : Int32(CDNNL_PRECISION_FP32) }
