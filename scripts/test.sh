@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command: unit tests (on AVX-512 CPUs twice, the second time as an AVX2-only CPU; engine kernels against the reference, NIfTI/NumPy files,
+# The project's test command: unit tests (natively, as an AVX2-only CPU on AVX-512 ones, and as a baseline x86-64; engine kernels against the reference, NIfTI/NumPy files,
 # datasets, preprocessing, phantom; bad input), the memory check (1,000 forward+backward iterations
 # must keep RSS flat), the command-line checks on the real binary, kill tests (train, synth, preprocess,
 # predict killed and rerun), failed writes (file size limit, full disk, read-only, missing parent), training
@@ -12,6 +12,8 @@ swift test
 # On an AVX-512 CPU, the unit tests again down the AVX2-only paths (what a Zen 3 runs: the own kernels'
 # AVX2 builds on blocked8, oneDNN capped at AVX2, bf16 refused), so both kinds are tested on every run.
 if grep -qw avx512f /proc/cpuinfo; then CDNNL_NO_AVX512=1 swift test --skip-build; fi
+# And as a baseline x86-64 without AVX2: oneDNN's SSE4.1 kernels and the losses' baseline build.
+CDNNL_NO_AVX2=1 swift test --skip-build
 swift build -c release --product unet
 .build/release/unet bench memory --iterations 1000
 scripts/cli-test.sh

@@ -11,9 +11,13 @@
 // AVX2 builds on blocked8, bf16 is refused, and oneDNN is capped at AVX2 before it creates anything, so
 // the whole suite can run down the AVX2 paths on any CPU (scripts/test.sh does).
 static int avx512_hidden(void) { return getenv("CDNNL_NO_AVX512") != NULL; }
+// CDNNL_NO_AVX2=1 goes further, to a baseline x86-64 (SSE4.1): no own kernel but the losses' baseline build,
+// oneDNN on its SSE4.1 kernels.
+static int avx2_hidden(void) { return getenv("CDNNL_NO_AVX2") != NULL; }
 
 __attribute__((constructor)) static void cap_onednn_isa(void) {
-    if (avx512_hidden()) dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx2);
+    if (avx2_hidden()) dnnl_set_max_cpu_isa(dnnl_cpu_isa_sse41);
+    else if (avx512_hidden()) dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx2);
 }
 
 // An output larger than about a third of L3 is evicted before its reader comes, so storing it around
@@ -28,7 +32,7 @@ int cdnnl_stream_output(const void *dst, size_t bytes, size_t align) {
 
 int cdnnl_avx2_available(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return !avx2_hidden() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
 int cdnnl_avx512_available(void) {
@@ -125,6 +129,20 @@ int cdnnl_norm_act_backward_data(const float *y, const float *dy, float *dx, int
     if (layout == CDNNL_LAYOUT_BLOCKED16) cdnnl_norm_act_backward_data_avx512(y, dy, dx, units, spatial, slope, ia, ib, A, B1, B2);
     else cdnnl_norm_act_backward_data_avx2(y, dy, dx, units, spatial, slope, ia, ib, A, B1, B2);
     return 0;
+}
+
+void cdnnl_softmax_losses(const float *z, const uint8_t *t, int64_t n, int64_t c, int64_t s, int64_t unit, double *ce,
+                          double *dice, float *grad, float ce_scale) {
+    if (cdnnl_avx512_available()) cdnnl_softmax_losses_avx512(z, t, n, c, s, unit, ce, dice, grad, ce_scale);
+    else if (cdnnl_avx2_available()) cdnnl_softmax_losses_avx2(z, t, n, c, s, unit, ce, dice, grad, ce_scale);
+    else cdnnl_softmax_losses_sse(z, t, n, c, s, unit, ce, dice, grad, ce_scale);
+}
+
+void cdnnl_dice_gradient(const float *z, const uint8_t *t, int64_t n, int64_t c, int64_t s, int64_t unit, const float *a,
+                         const float *b, float scale, float *grad) {
+    if (cdnnl_avx512_available()) cdnnl_dice_gradient_avx512(z, t, n, c, s, unit, a, b, scale, grad);
+    else if (cdnnl_avx2_available()) cdnnl_dice_gradient_avx2(z, t, n, c, s, unit, a, b, scale, grad);
+    else cdnnl_dice_gradient_sse(z, t, n, c, s, unit, a, b, scale, grad);
 }
 
 int cdnnl_winograd_possible(const cdnnl_conv_desc *d) {

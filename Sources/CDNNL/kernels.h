@@ -101,4 +101,14 @@ int cdnnl_stream_output(const void *dst, size_t bytes, size_t align);
 CDNNL_PER_WIDTH(avx2)
 CDNNL_PER_WIDTH(avx512)
 #undef CDNNL_PER_WIDTH
+// The losses come in a baseline build too (any x86-64), so no CPU needs another route for them.
+#define CDNNL_LOSS_WIDTH(sfx)                                                                                      \
+    void cdnnl_softmax_losses_##sfx(const float *z, const uint8_t *t, int64_t n, int64_t c, int64_t s, int64_t unit, \
+                                    double *ce, double *dice, float *grad, float ce_scale);                        \
+    void cdnnl_dice_gradient_##sfx(const float *z, const uint8_t *t, int64_t n, int64_t c, int64_t s, int64_t unit,  \
+                                   const float *a, const float *b, float scale, float *grad);
+CDNNL_LOSS_WIDTH(sse)
+CDNNL_LOSS_WIDTH(avx2)
+CDNNL_LOSS_WIDTH(avx512)
+#undef CDNNL_LOSS_WIDTH
 #endif

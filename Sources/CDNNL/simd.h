@@ -1,21 +1,23 @@
 // Vector width for SwiftUNet's own kernels, written once and built per ISA.
 //
 // A kernel source (a *_impl.h file) is included by one small .c file per ISA, which defines VW
-// (floats per vector: 8 for AVX2, 16 for AVX-512), includes this header and pushes the matching
-// target attribute over the kernel's functions. The kernel speaks only of `vf`, VW and the helpers
-// below, so one source serves both widths; SFX(name) gives each width's entry points their own
-// names (name_avx2, name_avx512).
+// (floats per vector: 8 for AVX2, 16 for AVX-512; 4 for the losses' baseline x86-64 build), includes
+// this header and pushes the matching target attribute over the kernel's functions. The kernel speaks
+// only of `vf`, VW and the helpers below, so one source serves every width; SFX(name) gives each
+// width's entry points their own names (name_sse, name_avx2, name_avx512).
 #ifndef VW
-#error "define VW (8 or 16) before including simd.h"
+#error "define VW (4, 8 or 16) before including simd.h"
 #endif
 #include <stdint.h>
 
-#if VW == 8
+#if VW == 4
+#define SFX(name) name##_sse
+#elif VW == 8
 #define SFX(name) name##_avx2
 #elif VW == 16
 #define SFX(name) name##_avx512
 #else
-#error "VW must be 8 or 16"
+#error "VW must be 4, 8 or 16"
 #endif
 
 /// One vector of VW floats (alignment as the hardware prefers; use LD/ST for memory).

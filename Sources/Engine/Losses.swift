@@ -1,3 +1,4 @@
+import CDNNL
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -37,35 +38,8 @@ public enum Losses {
     /// global one on every member, the gradient this share's part of the global gradient.
     public static func crossEntropy(logits: Tensor, target: Labels, gradient: Tensor? = nil, scale: Float = 1,
                                     across group: ProcessGroup? = nil) throws -> Float {
-        try checkLogits(logits, target, "cross-entropy")
-        if let gradient { try require(gradient, dims: logits.dims, layout: .plain, "cross-entropy", "gradient") }
-        let (n, c, s) = (logits.batch, logits.channels, logits.count / (logits.batch * logits.channels))
-        let m = try group?.sum([Double(n * s)])[0] ?? Double(n * s)
-        let gs = Float(Double(scale) / m)
-        let units = unitCount(n * s)
-        var partial = [Double](repeating: 0, count: units)
-        withExtendedLifetime((logits.storage, gradient?.storage)) {
-            let z = logits.floats, g = gradient?.floats
-            partial.withUnsafeMutableBufferPointer { part in
-                target.values.withUnsafeBufferPointer { labels in
-                    overVoxels(n * s, channels: c) { u, range, p in
-                        var acc = 0.0
-                        for i in range {
-                            let base = (i / s) * c * s + i % s, t = Int(labels[i])
-                            softmax(z, base, s, c, into: p)
-                            acc -= log(max(Double(p[t]), 1e-30))
-                            if let g {
-                                for k in 0..<c { g[base + k * s] += gs * (p[k] - (k == t ? 1 : 0)) }
-                            }
-                        }
-                        part[u] = acc
-                    }
-                }
-            }
-        }
-        var total = partial.reduce(0, +)
-        if let group { total = try group.sum([total])[0] }
-        return Float(total / m)
+        try losses(logits: logits, target: target, gradient: gradient, scale: scale, crossEntropy: true, dice: false,
+                   across: group, op: "cross-entropy").crossEntropy
     }
 
     /// Soft Dice loss of the recipe (MONAI DiceLoss: softmax, one-hot target, background
@@ -73,73 +47,77 @@ public enum Losses {
     /// `group`, the sums run over every member's share of the global batch, as `crossEntropy`'s mean does.
     public static func dice(logits: Tensor, target: Labels, gradient: Tensor? = nil, scale: Float = 1,
                             smooth: Double = 1e-5, across group: ProcessGroup? = nil) throws -> Float {
-        try checkLogits(logits, target, "Dice loss")
-        if let gradient { try require(gradient, dims: logits.dims, layout: .plain, "Dice loss", "gradient") }
+        try losses(logits: logits, target: target, gradient: gradient, scale: scale, smooth: smooth, crossEntropy: false,
+                   dice: true, across: group, op: "Dice loss").dice
+    }
+
+    /// `dice` and `crossEntropy` of the same logits, their gradients (both times `scale`) added into `gradient`:
+    /// two passes over the logits where the two calls take three.
+    public static func diceAndCrossEntropy(logits: Tensor, target: Labels, gradient: Tensor? = nil, scale: Float = 1,
+                                           smooth: Double = 1e-5, across group: ProcessGroup? = nil) throws -> (dice: Float, crossEntropy: Float) {
+        try losses(logits: logits, target: target, gradient: gradient, scale: scale, smooth: smooth, crossEntropy: true,
+                   dice: true, across: group, op: "Dice and cross-entropy")
+    }
+
+    /// The first pass (cdnnl_softmax_losses) takes the cross-entropy with its gradient and the Dice sums; the
+    /// second (cdnnl_dice_gradient) the Dice gradient, which needs the sums over the whole batch.
+    private static func losses(logits: Tensor, target: Labels, gradient: Tensor?, scale: Float, smooth: Double = 1e-5,
+                               crossEntropy wantCE: Bool, dice wantDice: Bool, across group: ProcessGroup?,
+                               op: String) throws -> (dice: Float, crossEntropy: Float) {
+        try checkLogits(logits, target, op)
+        if let gradient { try require(gradient, dims: logits.dims, layout: .plain, op, "gradient") }
         let (n, c, s) = (logits.batch, logits.channels, logits.count / (logits.batch * logits.channels))
-        guard c >= 2 else { throw EngineError.invalidArgument(op: "Dice loss", message: "needs at least 2 classes, got \(c)") }
+        if wantDice, c < 2 { throw EngineError.invalidArgument(op: op, message: "needs at least 2 classes, got \(c)") }
+        guard c <= 255 else { throw EngineError.invalidArgument(op: op, message: "at most 255 classes, got \(c)") }
         let units = unitCount(n * s)
-        var sums = [Double](repeating: 0, count: 3 * c * units)  // per unit: intersection, prediction, target sums
-        withExtendedLifetime(logits.storage) {
-            let z = logits.floats
-            sums.withUnsafeMutableBufferPointer { all in
-                target.values.withUnsafeBufferPointer { labels in
-                    overVoxels(n * s, channels: c) { u, range, p in
-                        let part = all.baseAddress! + 3 * c * u
-                        for i in range {
-                            softmax(z, (i / s) * c * s + i % s, s, c, into: p)
-                            for k in 1..<c { part[c + k] += Double(p[k]) }
-                            let t = Int(labels[i])
-                            if t > 0 {
-                                part[2 * c + t] += 1
-                                part[t] += Double(p[t])
-                            }
-                        }
+        let m = wantCE ? try group?.sum([Double(n * s)])[0] ?? Double(n * s) : 1
+        var partialCE = [Double](repeating: 0, count: wantCE ? units : 0)
+        var sums = [Double](repeating: 0, count: wantDice ? 3 * c * units : 0)  // per unit: intersection, prediction, target sums
+        withExtendedLifetime((logits.storage, gradient?.storage)) {
+            target.values.withUnsafeBufferPointer { labels in
+                partialCE.withUnsafeMutableBufferPointer { ce in
+                    sums.withUnsafeMutableBufferPointer { d in
+                        cdnnl_softmax_losses(logits.floats, labels.baseAddress!, Int64(n), Int64(c), Int64(s), Int64(unitVoxels),
+                                             wantCE ? ce.baseAddress : nil, wantDice ? d.baseAddress : nil,
+                                             wantCE ? gradient?.floats : nil, Float(Double(scale) / m))
                     }
                 }
             }
         }
+        var ce: Float = 0
+        if wantCE {
+            var total = partialCE.reduce(0, +)
+            if let group { total = try group.sum([total])[0] }
+            ce = Float(total / m)
+        }
+        guard wantDice else { return (0, ce) }
         var inter = [Double](repeating: 0, count: c), psum = inter, gsum = inter
         for u in 0..<units {
             for k in 0..<c { inter[k] += sums[3 * c * u + k]; psum[k] += sums[3 * c * u + c + k]; gsum[k] += sums[3 * c * u + 2 * c + k] }
         }
-        var loss = 0.0
         if let group {
             let all = try group.sum(inter + psum + gsum)
             (inter, psum, gsum) = (Array(all[0 ..< c]), Array(all[c ..< 2 * c]), Array(all[2 * c ..< 3 * c]))
         }
+        var loss = 0.0
         for k in 1..<c { loss += 1 - (2 * inter[k] + smooth) / (gsum[k] + psum[k] + smooth) }
         loss /= Double(c - 1)
-        guard let gradient else { return Float(loss) }
+        guard let gradient else { return (Float(loss), ce) }
         // dL/dp_k(v) = -(2 g_k(v) D_k - (2 I_k + s)) / D_k^2 / (C-1), D_k = G_k + P_k + s; then
         // through softmax: dz_j = p_j (dp_j - sum_k p_k dp_k), with dp_0 = 0.
-        var a = [Double](repeating: 0, count: c), bcoef = a
+        var a = [Float](repeating: 0, count: c), b = a
         for k in 1..<c {
             let d = gsum[k] + psum[k] + smooth
-            a[k] = -2 / d / Double(c - 1)
-            bcoef[k] = (2 * inter[k] + smooth) / (d * d) / Double(c - 1)
+            a[k] = Float(-2 / d / Double(c - 1))
+            b[k] = Float((2 * inter[k] + smooth) / (d * d) / Double(c - 1))
         }
         withExtendedLifetime((logits.storage, gradient.storage)) {
-            let z = logits.floats, g = gradient.floats
             target.values.withUnsafeBufferPointer { labels in
-                overVoxels(n * s, channels: c) { _, range, p in
-                    var dp = [Double](repeating: 0, count: c)
-                    for i in range {
-                        let base = (i / s) * c * s + i % s, t = Int(labels[i])
-                        softmax(z, base, s, c, into: p)
-                        var dot = 0.0
-                        for k in 1..<c {
-                            dp[k] = (k == t ? a[k] : 0) + bcoef[k]
-                            dot += Double(p[k]) * dp[k]
-                        }
-                        for k in 0..<c {
-                            let pk = Double(p[k])
-                            g[base + k * s] += Float(Double(scale) * pk * ((k == 0 ? 0 : dp[k]) - dot))
-                        }
-                    }
-                }
+                cdnnl_dice_gradient(logits.floats, labels.baseAddress!, Int64(n), Int64(c), Int64(s), Int64(unitVoxels), a, b,
+                                    scale, gradient.floats)
             }
         }
-        return Float(loss)
+        return (Float(loss), ce)
     }
 
     private static func softmax(_ logits: Tensor, into out: UnsafeMutablePointer<Float>) {

@@ -7,7 +7,9 @@ import Foundation
 public enum SegmentationLoss {
     /// Returns the loss and the logits' gradients (plain, one per output), ready for `UNet.backward`. With a
     /// `group`, outputs and target are this member's share of a global batch, and the loss is the global batch's.
-    public static func evaluate(_ outputs: [Tensor], target: Labels, across group: ProcessGroup? = nil) throws -> (loss: Float, gradients: [Tensor]) {
+    /// `buffer` gives the gradients' tensors (plain, any contents; default: new ones).
+    public static func evaluate(_ outputs: [Tensor], target: Labels, across group: ProcessGroup? = nil,
+                                buffer: (([Int]) throws -> Tensor)? = nil) throws -> (loss: Float, gradients: [Tensor]) {
         let weights = (0 ..< outputs.count).map { Float(pow(0.5, Double($0))) }
         let total = weights.reduce(0, +)
         var loss: Float = 0
@@ -15,9 +17,15 @@ public enum SegmentationLoss {
         for (i, logits) in outputs.enumerated() {
             let w = weights[i] / total
             let t = i == 0 ? target : try downsample(target, to: logits.spatial)
-            let g = try Tensor(zeros: logits.dims)
-            loss += w * (try Losses.dice(logits: logits, target: t, gradient: g, scale: w, across: group))
-            loss += w * (try Losses.crossEntropy(logits: logits, target: t, gradient: g, scale: w, across: group))
+            let g: Tensor
+            if let buffer {
+                g = try buffer(logits.dims)
+                g.zero()
+            } else {
+                g = try Tensor(zeros: logits.dims)
+            }
+            let (dice, crossEntropy) = try Losses.diceAndCrossEntropy(logits: logits, target: t, gradient: g, scale: w, across: group)
+            loss += w * dice + w * crossEntropy
             gradients.append(g)
         }
         return (loss, gradients)

@@ -291,6 +291,32 @@ struct LossTests {
         // Gradients accumulate into one buffer: CE + Dice.
         try Losses.dice(logits: logits, target: target, gradient: g)
         expectClose(try g.toArray(), zip(refCE.gradient, numDice).map(+), "accumulated CE + Dice gradient")
+
+        // Both in two passes: the same losses and the same sum of gradients.
+        let gb = try Tensor(zeros: dims)
+        let both = try Losses.diceAndCrossEntropy(logits: logits, target: target, gradient: gb, scale: 0.5)
+        #expect(abs(Double(both.dice) - refDice) <= 1e-5)
+        #expect(abs(Double(both.crossEntropy) - refCE.loss) <= 1e-5 * max(1, refCE.loss))
+        expectClose(try gb.toArray(), zip(refCE.gradient, numDice).map { 0.5 * ($0 + $1) }, "Dice + CE gradient in two passes")
+    }
+
+    /// Logits far apart (softmax probabilities below float's range) and equal: finite losses and gradients that
+    /// match the float64 reference, and -log p_t taken as log-sum-exp, not clipped where p_t underflows.
+    @Test("extreme logits give the reference's losses and gradients")
+    func extremeLogits() throws {
+        let dims = [1, 4, 5, 7]  // 35 voxels: two full vectors of 16 and a partial one
+        var rng = SeededRandom(37)
+        let z = rounded(rng.values(dims.reduce(1, *), scale: 1).enumerated().map { i, v in i % 3 == 0 ? v * 200 : (i % 3 == 1 ? 0 : v) })
+        let labels = rng.labels(35, classes: 4)
+        let target = try Labels(dims: [1, 1, 5, 7], values: labels)
+        let g = try Tensor(zeros: dims)
+        let both = try Losses.diceAndCrossEntropy(logits: tensor(dims, z), target: target, gradient: g)
+        let refCE = Reference.crossEntropy(z, dims: dims, target: labels)
+        #expect(both.crossEntropy.isFinite && both.dice.isFinite)
+        #expect(abs(Double(both.crossEntropy) - refCE.loss) <= 1e-5 * max(1, refCE.loss), "\(both.crossEntropy) vs \(refCE.loss)")
+        #expect(abs(Double(both.dice) - Reference.dice(z, dims: dims, target: labels)) <= 1e-5)
+        let numDice = numericGradient(z) { Reference.dice($0, dims: dims, target: labels) }
+        expectClose(try g.toArray(), zip(refCE.gradient, numDice).map(+), "gradient")
     }
 
     @Test("losses over many parallel units match the reference, the same with 1 thread as with several")

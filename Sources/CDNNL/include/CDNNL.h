@@ -196,6 +196,19 @@ int cdnnl_norm_act_backward_data(const float *y, const float *dy, float *dx, int
 void cdnnl_channel_sums(const float *a, const float *b, int64_t batch, int64_t channels, int64_t spatial, int layout,
                         double *sum_a, double *sum_ab);
 
+/// The recipe's losses on logits z (N, C, S) in plain layout (S voxels per sample) and labels t (N * S bytes,
+/// each < C), through a softmax over the C channels per voxel. The N * S voxels are cut into units of `unit`
+/// consecutive ones, each summed in a fixed order, so the sums do not depend on the thread count. Per unit u:
+/// ce[u] (ce not NULL) = sum of -log softmax(z)[t]; dice[3Cu + k] (dice not NULL) = sum of p_k where t == k,
+/// dice[3Cu + C + k] = sum of p_k, dice[3Cu + 2C + k] = count of t == k. grad (N, C, S; not NULL) +=
+/// ce_scale * (p - onehot(t)). 1 <= C <= 255.
+void cdnnl_softmax_losses(const float *z, const uint8_t *t, int64_t n, int64_t c, int64_t s, int64_t unit, double *ce,
+                          double *dice, float *grad, float ce_scale);
+/// The soft Dice loss's gradient through the softmax, on the same tensors: grad += scale * p_k (dp_k - sum_j p_j dp_j)
+/// per voxel, with dp_0 = 0 and dp_k = (t == k ? a[k] : 0) + b[k] for k >= 1 (a, b: C floats).
+void cdnnl_dice_gradient(const float *z, const uint8_t *t, int64_t n, int64_t c, int64_t s, int64_t unit, const float *a,
+                         const float *b, float scale, float *grad);
+
 /// Per sample n of `batch`: the `first` floats at a + n * first, then the `second` floats at b + n * second,
 /// into out + n * (first + second) (a channel concatenation, or with `split` the reverse: out is read and a,
 /// b written). Parallel on the pool: one copy thread is far from the memory's bandwidth.
