@@ -35,20 +35,24 @@ public final class BatchNormalization: @unchecked Sendable {
     /// its members and the statistics are the whole batch's (synchronised batch norm): each member normalises
     /// as one process would the whole batch, and the running statistics (the global count's unbiased
     /// variance) are the same on every member.
-    /// `slope` != 1: the output goes through leaky ReLU with that slope as well (in the same pass).
+    /// `slope` != 1: the output goes through leaky ReLU with that slope as well (in the same pass). `residual`
+    /// (input's dims and layout): added before the activation, output = leaky_relu(norm(input) + residual), in the
+    /// same pass where the own kernels run (a residual block's sum).
     public func forwardTraining(input: Tensor, scale: Tensor, shift: Tensor, output: Tensor,
                                 mean: Tensor, variance: Tensor,
                                 runningMean: Tensor, runningVariance: Tensor, across group: ProcessGroup? = nil,
-                                slope: Float = 1) throws {
+                                slope: Float = 1, residual: Tensor? = nil) throws {
         try require(input, dims: dims, layout: layout, op, "input")
         try require(output, dims: dims, layout: layout, op, "output")
+        if let residual { try require(residual, dims: dims, layout: layout, op, "residual") }
         for (t, n) in [(scale, "weight"), (shift, "bias"), (mean, "mean"), (variance, "variance"),
                        (runningMean, "running_mean"), (runningVariance, "running_var")] {
             try require(t, count: channels, op, n)
         }
         if let group {
             return try synchronizedForward(input: input, scale: scale, shift: shift, output: output, mean: mean, variance: variance,
-                                           runningMean: runningMean, runningVariance: runningVariance, group: group, slope: slope)
+                                           runningMean: runningMean, runningVariance: runningVariance, group: group, slope: slope,
+                                           residual: residual)
         }
         if let stats = OwnNormKernels.statistics(input) {
             // Per channel over the samples: the samples' means and squared deviations combined (equal counts).
@@ -67,13 +71,22 @@ public final class BatchNormalization: @unchecked Sendable {
                 for c in 0 ..< C { mean.floats[c] = Float(mu[c]); variance.floats[c] = Float(v[c]) }
             }
             try OwnNormKernels.normalize(input, into: output, mean: { mu[$0 % C] }, variance: { v[$0 % C] }, scale: scale, shift: shift,
-                                         epsilon: epsilon, slope: slope)
+                                         epsilon: epsilon, slope: slope, residual: residual)
         } else {
             try withExtendedLifetime((input.storage, scale.storage, shift.storage, output.storage, mean.storage, variance.storage)) {
                 try check(cdnnl_bnorm_forward_training(handle, input.floats, scale.floats, shift.floats, output.floats,
                                                        mean.floats, variance.floats), "\(op) forward \(shapeText(dims))")
             }
-            if slope != 1 { try OwnNormKernels.activate(output, slope: slope, op: &activation) }
+            if let residual {
+                // output = leaky_relu(output * 1 + 0 + residual) in one pass.
+                let ones = [Float](repeating: 1, count: channels), zeros = [Float](repeating: 0, count: channels)
+                withExtendedLifetime((residual.storage, output.storage)) {
+                    cdnnl_affine_activate(output.floats, residual.floats, output.floats, Int64(dims[0]), Int64(channels),
+                                          Int64(dims.dropFirst(2).reduce(1, *)), layout.cValue, slope, ones, zeros)
+                }
+            } else if slope != 1 {
+                try OwnNormKernels.activate(output, slope: slope, op: &activation)
+            }
         }
         let n = Float(dims.count == 0 ? 1 : (dims[0] * dims.dropFirst(2).reduce(1, *)))
         let unbias = n > 1 ? n / (n - 1) : 1
@@ -162,7 +175,8 @@ extension BatchNormalization {
 
     /// `forwardTraining` across `group` (arguments checked): the mean and variance from the group's sums of x and x^2.
     private func synchronizedForward(input: Tensor, scale: Tensor, shift: Tensor, output: Tensor, mean: Tensor, variance: Tensor,
-                                     runningMean: Tensor, runningVariance: Tensor, group: ProcessGroup, slope: Float) throws {
+                                     runningMean: Tensor, runningVariance: Tensor, group: ProcessGroup, slope: Float,
+                                     residual: Tensor?) throws {
         let C = channels
         let sums = try group.sum(channelSums(input, input))
         let count = sums[2 * C]
@@ -183,8 +197,8 @@ extension BatchNormalization {
                 runningVariance.floats[c] = Float((1 - m) * Double(runningVariance.floats[c]) + m * v * unbias)
             }
         }
-        withExtendedLifetime((input.storage, output.storage)) {
-            cdnnl_affine_activate(input.floats, nil, output.floats, Int64(dims[0]), Int64(C), Int64(dims.dropFirst(2).reduce(1, *)),
+        withExtendedLifetime((input.storage, output.storage, residual?.storage)) {
+            cdnnl_affine_activate(input.floats, residual?.floats, output.floats, Int64(dims[0]), Int64(C), Int64(dims.dropFirst(2).reduce(1, *)),
                                   layout.cValue, slope, a, b)
         }
     }
@@ -357,10 +371,10 @@ enum OwnNormKernels {
         return (mean, m2)
     }
 
-    /// output = leaky_relu(scale * (x - mean) / sqrt(variance + epsilon) + shift) with `slope` (1: none); mean and
-    /// variance given per (sample, channel) index n * C + c. Only after `statistics` gave values (same layout).
+    /// output = leaky_relu(scale * (x - mean) / sqrt(variance + epsilon) + shift [+ residual]) with `slope` (1: none);
+    /// mean and variance given per (sample, channel) index n * C + c. Only after `statistics` gave values (same layout).
     static func normalize(_ x: Tensor, into output: Tensor, mean: (Int) -> Double, variance: (Int) -> Double, scale: Tensor,
-                          shift: Tensor, epsilon: Float, slope: Float) throws {
+                          shift: Tensor, epsilon: Float, slope: Float, residual: Tensor? = nil) throws {
         let dims = x.dims, layout = x.layout
         let N = dims[0], C = dims[1], B = layout.block, CB = (C + B - 1) / B
         let gamma = try scale.toArray(), beta = try shift.toArray()
@@ -372,7 +386,7 @@ enum OwnNormKernels {
                 b[(n * CB + c / B) * B + c % B] = Float(Double(beta[c]) - mean(i) * k)
             }
         }
-        try apply(x, into: output, a: a, b: b, slope: slope)
+        try apply(x, into: output, a: a, b: b, slope: slope, residual: residual)
     }
 
     /// Leaky ReLU in place (the fallback after oneDNN's normalization); `op` keeps the primitive between calls.
@@ -438,10 +452,10 @@ enum OwnNormKernels {
         return true
     }
 
-    private static func apply(_ x: Tensor, into output: Tensor, a: [Float], b: [Float], slope: Float) throws {
+    private static func apply(_ x: Tensor, into output: Tensor, a: [Float], b: [Float], slope: Float, residual: Tensor? = nil) throws {
         let dims = x.dims
-        let rc = withExtendedLifetime((x.storage, output.storage)) {
-            cdnnl_norm_affine_activate(x.floats, nil, output.floats, Int64(dims[0]), Int64(dims[1]), Int64(dims.dropFirst(2).reduce(1, *)),
+        let rc = withExtendedLifetime((x.storage, output.storage, residual?.storage)) {
+            cdnnl_norm_affine_activate(x.floats, residual?.floats, output.floats, Int64(dims[0]), Int64(dims[1]), Int64(dims.dropFirst(2).reduce(1, *)),
                                        x.layout.cValue, a, b, slope)
         }
         try check(rc, "normalization \(shapeText(dims))")

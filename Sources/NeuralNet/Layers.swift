@@ -262,7 +262,7 @@ final class Norm {
     private var batchOp: BatchNormalization?
     private var instanceOp: InstanceNormalization?
     private var mean: Tensor?, variance: Tensor?
-    private var inferenceActivation: Activation?
+    private var inferenceActivation: Activation?  // inference's leaky ReLU, and after a residual sum taken apart
 
     init(_ ps: ParameterSet, name: String, kind: NormKind, channels: Int) {
         self.kind = kind
@@ -279,13 +279,25 @@ final class Norm {
         }
     }
 
-    /// y = norm(x), written into a new workspace tensor, through leaky ReLU when `slope` != 1 (in the
-    /// same pass); in training keeps the statistics for backward.
-    func forward(_ x: Tensor, _ c: Context, slope: Float = 1) throws -> Tensor {
-        try Profile.measure("norm forward") { try forwardUnmeasured(x, c, slope: slope) }
+    /// y = norm(x) [+ residual], written into a new workspace tensor, through leaky ReLU when `slope` != 1 (in the
+    /// same pass where the kernels allow); in training keeps the statistics for backward.
+    func forward(_ x: Tensor, _ c: Context, slope: Float = 1, residual: Tensor? = nil) throws -> Tensor {
+        try Profile.measure("norm forward") {
+            if let residual, !(kind == .batch && c.training) {
+                // Batch norm in training adds the residual in its own pass; elsewhere add, then activate.
+                let y = try forwardUnmeasured(x, c, slope: 1, residual: nil)
+                try Elementwise.add(y, residual, into: y)
+                if slope != 1 {
+                    if inferenceActivation?.slope != slope { inferenceActivation = Activation(slope: slope) }
+                    try inferenceActivation!.forwardInPlace(y)
+                }
+                return y
+            }
+            return try forwardUnmeasured(x, c, slope: slope, residual: residual)
+        }
     }
 
-    private func forwardUnmeasured(_ x: Tensor, _ c: Context, slope: Float) throws -> Tensor {
+    private func forwardUnmeasured(_ x: Tensor, _ c: Context, slope: Float, residual: Tensor?) throws -> Tensor {
         let y = try c.workspace.take(x.dims, layout: x.layout)
         let p = c.parameters
         let channels = x.dims[1]
@@ -296,7 +308,7 @@ final class Norm {
                 if mean?.count != channels { mean = try Tensor(zeros: [channels]); variance = try Tensor(zeros: [channels]) }
                 try batchOp!.forwardTraining(input: x, scale: p.value(weight), shift: p.value(bias), output: y, mean: mean!, variance: variance!,
                                              runningMean: p.value(runningMean!), runningVariance: p.value(runningVariance!), across: c.batchNormGroup,
-                                             slope: slope)
+                                             slope: slope, residual: residual)
                 p.batchesTracked[prefix, default: 0] += 1
             } else {
                 try batchOp!.forwardInference(input: x, scale: p.value(weight), shift: p.value(bias), runningMean: p.value(runningMean!),
@@ -611,17 +623,15 @@ final class ResidualBlock: Block {
         }
         let h = try conv1.forward(x, c)
         let c2 = try conv2.forward(h, c)
-        let y = try norm.forward(c2, c)
-        var cd: Tensor?
+        // y = act(norm(c2) + shortcut): the sum and the activation in the norm's pass (two fewer passes over
+        // the block's output).
+        var cd: Tensor?, r: Tensor?
         if let downsample, let normResidual {
             cd = try downsample.forward(x, c)
-            let r = try normResidual.forward(cd!, c)
-            try Profile.measure("add") { try Elementwise.add(y, r, into: y) }
-            c.workspace.give(r)
-        } else {
-            try Profile.measure("add") { try Elementwise.add(y, x, into: y) }
+            r = try normResidual.forward(cd!, c)
         }
-        try act.forwardInPlace(y)
+        let y = try norm.forward(c2, c, slope: act.slope, residual: r ?? x)
+        c.workspace.give(r)
         if c.training {
             (self.x, self.h, self.c2, self.cd, self.y) = (x, h, c2, cd, y)
         } else {

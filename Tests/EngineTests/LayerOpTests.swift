@@ -84,6 +84,13 @@ struct NormalizationTests {
         expectClose(try dx.toArray(), back.input, "input gradient")
         expectClose(try ds.toArray(), back.scale, "weight gradient")
         expectClose(try dsh.toArray(), back.shift, "bias gradient")
+
+        // A residual block's sum: leaky_relu(norm(x) + residual), in the normalization's pass.
+        let res = rounded(rng.values(x.count))
+        let yr = try Tensor(zeros: dims, layout: layout)
+        try bn.forwardTraining(input: tx, scale: tscale, shift: tshift, output: yr, mean: mean, variance: variance,
+                               runningMean: runMean, runningVariance: runVar, slope: 0.01, residual: tensor(dims, res, layout: layout))
+        expectClose(try yr.toArray(), zip(ref.y, res).map { $0 + $1 > 0 ? $0 + $1 : 0.01 * ($0 + $1) }, "output with residual and activation")
     }
 
     @Test("instance norm forward and backward match the reference", arguments: shapes, allLayouts)
