@@ -297,6 +297,7 @@ final class Norm {
         }
     }
 
+    /// `residual` is taken by batch norm in training only (`forward` adds it on the other routes).
     private func forwardUnmeasured(_ x: Tensor, _ c: Context, slope: Float, residual: Tensor?) throws -> Tensor {
         let y = try c.workspace.take(x.dims, layout: x.layout)
         let p = c.parameters
