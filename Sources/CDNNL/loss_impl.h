@@ -58,6 +58,9 @@ typedef struct {
     float dice_scale;
 } loss_job;
 
+/// The Dice loss's dp_k (k >= 1) per lane: a[k] where the label is k, plus b[k].
+static inline vf dice_dp(const loss_job *j, vi tv, int64_t k) { return pick(tv == (int32_t)k, SPLAT(j->a[k]), (vf){0}) + j->b[k]; }
+
 /// One vector of voxels: logits at z (planes sz apart), labels t, gradient planes at g (sg apart). `valid`:
 /// 1 in the lanes that are voxels, 0 in padding lanes. p: C vectors of scratch.
 static inline void loss_vector(const loss_job *j, const float *z, int64_t sz, const uint8_t *t, float *g, int64_t sg,
@@ -78,9 +81,9 @@ static inline void loss_vector(const loss_job *j, const float *z, int64_t sz, co
     if (j->a) {
         // Dice through the softmax: dz_k = p_k (dp_k - sum_j p_j dp_j), dp_0 = 0.
         vf dot = (vf){0};
-        for (int64_t k = 1; k < c; k++) dot += p[k] * (pick(tv == (int32_t)k, SPLAT(j->a[k]), (vf){0}) + j->b[k]);
+        for (int64_t k = 1; k < c; k++) dot += p[k] * dice_dp(j, tv, k);
         for (int64_t k = 0; k < c; k++) {
-            const vf dp = k == 0 ? (vf){0} : pick(tv == (int32_t)k, SPLAT(j->a[k]), (vf){0}) + j->b[k];
+            const vf dp = k == 0 ? (vf){0} : dice_dp(j, tv, k);
             ST(g + k * sg, LD(g + k * sg) + j->dice_scale * p[k] * (dp - dot));
         }
         return;

@@ -262,7 +262,8 @@ final class Norm {
     private var batchOp: BatchNormalization?
     private var instanceOp: InstanceNormalization?
     private var mean: Tensor?, variance: Tensor?
-    private var inferenceActivation: Activation?  // inference's leaky ReLU, and after a residual sum taken apart
+    /// Leaky ReLU in a pass of its own: after inference's batch norm, and after a residual added apart.
+    private var separateActivation: Activation?
 
     init(_ ps: ParameterSet, name: String, kind: NormKind, channels: Int) {
         self.kind = kind
@@ -287,14 +288,17 @@ final class Norm {
                 // Batch norm in training adds the residual in its own pass; elsewhere add, then activate.
                 let y = try forwardUnmeasured(x, c, slope: 1, residual: nil)
                 try Elementwise.add(y, residual, into: y)
-                if slope != 1 {
-                    if inferenceActivation?.slope != slope { inferenceActivation = Activation(slope: slope) }
-                    try inferenceActivation!.forwardInPlace(y)
-                }
+                try activateSeparately(y, slope: slope)
                 return y
             }
             return try forwardUnmeasured(x, c, slope: slope, residual: residual)
         }
+    }
+
+    private func activateSeparately(_ y: Tensor, slope: Float) throws {
+        guard slope != 1 else { return }
+        if separateActivation?.slope != slope { separateActivation = Activation(slope: slope) }
+        try separateActivation!.forwardInPlace(y)
     }
 
     /// `residual` is taken by batch norm in training only (`forward` adds it on the other routes).
@@ -314,10 +318,7 @@ final class Norm {
             } else {
                 try batchOp!.forwardInference(input: x, scale: p.value(weight), shift: p.value(bias), runningMean: p.value(runningMean!),
                                               runningVariance: p.value(runningVariance!), output: y)
-                if slope != 1 {
-                    if inferenceActivation?.slope != slope { inferenceActivation = Activation(slope: slope) }
-                    try inferenceActivation!.forwardInPlace(y)
-                }
+                try activateSeparately(y, slope: slope)
             }
         case .instance:
             if instanceOp?.dims != x.dims || instanceOp?.layout != x.layout { instanceOp = try InstanceNormalization(dims: x.dims, layout: x.layout) }
