@@ -110,6 +110,12 @@ a, b = floats(sys.argv[1]), floats(sys.argv[2])
 scale = max(abs(v) for v in a); diff = max(abs(x - y) for x, y in zip(a, b))
 sys.exit(0 if 0 < diff <= 2e-2 * scale else 1)
 PY
+  # predict (which makes results, unlike forward) runs fp32 where bf16 dot products are no faster than fp32
+  # FMAs, and says so; elsewhere it runs bf16. Either way its summary names what ran.
+  "$unet" predict --precision bf16 --model "$tmp/runA" -i "$tmp/one" -o "$tmp/pred-bf16" > "$tmp/bf16.out" 2>&1 \
+    || fail "predict --precision bf16: $(cat "$tmp/bf16.out")"
+  if grep -q "note: --precision bf16 runs in fp32 on this CPU" "$tmp/bf16.out"; then ran=fp32; else ran=bf16; fi
+  grep -q "thread(s), $ran" "$tmp/bf16.out" || fail "predict --precision bf16 ran other than it said ($ran): $(cat "$tmp/bf16.out")"
 fi
 set +e
 out=$(CDNNL_NO_BF16=1 "$unet" forward --precision bf16 --model "$tmp/m.safetensors" --input "$tmp/x.npy" --output "$tmp/l3.npy" 2>&1); status=$?

@@ -70,6 +70,9 @@ public enum KernelBenchmark {
         /// Register-only FMA throughput (the arithmetic ceiling; 0 if unmeasured). The SGEMM
         /// peak above is what fractions are taken against.
         public var fmaPeakGflops: Double
+        /// The same with 512-bit bf16 dot products (0 without AVX512_BF16): bf16 kernels can only pay where it
+        /// passes `fmaPeakGflops`.
+        public var bf16DotPeakGflops: Double
         public var threads: Int
         public var backend: String
         public var layout: String
@@ -79,7 +82,7 @@ public enum KernelBenchmark {
 
         enum CodingKeys: String, CodingKey {
             case kernels, threads, backend, layout, passes
-            case peakGflops = "peak_gflops", fmaPeakGflops = "fma_peak_gflops"
+            case peakGflops = "peak_gflops", fmaPeakGflops = "fma_peak_gflops", bf16DotPeakGflops = "bf16_dot_peak_gflops"
         }
     }
 
@@ -176,6 +179,14 @@ public enum KernelBenchmark {
         return Double(flops) / t / 1e9
     }
 
+    /// Arithmetic peak of bf16 dot products the same way, in GFLOP/s (0 without AVX512_BF16).
+    public static func bf16DotPeak() -> Double {
+        guard Runtime.cpuFeatures.contains(.avx512BF16) else { return 0 }
+        var flops: Int64 = 0
+        let t = bestTime(minReps: 5, minSeconds: 0.5) { flops = cdnnl_bf16_dot_peak_flops(Int32(Runtime.threads), 10_000_000) }
+        return Double(flops) / t / 1e9
+    }
+
     /// Times forward, backward-data and backward-weights of one layer in the native layout, with the
     /// given algorithm (only the directions it covers, for Winograd).
     public static func measure(_ shape: LayerShape, peak: Double, layout: Layout = .native,
@@ -248,7 +259,7 @@ public enum KernelBenchmark {
             rounds.append(results)
         }
         let (kernels, peak) = best(of: rounds)
-        return Report(peakGflops: peak, fmaPeakGflops: try fmaPeak(), threads: Runtime.threads, backend: "oneDNN \(Runtime.backendVersion)",
+        return Report(peakGflops: peak, fmaPeakGflops: try fmaPeak(), bf16DotPeakGflops: bf16DotPeak(), threads: Runtime.threads, backend: "oneDNN \(Runtime.backendVersion)",
                       layout: Layout.native.rawValue, passes: rounds.count, kernels: kernels)
     }
 

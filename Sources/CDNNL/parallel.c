@@ -60,34 +60,41 @@ void cdnnl_parallel_for(int64_t count, void (*fn)(void *ctx, int64_t begin, int6
     cdnnl_parallel(cdnnl_max_threads(), count, fn, ctx);
 }
 
-// ---- arithmetic peak: independent FMA chains in registers, one per thread ----
+// ---- arithmetic peaks: independent chains in registers, one per thread ----
+// The loops are assembly so that they stay register-only at any optimisation level (debug builds compile C
+// at -O0, which would put every chain through memory and time latency instead of throughput). Ten
+// independent accumulators cover the latency on both pipes; every register starts at zero (vzeroall), which
+// the units run at full rate. Each thread runs `iters` (>= 1) rounds of 10 instructions.
 
-typedef struct { int64_t iters; volatile float sink[64]; } fma_ctx;
-
-// 10 chains: enough independent FMAs in flight to cover the FMA latency on both pipes.
-#define FMA_LOOP(name, isa, width)                                                   \
-    __attribute__((target(isa))) static void name(void *arg, int64_t begin, int64_t end) { \
-        typedef float v __attribute__((vector_size(width * 4)));                        \
-        fma_ctx *c = arg;                                                                \
-        v a[10];                                                                         \
-        const v m = (v){0} + 0.999999f, b = (v){0} + 1e-7f;                              \
-        for (int i = 0; i < 10; i++) a[i] = (v){0} + (float)(i + begin);                 \
-        for (int64_t t = 0; t < c->iters; t++)                                           \
-            for (int i = 0; i < 10; i++) a[i] = a[i] * m + b;                            \
-        v s = a[0];                                                                      \
-        for (int i = 1; i < 10; i++) s += a[i];                                          \
-        c->sink[begin & 63] = s[0]; /* keeps the loop alive; the value is irrelevant */ \
-        (void)end;                                                                       \
+#define ACC(op, r, k) op " %%" r "10, %%" r "11, %%" r #k "\n\t"
+#define ACC10(op, r) \
+    ACC(op, r, 0) ACC(op, r, 1) ACC(op, r, 2) ACC(op, r, 3) ACC(op, r, 4) ACC(op, r, 5) ACC(op, r, 6) ACC(op, r, 7) ACC(op, r, 8) ACC(op, r, 9)
+// vzeroall clears registers 0-15 whole, so all sixteen are clobbered.
+#define CLOBBER16(r) r "0", r "1", r "2", r "3", r "4", r "5", r "6", r "7", r "8", r "9", r "10", r "11", r "12", r "13", r "14", r "15"
+#define PEAK_LOOP(name, isa, op, r)                                                                   \
+    __attribute__((target(isa))) static void name(void *arg, int64_t begin, int64_t end) {            \
+        int64_t n = *(const int64_t *)arg;                                                             \
+        __asm__ volatile("vzeroall\n\t1:\n\t" ACC10(op, r) "dec %0\n\tjnz 1b\n\tvzeroupper\n\t"         \
+                         : "+r"(n) : : CLOBBER16(r), "cc");                                            \
+        (void)begin; (void)end;                                                                        \
     }
-FMA_LOOP(fma_loop_avx2, "avx2,fma", 8)
-FMA_LOOP(fma_loop_avx512, "avx512f,avx2,fma", 16)
+PEAK_LOOP(fma_loop_avx2, "avx2,fma", "vfmadd231ps", "ymm")
+PEAK_LOOP(fma_loop_avx512, "avx512f,avx2,fma", "vfmadd231ps", "zmm")
+// bf16 dot products (vdpbf16ps: 32 bf16 pairs into 16 f32 sums, 64 flops). Some CPUs run them at twice the
+// FMA's flop rate (AMD Zen 4), others at half of it (Intel Xeons that issue them on one port): that decides
+// whether bf16 kernels can pay at all.
+PEAK_LOOP(bf16_dot_loop, "avx512f,avx512bw,avx512bf16", "vdpbf16ps", "zmm")
 
 int64_t cdnnl_fma_peak_flops(int threads, int64_t iters) {
-    if (!cdnnl_avx2_available()) return 0;
+    if (!cdnnl_avx2_available() || iters < 1) return 0;
     // The width the native layout's kernels use: 16 on AVX-512 (blocked16), 8 otherwise.
     const int wide = cdnnl_preferred_block() == 16 && cdnnl_avx512_available();
-    static fma_ctx ctx;
-    ctx.iters = iters;
-    cdnnl_parallel(threads, threads, wide ? fma_loop_avx512 : fma_loop_avx2, &ctx);
+    cdnnl_parallel(threads, threads, wide ? fma_loop_avx512 : fma_loop_avx2, &iters);
     return (int64_t)threads * iters * 10 * (wide ? 16 : 8) * 2;
+}
+
+int64_t cdnnl_bf16_dot_peak_flops(int threads, int64_t iters) {
+    if (!cdnnl_avx512_bf16_available() || iters < 1) return 0;
+    cdnnl_parallel(threads, threads, bf16_dot_loop, &iters);
+    return (int64_t)threads * iters * 10 * 64;
 }

@@ -104,12 +104,43 @@ public enum Precision: String, Sendable, CaseIterable {
     /// (normalization statistics, loss, softmax, optimizer, master weights) stay float32. Needs a CPU
     /// with AVX512_BF16; emulating it would be slower than fp32, so other CPUs refuse it. Layers that take
     /// SwiftUNet's Winograd kernel keep it in fp32 (it multiplies 4x less than a direct convolution; bf16
-    /// dot products are only 2x faster, and rounding its transformed tiles to bf16 costs 8x bf16's error).
+    /// dot products are at most 2x faster, and rounding its transformed tiles to bf16 costs 8x bf16's error).
+    /// Where bf16 dot products are no faster than fp32 FMAs, bf16 only loses: see `worthwhileOnThisCPU`.
     /// Weight gradients of transposed convolutions, and of 2D layers with output rows of 64 or more, stay
     /// fp32 as well: oneDNN's bf16 kernels, converting both inputs first, were slower there.
     case bf16
 
     var cValue: Int32 { self == .bf16 ? Int32(CDNNL_PRECISION_BF16) : Int32(CDNNL_PRECISION_FP32) }
+
+    /// This CPU's bf16 dot-product rate over its fp32 FMA rate, in flops, on one core (register-only loops,
+    /// measured once per process, ~30 ms); nil without AVX512_BF16. Measured 2.0 on AMD Zen 4 and 0.5 on an
+    /// Intel Xeon (family 6 model 207, no AMX exposed) that issues vdpbf16ps at half the rate of its two FMA ports.
+    public static let bf16DotProductSpeedup: Double? = {
+        guard Runtime.cpuFeatures.contains(.avx512BF16) else { return nil }
+        func seconds(_ body: () -> Int64) -> (Double, Int64) {
+            var flops: Int64 = 0
+            let t = ContinuousClock().measure { flops = body() }.components
+            return (Double(t.seconds) + Double(t.attoseconds) * 1e-18, flops)
+        }
+        // Alternated and best of three each, against the minute-to-minute drift of a shared machine.
+        var fp32 = 0.0, bf16 = 0.0
+        for _ in 0 ..< 3 {
+            let (tf, ff) = seconds { cdnnl_fma_peak_flops(1, 1_000_000) }
+            let (tb, fb) = seconds { cdnnl_bf16_dot_peak_flops(1, 1_000_000) }
+            fp32 = max(fp32, Double(ff) / max(tf, 1e-9))
+            bf16 = max(bf16, Double(fb) / max(tb, 1e-9))
+        }
+        return fp32 > 0 ? bf16 / fp32 : nil
+    }()
+
+    /// What to run when `self` is asked for: bf16 only where this CPU's bf16 dot products outrun its fp32 FMAs
+    /// by 1.5x or more (`bf16DotProductSpeedup`), fp32 otherwise. bf16 kernels do the same multiplications as
+    /// fp32 ones and convert their inputs as well, so at a lower or equal rate they only lose (measured: bf16
+    /// training at 0.65x fp32's speed on the Xeon above, 1.12x on Zen 4); fp32 there is faster and exact.
+    public var worthwhileOnThisCPU: Precision {
+        guard self == .bf16, let speedup = Precision.bf16DotProductSpeedup, speedup < 1.5 else { return self }
+        return .fp32
+    }
 
     /// Throws `EngineError.unsupportedByCPU` when this CPU cannot run the precision natively.
     public func checkSupported() throws {

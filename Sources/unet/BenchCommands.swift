@@ -50,6 +50,10 @@ struct BenchKernels: ParsableCommand {
         print(String(format: "FP32 GEMM peak (SGEMM 3072^3 through oneDNN, best of the run): %.1f GFLOP/s", report.peakGflops))
         print("% peak: against that best; % local: against an SGEMM measured just before each layer (same conditions)")
         print(String(format: "FMA throughput ceiling (register-only FMA loop): %.1f GFLOP/s", report.fmaPeakGflops))
+        if report.bf16DotPeakGflops > 0 {
+            print(String(format: "bf16 dot-product ceiling (register-only vdpbf16ps loop): %.1f GFLOP/s, %.2fx the FMA ceiling", report.bf16DotPeakGflops,
+                         report.bf16DotPeakGflops / max(report.fmaPeakGflops, 1e-9)))
+        }
     }
 }
 

@@ -206,6 +206,7 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         compute.apply()
+        let precision = precision.worthwhile()
         var networks: [UNet] = []
         var runPatch: [Int]?
         var recordedSpacing: [Double]?
@@ -223,7 +224,7 @@ struct Predict: ParsableCommand {
             }
             let (net, file) = try UNet.load(path)
             if recordedSpacing == nil { recordedSpacing = file.metadata[Checkpoint.spacingKey].flatMap(parseSpacing) }
-            try net.setPrecision(precision.precision)
+            try net.setPrecision(precision)
             let epoch = file.metadata["checkpoint.epoch"].map { ", epoch \($0)" } ?? ""
             print("loaded \(path): \(net.config.dimension)D, \(net.parameters.parameterCount) parameters\(epoch)")
             networks.append(net)
@@ -249,7 +250,7 @@ struct Predict: ParsableCommand {
                 + (spacing == nil && recordedSpacing == nil ? " (the recipe's; the model records no training spacing)" : "")
         } ?? "each case on its own grid"
         print(spacingNote)
-        print("\(networks.count == 1 ? "one model" : "an ensemble of \(networks.count) models (mean probabilities)"), \(Runtime.threads) thread(s), \(precision.precision.rawValue)\(tta ? ", flip TTA" : "")")
+        print("\(networks.count == 1 ? "one model" : "an ensemble of \(networks.count) models (mean probabilities)"), \(Runtime.threads) thread(s), \(precision.rawValue)\(tta ? ", flip TTA" : "")")
         let times = try Predictor.run(networks: networks, input: input, output: output, options: options) { id, timing in print("\(id): \(timing)") }
         print("wrote \(times.count) segmentation(s) to \(output)")
         if Profile.enabled { FileHandle.standardError.write(Data((Profile.report() + "\n").utf8)) }
@@ -345,7 +346,7 @@ struct Train: ParsableCommand {
         cadence.checkpointInterval = checkpointEvery * 60
         signal(SIGINT) { _ in Trainer.requestStop() }
         signal(SIGTERM) { _ in Trainer.requestStop() }
-        let trainer = Trainer(data: data, run: out, options: options, precision: precision.precision, cadence: cadence,
+        let trainer = Trainer(data: data, run: out, options: options, precision: precision.worthwhile(), cadence: cadence,
                               group: group, synchronizedBatchNorm: syncBatchnorm)
         let outcome = try trainer.train(resume: resume) { r in
                 guard speaks else { return }

@@ -120,11 +120,13 @@ struct BenchTrain: ParsableCommand {
                 ratios["\(phase)_bf16_over_fp32"] = bf16.imagesPerSecond / fp32.imagesPerSecond
             }
         }
+        // Whether bf16 kernels can pay at all here: `train` and `predict` run fp32 when this is under 1.5.
+        if precisions.contains(.bf16), let speedup = Precision.bf16DotProductSpeedup { ratios["bf16_dot_over_fp32_fma"] = speedup }
         let report = Report(preset: preset.rawValue, threads: threads, results: results, ratios: ratios)
         if json { return try printJSON(report) }
         print("\(preset), \(threads) threads; training batch \(trainBatch), inference batch \(inferBatch) of \(spatial.map(String.init).joined(separator: "x")); best of \(rounds) round(s), median of \(steps) steps each")
         let header = ["phase", "implementation", "batch", "s/step", "img/s", "GFLOP/s", "peak RSS MB"]
-        func width(_ h: String) -> Int { h == "implementation" ? 34 : (h == "phase" ? 7 : 12) }
+        func width(_ h: String) -> Int { h == "implementation" ? 42 : (h == "phase" ? 7 : 12) }
         print(header.map { $0.padding(toLength: width($0), withPad: " ", startingAt: 0) }.joined())
         for r in results {
             let cells = [r.phase, r.implementation, "\(r.batch)", String(format: "%.3f", r.seconds), String(format: "%.2f", r.imagesPerSecond),
@@ -132,6 +134,9 @@ struct BenchTrain: ParsableCommand {
             print(zip(header, cells).map { $1.padding(toLength: width($0), withPad: " ", startingAt: 0) }.joined())
         }
         for (k, v) in ratios.sorted(by: { $0.key < $1.key }) { print(String(format: "%@: %.2fx", k, v)) }
+        if precision.precision == .bf16, precision.precision.worthwhileOnThisCPU != .bf16 {
+            print("bf16 dot products run no faster than fp32 FMAs on this CPU, so 'unet train' and 'unet predict' run fp32 when asked for bf16")
+        }
     }
 
     private func decode(_ text: String) throws -> TrainingBenchmark.Result {

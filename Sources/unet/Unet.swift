@@ -64,6 +64,19 @@ struct PrecisionOptions: ParsableArguments {
             throw ValidationError("--precision \(precision.rawValue): \(e.description). Use --precision fp32 on this machine.")
         }
     }
+
+    /// What a command that makes a model or predictions runs: the precision asked for, except bf16 on a CPU
+    /// whose bf16 dot products are no faster than its fp32 FMAs, which runs fp32 (faster and exact there) and
+    /// says so on standard error. Measuring commands (bench, step, forward) run what was asked.
+    func worthwhile() -> Precision {
+        let chosen = precision.worthwhileOnThisCPU
+        if chosen != precision, let speedup = Precision.bf16DotProductSpeedup {
+            FileHandle.standardError.write(Data(String(
+                format: "note: --precision bf16 runs in fp32 on this CPU: its bf16 dot products run at %.2fx the flop rate of its fp32 FMAs (measured), so bf16 kernels would be slower than fp32 ones, and less exact ('unet bench train --precision bf16' compares both)\n",
+                speedup).utf8))
+        }
+        return chosen
+    }
 }
 
 struct Bench: ParsableCommand {

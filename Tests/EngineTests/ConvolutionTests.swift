@@ -496,6 +496,19 @@ struct BF16ConvolutionTests {
         }
     }
 
+    /// bf16 is worth running only where bf16 dot products outrun fp32 FMAs; fp32 is always itself. The rate is
+    /// measured (in assembly, so a debug build measures what a release one does): every CPU with AVX512_BF16
+    /// seen so far runs them at 0.5x (Intel Xeon) or 2x (AMD Zen 4) the fp32 FMA's flop rate.
+    @Test func bf16OnlyWhereItsDotProductsAreFaster() {
+        #expect(Precision.fp32.worthwhileOnThisCPU == .fp32)
+        guard let speedup = Precision.bf16DotProductSpeedup else {
+            #expect(!Runtime.cpuFeatures.contains(.avx512BF16))
+            return
+        }
+        #expect(speedup > 0.3 && speedup < 3, "bf16 dot products at \(speedup)x the FMA rate")
+        #expect(Precision.bf16.worthwhileOnThisCPU == (speedup >= 1.5 ? .bf16 : .fp32))
+    }
+
     /// In bf16 precision the weight gradients of transposed convolutions, and of 2D layers with output rows of 64
     /// and more, stay in f32 (measured faster than oneDNN's bf16 kernels there): f32-accurate, not bf16-rounded.
     @Test(arguments: [

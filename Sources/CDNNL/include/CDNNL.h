@@ -118,9 +118,12 @@ int cdnnl_eltwise_forward(cdnnl_eltwise *e, const float *src, float *dst);
 /// diff_src = diff_dst * (src > 0 ? 1 : slope). `src` may be the forward output (same sign).
 int cdnnl_eltwise_backward(cdnnl_eltwise *e, const float *src, const float *diff_dst, float *diff_src);
 
-/// Runs `iters` rounds of 10 independent 8-wide FMAs on each of `threads` threads and returns
-/// the FLOPs done (0 without AVX2/FMA). Timing it gives the machine's arithmetic peak.
+/// Runs `iters` rounds of 10 independent FMAs (16-wide where the native layout is blocked16, else 8-wide) on
+/// each of `threads` threads and returns the FLOPs done (0 without AVX2/FMA). Timing it gives the machine's
+/// arithmetic peak.
 int64_t cdnnl_fma_peak_flops(int threads, int64_t iters);
+/// The same with 10 independent 512-bit bf16 dot products (64 flops each) per round; 0 without AVX512_BF16.
+int64_t cdnnl_bf16_dot_peak_flops(int threads, int64_t iters);
 
 // ---- Single-precision GEMM (row-major, as dnnl_sgemm) ----
 int cdnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha,
