@@ -117,18 +117,16 @@ public enum Precision: String, Sendable, CaseIterable {
     /// Intel Xeon (family 6 model 207, no AMX exposed) that issues vdpbf16ps at half the rate of its two FMA ports.
     public static let bf16DotProductSpeedup: Double? = {
         guard Runtime.cpuFeatures.contains(.avx512BF16) else { return nil }
-        func seconds(_ body: () -> Int64) -> (Double, Int64) {
+        func flopsPerSecond(_ body: () -> Int64) -> Double {
             var flops: Int64 = 0
             let t = ContinuousClock().measure { flops = body() }.components
-            return (Double(t.seconds) + Double(t.attoseconds) * 1e-18, flops)
+            return Double(flops) / max(Double(t.seconds) + Double(t.attoseconds) * 1e-18, 1e-9)
         }
         // Alternated and best of three each, against the minute-to-minute drift of a shared machine.
         var fp32 = 0.0, bf16 = 0.0
         for _ in 0 ..< 3 {
-            let (tf, ff) = seconds { cdnnl_fma_peak_flops(1, 1_000_000) }
-            let (tb, fb) = seconds { cdnnl_bf16_dot_peak_flops(1, 1_000_000) }
-            fp32 = max(fp32, Double(ff) / max(tf, 1e-9))
-            bf16 = max(bf16, Double(fb) / max(tb, 1e-9))
+            fp32 = max(fp32, flopsPerSecond { cdnnl_fma_peak_flops(1, 1_000_000) })
+            bf16 = max(bf16, flopsPerSecond { cdnnl_bf16_dot_peak_flops(1, 1_000_000) })
         }
         return fp32 > 0 ? bf16 / fp32 : nil
     }()

@@ -206,7 +206,7 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         compute.apply()
-        let precision = precision.worthwhile()
+        let running = precision.worthwhile()
         var networks: [UNet] = []
         var runPatch: [Int]?
         var recordedSpacing: [Double]?
@@ -224,7 +224,7 @@ struct Predict: ParsableCommand {
             }
             let (net, file) = try UNet.load(path)
             if recordedSpacing == nil { recordedSpacing = file.metadata[Checkpoint.spacingKey].flatMap(parseSpacing) }
-            try net.setPrecision(precision)
+            try net.setPrecision(running)
             let epoch = file.metadata["checkpoint.epoch"].map { ", epoch \($0)" } ?? ""
             print("loaded \(path): \(net.config.dimension)D, \(net.parameters.parameterCount) parameters\(epoch)")
             networks.append(net)
@@ -250,7 +250,7 @@ struct Predict: ParsableCommand {
                 + (spacing == nil && recordedSpacing == nil ? " (the recipe's; the model records no training spacing)" : "")
         } ?? "each case on its own grid"
         print(spacingNote)
-        print("\(networks.count == 1 ? "one model" : "an ensemble of \(networks.count) models (mean probabilities)"), \(Runtime.threads) thread(s), \(precision.rawValue)\(tta ? ", flip TTA" : "")")
+        print("\(networks.count == 1 ? "one model" : "an ensemble of \(networks.count) models (mean probabilities)"), \(Runtime.threads) thread(s), \(running.rawValue)\(tta ? ", flip TTA" : "")")
         let times = try Predictor.run(networks: networks, input: input, output: output, options: options) { id, timing in print("\(id): \(timing)") }
         print("wrote \(times.count) segmentation(s) to \(output)")
         if Profile.enabled { FileHandle.standardError.write(Data((Profile.report() + "\n").utf8)) }

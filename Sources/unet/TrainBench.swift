@@ -120,7 +120,7 @@ struct BenchTrain: ParsableCommand {
                 ratios["\(phase)_bf16_over_fp32"] = bf16.imagesPerSecond / fp32.imagesPerSecond
             }
         }
-        // Whether bf16 kernels can pay at all here: `train` and `predict` run fp32 when this is under 1.5.
+        // Whether bf16 kernels can pay at all here (`Precision.worthwhileOnThisCPU` decides from it).
         if precisions.contains(.bf16), let speedup = Precision.bf16DotProductSpeedup { ratios["bf16_dot_over_fp32_fma"] = speedup }
         let report = Report(preset: preset.rawValue, threads: threads, results: results, ratios: ratios)
         if json { return try printJSON(report) }
@@ -134,7 +134,7 @@ struct BenchTrain: ParsableCommand {
             print(zip(header, cells).map { $1.padding(toLength: width($0), withPad: " ", startingAt: 0) }.joined())
         }
         for (k, v) in ratios.sorted(by: { $0.key < $1.key }) { print(String(format: "%@: %.2fx", k, v)) }
-        if precision.precision == .bf16, precision.precision.worthwhileOnThisCPU != .bf16 {
+        if precision.precision.worthwhileOnThisCPU != precision.precision {
             print("bf16 dot products run no faster than fp32 FMAs on this CPU, so 'unet train' and 'unet predict' run fp32 when asked for bf16")
         }
     }
